@@ -1,0 +1,54 @@
+# A thin wrapper over meson and ninja, in the manner of QEMU's.
+#
+#   make              install missing packages, configure, build
+#   make check        build, then run every test (unit + iotests)
+#   make check-unit   C unit tests only
+#   make check-iotests  the Python integration tests only
+#   make demo         build, then run the live demo (scripts/demo.sh)
+#   make bench        build, then compare with qemu-storage-daemon
+#   make clean        remove the build directory
+#
+# SANITIZE=1 builds into build-sanitize/ with ASan and UBSan and runs
+# everything against that build.
+
+SANITIZE ?=
+ifeq ($(SANITIZE),1)
+BUILD_DIR ?= build-sanitize
+MESON_OPTS += -Db_sanitize=address,undefined -Db_lundef=false
+else
+BUILD_DIR ?= build
+endif
+
+PYTHON := /usr/bin/python3
+export BLOCKD_BUILD_DIR := $(abspath $(BUILD_DIR))
+
+.PHONY: all deps build check check-unit check-iotests demo bench clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+$(BUILD_DIR)/build.ninja:
+	meson setup $(BUILD_DIR) $(MESON_OPTS)
+
+build: deps $(BUILD_DIR)/build.ninja
+	ninja -C $(BUILD_DIR)
+
+check: build
+	@scripts/run-tests.sh all
+
+check-unit: build
+	@scripts/run-tests.sh unit
+
+check-iotests: build
+	@scripts/run-tests.sh iotests
+
+demo: build
+	@scripts/demo.sh
+
+bench: build
+	bench/nbd-io
+
+clean:
+	rm -rf build build-sanitize

@@ -1,0 +1,95 @@
+/*
+ * The "null-co" protocol driver: a device of a given size that discards
+ * writes.  Reads leave the buffer untouched unless read-zeroes=on (as in
+ * QEMU, where it exists for benchmarks of the layers above).
+ */
+#include "block/block_int.h"
+#include "qapi/qapi-types.h"
+
+enum {
+    NULL_DEFAULT_SIZE = 1 << 30,
+};
+
+typedef struct BDRVNullState {
+    bool read_zeroes;
+} BDRVNullState;
+
+static int coroutine_fn null_open(BlockDriverState *bs,
+                                  BlockdevOptions *options, Error **errp)
+{
+    BDRVNullState *s = bs->opaque;
+    BlockdevOptionsNull *opts = &options->u.null_co;
+
+    (void)errp;
+    bs->total_bytes = opts->has_size ? (int64_t)opts->size
+                                     : NULL_DEFAULT_SIZE;
+    s->read_zeroes = opts->has_read_zeroes && opts->read_zeroes;
+    bs->filename = g_strdup("null-co://");
+    return 0;
+}
+
+static int coroutine_fn null_co_pread(BlockDriverState *bs, int64_t offset,
+                                      int64_t bytes, void *buf,
+                                      BdrvRequestFlags flags)
+{
+    BDRVNullState *s = bs->opaque;
+
+    (void)offset;
+    (void)flags;
+    if (s->read_zeroes) {
+        memset(buf, 0, bytes);
+    }
+    return 0;
+}
+
+static int coroutine_fn null_co_pwrite(BlockDriverState *bs, int64_t offset,
+                                       int64_t bytes, const void *buf,
+                                       BdrvRequestFlags flags)
+{
+    (void)bs;
+    (void)offset;
+    (void)bytes;
+    (void)buf;
+    (void)flags;
+    return 0;
+}
+
+static int coroutine_fn null_co_pwrite_zeroes(BlockDriverState *bs,
+                                              int64_t offset, int64_t bytes,
+                                              BdrvRequestFlags flags)
+{
+    return null_co_pwrite(bs, offset, bytes, NULL, flags);
+}
+
+static int coroutine_fn null_co_block_status(BlockDriverState *bs,
+                                             int64_t offset, int64_t bytes,
+                                             int64_t *pnum, int64_t *map,
+                                             BlockDriverState **file)
+{
+    BDRVNullState *s = bs->opaque;
+
+    (void)offset;
+    (void)map;
+    (void)file;
+    *pnum = bytes;
+    return BDRV_BLOCK_ALLOCATED |
+           (s->read_zeroes ? BDRV_BLOCK_ZERO : BDRV_BLOCK_DATA);
+}
+
+static const BlockDriver bdrv_null_co = {
+    .format_name = "null-co",
+    .instance_size = sizeof(BDRVNullState),
+    .bdrv_open = null_open,
+    .bdrv_co_pread = null_co_pread,
+    .bdrv_co_pwrite = null_co_pwrite,
+    .bdrv_co_pwrite_zeroes = null_co_pwrite_zeroes,
+    .bdrv_co_block_status = null_co_block_status,
+    .supported_write_flags = BDRV_REQ_FUA,
+    .supported_zero_flags = BDRV_REQ_FUA | BDRV_REQ_MAY_UNMAP |
+                            BDRV_REQ_NO_FALLBACK,
+};
+
+static void __attribute__((constructor)) null_register(void)
+{
+    bdrv_register(&bdrv_null_co);
+}

@@ -1,0 +1,117 @@
+/*
+ * The "raw" format driver: the image is the child's bytes, optionally a
+ * window [offset, offset + size) of them.
+ *
+ * Requests are forwarded with the window's offset added.  The window is
+ * checked against the child's length at open; the core keeps requests
+ * within the node, and so within the window.
+ */
+#include "block/block_int.h"
+#include "qapi/qapi-types.h"
+
+typedef struct BDRVRawState {
+    int64_t offset;
+    int64_t size;
+    bool has_size;
+} BDRVRawState;
+
+static int coroutine_fn raw_open(BlockDriverState *bs,
+                                 BlockdevOptions *options, Error **errp)
+{
+    BDRVRawState *s = bs->opaque;
+    BlockdevOptionsRaw *opts = &options->u.raw;
+    int64_t file_size;
+
+    if (!bdrv_open_child(bs, opts->file, "file",
+                         BDRV_CHILD_DATA | BDRV_CHILD_PRIMARY |
+                         BDRV_CHILD_FILTERED, errp)) {
+        return -EINVAL;
+    }
+    file_size = bdrv_getlength(bs->file->bs);
+    s->offset = opts->has_offset ? opts->offset : 0;
+    s->has_size = opts->has_size;
+    s->size = opts->has_size ? opts->size : file_size - s->offset;
+    if (s->offset < 0 || s->offset > file_size) {
+        error_setg(errp, "Offset (%" PRId64 ") cannot be greater than size "
+                   "of the containing file (%" PRId64 ")", s->offset,
+                   file_size);
+        return -EINVAL;
+    }
+    if (s->size < 0 || s->offset + s->size > file_size) {
+        error_setg(errp, "The sum of offset (%" PRId64 ") and size (%" PRId64
+                   ") has to be smaller or equal to the actual size of the "
+                   "containing file (%" PRId64 ")", s->offset, s->size,
+                   file_size);
+        return -EINVAL;
+    }
+    bs->total_bytes = s->size;
+    bs->bl = bs->file->bs->bl;
+    return 0;
+}
+
+static int coroutine_fn raw_co_pread(BlockDriverState *bs, int64_t offset,
+                                     int64_t bytes, void *buf,
+                                     BdrvRequestFlags flags)
+{
+    BDRVRawState *s = bs->opaque;
+
+    return bdrv_co_pread(bs->file, s->offset + offset, bytes, buf, flags);
+}
+
+static int coroutine_fn raw_co_pwrite(BlockDriverState *bs, int64_t offset,
+                                      int64_t bytes, const void *buf,
+                                      BdrvRequestFlags flags)
+{
+    BDRVRawState *s = bs->opaque;
+
+    return bdrv_co_pwrite(bs->file, s->offset + offset, bytes, buf, flags);
+}
+
+static int coroutine_fn raw_co_pwrite_zeroes(BlockDriverState *bs,
+                                             int64_t offset, int64_t bytes,
+                                             BdrvRequestFlags flags)
+{
+    BDRVRawState *s = bs->opaque;
+
+    return bdrv_co_pwrite_zeroes(bs->file, s->offset + offset, bytes, flags);
+}
+
+static int coroutine_fn raw_co_pdiscard(BlockDriverState *bs,
+                                        int64_t offset, int64_t bytes)
+{
+    BDRVRawState *s = bs->opaque;
+
+    return bdrv_co_pdiscard(bs->file, s->offset + offset, bytes);
+}
+
+static int coroutine_fn raw_co_block_status(BlockDriverState *bs,
+                                            int64_t offset, int64_t bytes,
+                                            int64_t *pnum, int64_t *map,
+                                            BlockDriverState **file)
+{
+    BDRVRawState *s = bs->opaque;
+
+    *pnum = bytes;
+    *map = s->offset + offset;
+    *file = bs->file->bs;
+    return BDRV_BLOCK_RAW;
+}
+
+static const BlockDriver bdrv_raw = {
+    .format_name = "raw",
+    .instance_size = sizeof(BDRVRawState),
+    .bdrv_open = raw_open,
+    .bdrv_co_pread = raw_co_pread,
+    .bdrv_co_pwrite = raw_co_pwrite,
+    .bdrv_co_pwrite_zeroes = raw_co_pwrite_zeroes,
+    .bdrv_co_pdiscard = raw_co_pdiscard,
+    .bdrv_co_block_status = raw_co_block_status,
+    .supported_write_flags = BDRV_REQ_FUA,
+    .supported_zero_flags = BDRV_REQ_FUA | BDRV_REQ_MAY_UNMAP |
+                            BDRV_REQ_NO_FALLBACK,
+};
+
+static void __attribute__((constructor)) raw_register(void)
+{
+    bdrv_register(&bdrv_raw);
+}

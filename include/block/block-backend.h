@@ -1,0 +1,60 @@
+/*
+ * BlockBackend: the handle through which a user (an NBD export, a job, a
+ * test) attaches to a node of the graph.  It holds the node as a root
+ * child with the permissions the user asked for, tracks the requests in
+ * flight, and checks every request against the node's length before it
+ * reaches the graph.
+ *
+ * The blk_co_* functions are coroutine_fn and return 0 or -errno.  Buffers
+ * need no particular alignment (the block layer bounces where O_DIRECT
+ * demands it), but blk_memalign() buffers avoid the copy.
+ */
+#ifndef BLOCK_BLOCK_BACKEND_H
+#define BLOCK_BLOCK_BACKEND_H
+
+#include "block/block-common.h"
+
+/*
+ * Attach to @bs, taking @perm and allowing others @shared_perm.  Fails with
+ * a message naming @user (e.g. "NBD export 'e0'") when the permissions
+ * conflict with those of the node's other parents.
+ */
+BlockBackend *blk_new_with_bs(BlockDriverState *bs, const char *user,
+                              uint64_t perm, uint64_t shared_perm,
+                              Error **errp);
+
+/* Wait for this backend's requests to finish, then detach and free. */
+void blk_unref(BlockBackend *blk);
+
+BlockDriverState *blk_bs(BlockBackend *blk);
+int64_t blk_getlength(BlockBackend *blk);
+bool blk_is_writable(BlockBackend *blk);
+/* Smallest I/O size the node handles without read-modify-write. */
+uint32_t blk_get_request_alignment(BlockBackend *blk);
+/* Largest single request, in bytes; 0 means no limit. */
+uint32_t blk_get_max_transfer(BlockBackend *blk);
+
+int coroutine_fn blk_co_pread(BlockBackend *blk, int64_t offset,
+                              int64_t bytes, void *buf,
+                              BdrvRequestFlags flags);
+int coroutine_fn blk_co_pwrite(BlockBackend *blk, int64_t offset,
+                               int64_t bytes, const void *buf,
+                               BdrvRequestFlags flags);
+/* @flags: BDRV_REQ_MAY_UNMAP, BDRV_REQ_NO_FALLBACK, BDRV_REQ_FUA. */
+int coroutine_fn blk_co_pwrite_zeroes(BlockBackend *blk, int64_t offset,
+                                      int64_t bytes, BdrvRequestFlags flags);
+int coroutine_fn blk_co_pdiscard(BlockBackend *blk, int64_t offset,
+                                 int64_t bytes);
+int coroutine_fn blk_co_flush(BlockBackend *blk);
+
+/*
+ * Describe [@offset, @offset + @bytes): returns BDRV_BLOCK_* bits (>= 0)
+ * valid for the first *@pnum bytes (1 <= *@pnum <= @bytes), or -errno.
+ */
+int coroutine_fn blk_co_block_status(BlockBackend *blk, int64_t offset,
+                                     int64_t bytes, int64_t *pnum);
+
+/* Wait (iterating the main loop) until no request of @blk is in flight. */
+void blk_drain(BlockBackend *blk);
+
+#endif /* BLOCK_BLOCK_BACKEND_H */

@@ -1,0 +1,37 @@
+#!/bin/bash
+# Install the Debian packages blockd needs to build and test, but only
+# those that are missing.  Says what it does; does nothing when all is
+# there.  Run as root (or with sudo available).
+set -euo pipefail
+
+packages=(
+    # build
+    gcc meson ninja-build pkg-config
+    libglib2.0-dev liburing-dev libjson-c-dev
+    # tests and benchmarks: the real tools blockd is compared with
+    python3 python3-pytest python3-libnbd
+    qemu-utils qemu-system-common
+    nbdkit libnbd-bin fio
+)
+
+missing=()
+for p in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null |
+            grep -q 'install ok installed'; then
+        missing+=("$p")
+    fi
+done
+
+if [[ ${#missing[@]} -eq 0 ]]; then
+    echo "install-deps: all ${#packages[@]} packages present"
+    exit 0
+fi
+
+echo "install-deps: installing missing packages: ${missing[*]}"
+sudo=()
+if [[ $(id -u) -ne 0 ]]; then
+    sudo=(sudo)
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"

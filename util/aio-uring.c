@@ -1,0 +1,175 @@
+/*
+ * The io_uring engine.
+ *
+ * One ring serves the whole daemon.  A request takes a submission entry,
+ * records the waiting coroutine in the entry's user data and yields.
+ * Entries are not submitted one by one: the ring's GSource submits
+ * everything queued once per main-loop iteration, in its prepare step,
+ * so a burst of requests costs one io_uring_enter().  Completions are
+ * signalled through an eventfd registered with the ring; the dispatch
+ * step reaps them all and re-enters each waiting coroutine.
+ *
+ * When the submission queue is full, requesters wait in a CoQueue until
+ * completions make room, so there is no limit on requests in flight
+ * beyond memory.
+ */
+#include "util/aio.h"
+#include "util/coroutine.h"
+
+#include <liburing.h>
+#include <sys/eventfd.h>
+
+enum {
+    URING_ENTRIES = 256,
+};
+
+typedef struct UringSource {
+    GSource source;
+    struct io_uring ring;
+    int efd;
+    gpointer efd_tag;
+    unsigned queued;        /* entries prepared but not yet submitted */
+    CoQueue sq_waiters;     /* coroutines waiting for a free entry */
+} UringSource;
+
+typedef struct UringWaiter {
+    Coroutine *co;
+    int result;
+} UringWaiter;
+
+static UringSource *uring;
+static bool uring_failed;
+static char *uring_failure;
+
+static void uring_flush(UringSource *us)
+{
+    if (us->queued) {
+        int ret = io_uring_submit(&us->ring);
+
+        if (ret >= 0) {
+            us->queued -= MIN((unsigned)ret, us->queued);
+        }
+    }
+}
+
+static gboolean uring_prepare(GSource *source, gint *timeout)
+{
+    UringSource *us = (UringSource *)source;
+
+    uring_flush(us);
+    *timeout = -1;
+    return io_uring_cq_ready(&us->ring) > 0;
+}
+
+static gboolean uring_check(GSource *source)
+{
+    UringSource *us = (UringSource *)source;
+
+    return io_uring_cq_ready(&us->ring) > 0 ||
+           g_source_query_unix_fd(source, us->efd_tag) & G_IO_IN;
+}
+
+static gboolean uring_dispatch(GSource *source, GSourceFunc cb, gpointer data)
+{
+    UringSource *us = (UringSource *)source;
+    struct io_uring_cqe *cqe;
+    uint64_t counter;
+
+    (void)cb;
+    (void)data;
+    if (read(us->efd, &counter, sizeof(counter)) < 0 && errno != EAGAIN) {
+        g_warning("io_uring eventfd read failed: %s", g_strerror(errno));
+    }
+    while (io_uring_peek_cqe(&us->ring, &cqe) == 0) {
+        UringWaiter *waiter = io_uring_cqe_get_data(cqe);
+
+        waiter->result = cqe->res;
+        io_uring_cqe_seen(&us->ring, cqe);
+        coroutine_enter(waiter->co);
+        co_queue_next(&us->sq_waiters);
+    }
+    return G_SOURCE_CONTINUE;
+}
+
+static GSourceFuncs uring_source_funcs = {
+    .prepare = uring_prepare,
+    .check = uring_check,
+    .dispatch = uring_dispatch,
+};
+
+bool uring_available(Error **errp)
+{
+    GSource *source;
+    UringSource *us;
+    int ret;
+
+    if (uring) {
+        return true;
+    }
+    if (uring_failed) {
+        error_setg(errp, "%s", uring_failure);
+        return false;
+    }
+    source = g_source_new(&uring_source_funcs, sizeof(UringSource));
+    us = (UringSource *)source;
+    ret = io_uring_queue_init(URING_ENTRIES, &us->ring, 0);
+    if (ret < 0) {
+        uring_failed = true;
+        uring_failure = g_strdup_printf("io_uring is not available: %s",
+                                        g_strerror(-ret));
+        g_source_unref(source);
+        error_setg(errp, "%s", uring_failure);
+        return false;
+    }
+    us->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    io_uring_register_eventfd(&us->ring, us->efd);
+    us->efd_tag = g_source_add_unix_fd(source, us->efd, G_IO_IN);
+    co_queue_init(&us->sq_waiters);
+    g_source_set_name(source, "io_uring");
+    /* Same priority as bottom halves, so its prepare step always runs. */
+    g_source_set_priority(source, G_PRIORITY_HIGH);
+    g_source_set_can_recurse(source, TRUE);
+    g_source_attach(source, NULL);
+    uring = us;
+    return true;
+}
+
+static void uring_prep(struct io_uring_sqe *sqe, const AioRequest *req)
+{
+    switch (req->op) {
+    case AIO_OP_READ:
+        io_uring_prep_read(sqe, req->fd, req->buf, req->len, req->offset);
+        break;
+    case AIO_OP_WRITE:
+        io_uring_prep_write(sqe, req->fd, req->buf, req->len, req->offset);
+        break;
+    case AIO_OP_FSYNC:
+        io_uring_prep_fsync(sqe, req->fd, 0);
+        break;
+    case AIO_OP_FDATASYNC:
+        io_uring_prep_fsync(sqe, req->fd, IORING_FSYNC_DATASYNC);
+        break;
+    case AIO_OP_FALLOCATE:
+        io_uring_prep_fallocate(sqe, req->fd, req->mode, req->offset,
+                                req->len);
+        break;
+    }
+}
+
+ssize_t coroutine_fn uring_co_submit(const AioRequest *req)
+{
+    UringWaiter waiter = { .co = coroutine_self() };
+    struct io_uring_sqe *sqe;
+
+    g_assert(uring && waiter.co);
+    while (!(sqe = io_uring_get_sqe(&uring->ring))) {
+        uring_flush(uring);
+        co_queue_wait(&uring->sq_waiters);
+    }
+    uring_prep(sqe, req);
+    io_uring_sqe_set_data(sqe, &waiter);
+    uring->queued++;
+    /* The next main-loop iteration submits it, in uring_prepare(). */
+    coroutine_yield();
+    return waiter.result;
+}

@@ -1,0 +1,319 @@
+/*
+ * Coroutines on ucontext stacks, switched with _setjmp/_longjmp.
+ *
+ * makecontext() is the only portable way to start running on a new stack,
+ * but swapcontext() saves and restores the signal mask with a system call
+ * on every switch.  So ucontext is used exactly once per coroutine: the
+ * trampoline records a jmp_buf on the new stack and jumps straight back to
+ * the creator.  Every later switch is a plain _longjmp, which costs a few
+ * nanoseconds.
+ *
+ * A coroutine whose entry function returns is not freed but parked in a
+ * small pool; its trampoline loops and runs the next entry it is given.
+ * Stacks are mmap()ed with a guard page below them so that an overflow
+ * faults instead of corrupting memory.
+ *
+ * Under AddressSanitizer each switch is announced with the fiber API so
+ * that ASan tracks which stack is live.
+ */
+#include "util/coroutine.h"
+#include "util/main-loop.h"
+
+#include <setjmp.h>
+#include <sys/mman.h>
+#include <ucontext.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define CO_ASAN 1
+#endif
+
+enum {
+    COROUTINE_STACK_SIZE = 1 << 20,
+    COROUTINE_POOL_MAX = 256,
+};
+
+typedef enum CoroutineAction {
+    COROUTINE_YIELD = 1,
+    COROUTINE_TERMINATE = 2,
+    COROUTINE_ENTER = 3,
+} CoroutineAction;
+
+struct Coroutine {
+    CoroutineEntry *entry;
+    void *opaque;
+    Coroutine *caller;          /* who entered us; NULL while not running */
+    bool wake_scheduled;        /* a coroutine_wake() is pending */
+    jmp_buf env;
+    void *stack;                /* mapping including the guard page */
+    size_t stack_size;
+#ifdef CO_ASAN
+    void *asan_fake_stack;
+#endif
+};
+
+/* The thread's own stack, represented as a coroutine to switch back to. */
+static __thread Coroutine leader;
+static __thread Coroutine *current;
+static __thread GSList *pool;
+static __thread unsigned pool_size;
+/* Used only while a new coroutine's trampoline starts. */
+static __thread jmp_buf *creator_env;
+static __thread Coroutine *starting;
+
+static void asan_start_switch(Coroutine *from, Coroutine *to)
+{
+#ifdef CO_ASAN
+    __sanitizer_start_switch_fiber(
+        &from->asan_fake_stack,
+        to == &leader ? NULL : (char *)to->stack + getpagesize(),
+        to == &leader ? 0 : to->stack_size - getpagesize());
+#else
+    (void)from;
+    (void)to;
+#endif
+}
+
+static void asan_finish_switch(Coroutine *co)
+{
+#ifdef CO_ASAN
+    __sanitizer_finish_switch_fiber(co->asan_fake_stack, NULL, NULL);
+#else
+    (void)co;
+#endif
+}
+
+static CoroutineAction coroutine_switch(Coroutine *from, Coroutine *to,
+                                        CoroutineAction action)
+{
+    int ret;
+
+    current = to;
+    asan_start_switch(from, to);
+    ret = _setjmp(from->env);
+    if (ret == 0) {
+        _longjmp(to->env, action);
+    }
+    asan_finish_switch(from);
+    return ret;
+}
+
+static void coroutine_trampoline(void)
+{
+    Coroutine *self = starting;
+
+    asan_finish_switch(&leader);
+    /* Record where to resume us, then go back to coroutine_create(). */
+    asan_start_switch(self, &leader);
+    if (_setjmp(self->env) == 0) {
+        _longjmp(*creator_env, 1);
+    }
+    asan_finish_switch(self);
+
+    for (;;) {
+        self->entry(self->opaque);
+        self->entry = NULL;
+        coroutine_switch(self, self->caller, COROUTINE_TERMINATE);
+    }
+}
+
+static Coroutine *coroutine_new(void)
+{
+    Coroutine *co = g_new0(Coroutine, 1);
+    size_t page = getpagesize();
+    ucontext_t uc, old_uc;
+    jmp_buf old_env;
+
+    co->stack_size = COROUTINE_STACK_SIZE + page;
+    co->stack = mmap(NULL, co->stack_size, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (co->stack == MAP_FAILED) {
+        g_error("cannot allocate a coroutine stack: %s", g_strerror(errno));
+    }
+    mprotect(co->stack, page, PROT_NONE);
+
+    getcontext(&uc);
+    uc.uc_link = NULL;
+    uc.uc_stack.ss_sp = (char *)co->stack + page;
+    uc.uc_stack.ss_size = COROUTINE_STACK_SIZE;
+    makecontext(&uc, coroutine_trampoline, 0);
+
+    creator_env = &old_env;
+    starting = co;
+    asan_start_switch(&leader, co);
+    if (_setjmp(old_env) == 0) {
+        swapcontext(&old_uc, &uc);
+    }
+    asan_finish_switch(&leader);
+    starting = NULL;
+    creator_env = NULL;
+    return co;
+}
+
+Coroutine *coroutine_create(CoroutineEntry *entry, void *opaque)
+{
+    Coroutine *co;
+
+    if (pool) {
+        co = pool->data;
+        pool = g_slist_delete_link(pool, pool);
+        pool_size--;
+    } else {
+        co = coroutine_new();
+    }
+    co->entry = entry;
+    co->opaque = opaque;
+    return co;
+}
+
+static void coroutine_delete(Coroutine *co)
+{
+    if (pool_size < COROUTINE_POOL_MAX) {
+        pool = g_slist_prepend(pool, co);
+        pool_size++;
+        return;
+    }
+    munmap(co->stack, co->stack_size);
+    g_free(co);
+}
+
+void coroutine_enter(Coroutine *co)
+{
+    Coroutine *self = current ? current : &leader;
+    CoroutineAction ret;
+
+    g_assert(co->caller == NULL);
+    g_assert(co->entry != NULL);
+    co->caller = self;
+    ret = coroutine_switch(self, co, COROUTINE_ENTER);
+    if (ret == COROUTINE_TERMINATE) {
+        coroutine_delete(co);
+    }
+}
+
+void coroutine_fn coroutine_yield(void)
+{
+    Coroutine *self = current;
+    Coroutine *to;
+
+    g_assert(self && self != &leader);
+    to = self->caller;
+    self->caller = NULL;
+    coroutine_switch(self, to, COROUTINE_YIELD);
+}
+
+Coroutine *coroutine_self(void)
+{
+    return current == &leader ? NULL : current;
+}
+
+bool in_coroutine(void)
+{
+    return coroutine_self() != NULL;
+}
+
+static void coroutine_wake_bh(void *opaque)
+{
+    Coroutine *co = opaque;
+
+    co->wake_scheduled = false;
+    coroutine_enter(co);
+}
+
+void coroutine_wake(Coroutine *co)
+{
+    g_assert(!co->wake_scheduled);
+    co->wake_scheduled = true;
+    bh_schedule(coroutine_wake_bh, co);
+}
+
+typedef struct SyncRun {
+    CoroutineEntry *entry;
+    void *opaque;
+    bool done;
+} SyncRun;
+
+static void coroutine_fn co_run_sync_entry(void *opaque)
+{
+    SyncRun *run = opaque;
+
+    run->entry(run->opaque);
+    run->done = true;
+}
+
+void co_run_sync(CoroutineEntry *entry, void *opaque)
+{
+    SyncRun run = { .entry = entry, .opaque = opaque };
+
+    if (in_coroutine()) {
+        entry(opaque);
+        return;
+    }
+    coroutine_enter(coroutine_create(co_run_sync_entry, &run));
+    while (!run.done) {
+        main_loop_wait(true);
+    }
+}
+
+void co_queue_init(CoQueue *queue)
+{
+    g_queue_init(&queue->waiters);
+}
+
+void coroutine_fn co_queue_wait(CoQueue *queue)
+{
+    g_queue_push_tail(&queue->waiters, coroutine_self());
+    coroutine_yield();
+}
+
+bool co_queue_next(CoQueue *queue)
+{
+    Coroutine *co = g_queue_pop_head(&queue->waiters);
+
+    if (!co) {
+        return false;
+    }
+    coroutine_wake(co);
+    return true;
+}
+
+void co_queue_restart_all(CoQueue *queue)
+{
+    while (co_queue_next(queue)) {
+        /* wake them all */
+    }
+}
+
+bool co_queue_empty(const CoQueue *queue)
+{
+    return g_queue_is_empty((GQueue *)&queue->waiters);
+}
+
+void co_mutex_init(CoMutex *mutex)
+{
+    mutex->locked = false;
+    co_queue_init(&mutex->waiters);
+}
+
+/*
+ * The mutex is handed over directly from the unlocker to the first waiter,
+ * so waiters get it in FIFO order and nobody can overtake them while their
+ * wake-up is pending.
+ */
+void coroutine_fn co_mutex_lock(CoMutex *mutex)
+{
+    if (mutex->locked) {
+        co_queue_wait(&mutex->waiters);
+        g_assert(mutex->locked);
+        return;
+    }
+    mutex->locked = true;
+}
+
+void co_mutex_unlock(CoMutex *mutex)
+{
+    g_assert(mutex->locked);
+    if (!co_queue_next(&mutex->waiters)) {
+        mutex->locked = false;
+    }
+}

@@ -1,0 +1,188 @@
+/*
+ * The main loop: GLib's default context, with bottom halves and
+ * coroutine-friendly waits on file descriptors.
+ *
+ * Bottom halves are kept in our own FIFO drained by a single GSource at
+ * high priority, rather than one idle source each: waking a coroutine is
+ * one of the hottest operations in the daemon and must not create and
+ * destroy a GSource every time.
+ */
+#include "util/main-loop.h"
+#include "util/coroutine.h"
+
+#include <fcntl.h>
+#include <glib-unix.h>
+#include <sys/uio.h>
+
+typedef struct BottomHalf {
+    void (*cb)(void *opaque);
+    void *opaque;
+} BottomHalf;
+
+typedef struct BhSource {
+    GSource source;
+    GQueue pending;     /* BottomHalf *, in scheduling order */
+} BhSource;
+
+static BhSource *bh_source;
+
+static gboolean bh_prepare(GSource *source, gint *timeout)
+{
+    *timeout = -1;
+    return !g_queue_is_empty(&((BhSource *)source)->pending);
+}
+
+static gboolean bh_check(GSource *source)
+{
+    return !g_queue_is_empty(&((BhSource *)source)->pending);
+}
+
+/*
+ * Runs only what was scheduled before it started; later ones wait for the
+ * next iteration so a self-rescheduling BH cannot starve the loop.  The
+ * source may recurse (a BH may iterate the loop to wait for something), so
+ * items are taken off the queue one at a time.
+ */
+static gboolean bh_dispatch(GSource *source, GSourceFunc cb, gpointer data)
+{
+    BhSource *bhs = (BhSource *)source;
+    guint batch = g_queue_get_length(&bhs->pending);
+
+    (void)cb;
+    (void)data;
+    while (batch-- > 0) {
+        BottomHalf *bh = g_queue_pop_head(&bhs->pending);
+
+        if (!bh) {
+            break;
+        }
+        bh->cb(bh->opaque);
+        g_free(bh);
+    }
+    return G_SOURCE_CONTINUE;
+}
+
+static GSourceFuncs bh_source_funcs = {
+    .prepare = bh_prepare,
+    .check = bh_check,
+    .dispatch = bh_dispatch,
+};
+
+static BhSource *bh_source_get(void)
+{
+    if (!bh_source) {
+        GSource *source = g_source_new(&bh_source_funcs, sizeof(BhSource));
+
+        bh_source = (BhSource *)source;
+        g_queue_init(&bh_source->pending);
+        g_source_set_priority(source, G_PRIORITY_HIGH);
+        g_source_set_can_recurse(source, TRUE);
+        g_source_set_name(source, "bottom-halves");
+        g_source_attach(source, NULL);
+    }
+    return bh_source;
+}
+
+void bh_schedule(void (*cb)(void *opaque), void *opaque)
+{
+    BottomHalf *bh = g_new(BottomHalf, 1);
+
+    bh->cb = cb;
+    bh->opaque = opaque;
+    g_queue_push_tail(&bh_source_get()->pending, bh);
+}
+
+bool main_loop_wait(bool blocking)
+{
+    bh_source_get();
+    return g_main_context_iteration(NULL, blocking);
+}
+
+typedef struct FdWait {
+    Coroutine *co;
+    GIOCondition seen;
+} FdWait;
+
+static gboolean co_wait_fd_ready(gint fd, GIOCondition cond, gpointer opaque)
+{
+    FdWait *wait = opaque;
+
+    (void)fd;
+    wait->seen = cond;
+    coroutine_enter(wait->co);
+    return G_SOURCE_REMOVE;
+}
+
+GIOCondition coroutine_fn co_wait_fd(int fd, GIOCondition cond)
+{
+    FdWait wait = { .co = coroutine_self() };
+
+    g_assert(wait.co);
+    g_unix_fd_add(fd, cond | G_IO_HUP | G_IO_ERR, co_wait_fd_ready, &wait);
+    coroutine_yield();
+    return wait.seen;
+}
+
+int coroutine_fn co_read_full(int fd, void *buf, size_t len)
+{
+    char *p = buf;
+
+    while (len > 0) {
+        ssize_t n = read(fd, p, len);
+
+        if (n > 0) {
+            p += n;
+            len -= n;
+        } else if (n == 0) {
+            return -EPIPE;
+        } else if (errno == EAGAIN) {
+            co_wait_fd(fd, G_IO_IN);
+        } else if (errno != EINTR) {
+            return -errno;
+        }
+    }
+    return 0;
+}
+
+int coroutine_fn co_writev_full(int fd, struct iovec *iov, int iovcnt)
+{
+    while (iovcnt > 0) {
+        ssize_t n = writev(fd, iov, MIN(iovcnt, IOV_MAX));
+
+        if (n < 0) {
+            if (errno == EAGAIN) {
+                co_wait_fd(fd, G_IO_OUT);
+                continue;
+            }
+            if (errno == EINTR) {
+                continue;
+            }
+            return -errno;
+        }
+        /* Skip what was written; @iov is consumed in place. */
+        while (iovcnt > 0 && (size_t)n >= iov->iov_len) {
+            n -= iov->iov_len;
+            iov++;
+            iovcnt--;
+        }
+        if (iovcnt > 0) {
+            iov->iov_base = (char *)iov->iov_base + n;
+            iov->iov_len -= n;
+        }
+    }
+    return 0;
+}
+
+int coroutine_fn co_write_full(int fd, const void *buf, size_t len)
+{
+    struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
+
+    return co_writev_full(fd, &iov, 1);
+}
+
+void fd_set_nonblocking(int fd)
+{
+    int flags = fcntl(fd, F_GETFL);
+
+    fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
