@@ -186,6 +186,10 @@ static bool bdrv_check_perm(BlockDriverState *bs, BdrvChild *changed,
         error_setg(errp, "Block node is read-only");
         return false;
     }
+    if (bs->drv->bdrv_check_perm &&
+        !bs->drv->bdrv_check_perm(bs, cum_perm, cum_shared, errp)) {
+        return false;
+    }
     for (GList *l = bs->children; l; l = l->next) {
         BdrvChild *child = l->data;
         uint64_t nperm, nshared;
@@ -198,18 +202,24 @@ static bool bdrv_check_perm(BlockDriverState *bs, BdrvChild *changed,
     return true;
 }
 
-/* Recompute and store the permissions @bs takes on its children. */
-static void bdrv_refresh_child_perms(BlockDriverState *bs)
+/*
+ * Tell the driver what the parents of @bs now take, and recompute and
+ * store the permissions @bs takes on its children.
+ */
+static void bdrv_refresh_perms(BlockDriverState *bs)
 {
     uint64_t cum_perm, cum_shared;
 
     bdrv_cumulative_perms(bs, NULL, 0, 0, &cum_perm, &cum_shared);
+    if (bs->drv->bdrv_set_perm) {
+        bs->drv->bdrv_set_perm(bs, cum_perm, cum_shared);
+    }
     for (GList *l = bs->children; l; l = l->next) {
         BdrvChild *child = l->data;
 
         bdrv_child_perm(bs, child, cum_perm, cum_shared,
                         &child->perm, &child->shared_perm);
-        bdrv_refresh_child_perms(child->bs);
+        bdrv_refresh_perms(child->bs);
     }
 }
 
@@ -221,7 +231,7 @@ bool bdrv_child_set_perm(BdrvChild *child, uint64_t perm, uint64_t shared,
     }
     child->perm = perm;
     child->shared_perm = shared;
-    bdrv_refresh_child_perms(child->bs);
+    bdrv_refresh_perms(child->bs);
     return true;
 }
 
@@ -253,7 +263,7 @@ BdrvChild *bdrv_attach_child(BlockDriverState *child_bs, const char *name,
     if (parent_bs) {
         parent_bs->children = g_list_append(parent_bs->children, child);
     }
-    bdrv_refresh_child_perms(child_bs);
+    bdrv_refresh_perms(child_bs);
     return child;
 }
 
@@ -266,7 +276,7 @@ void bdrv_detach_child(BdrvChild *child)
         child->parent_bs->children =
             g_list_remove(child->parent_bs->children, child);
     }
-    bdrv_refresh_child_perms(child_bs);
+    bdrv_refresh_perms(child_bs);
     g_free(child->name);
     g_free(child);
     bdrv_unref(child_bs);

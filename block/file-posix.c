@@ -13,8 +13,14 @@
  * multiple of the alignment) return zeroes.  Write-zeroes uses
  * fallocate: PUNCH_HOLE where unmapping is allowed, else ZERO_RANGE.
  * Block status comes from SEEK_DATA/SEEK_HOLE.
+ *
+ * With locking=on|auto (the default) the node advertises the permissions
+ * its parents take with QEMU-compatible byte locks (file-lock.h), so
+ * blockd, QEMU and qemu-img refuse to write an image another of them is
+ * using.
  */
 #include "block/block_int.h"
+#include "block/file-lock.h"
 #include "util/aio.h"
 #include "qapi/qapi-types.h"
 
@@ -31,6 +37,7 @@ typedef struct BDRVFileState {
     bool use_uring;
     bool has_fallocate_zero;    /* cleared on the first EOPNOTSUPP */
     bool has_punch_hole;
+    bool use_locking;
 } BDRVFileState;
 
 static ssize_t coroutine_fn file_co_submit(BlockDriverState *bs,
@@ -104,6 +111,7 @@ static int coroutine_fn file_open(BlockDriverState *bs,
     if (s->use_uring && !uring_available(NULL)) {
         s->use_uring = false;
     }
+    s->use_locking = !(opts->has_locking && opts->locking == ON_OFF_AUTO_OFF);
     s->has_fallocate_zero = true;
     s->has_punch_hole = true;
     if (bs->cache_direct) {
@@ -275,6 +283,25 @@ static int64_t file_get_allocated_file_size(BlockDriverState *bs)
     return (int64_t)st.st_blocks * 512;
 }
 
+static bool file_check_perm(BlockDriverState *bs, uint64_t perm,
+                            uint64_t shared, Error **errp)
+{
+    BDRVFileState *s = bs->opaque;
+
+    return !s->use_locking ||
+           file_lock_check(s->fd, bs->filename, perm, shared, errp);
+}
+
+static void file_set_perm(BlockDriverState *bs, uint64_t perm,
+                          uint64_t shared)
+{
+    BDRVFileState *s = bs->opaque;
+
+    if (s->use_locking) {
+        file_lock_apply(s->fd, perm, shared);
+    }
+}
+
 static const BlockDriver bdrv_file = {
     .format_name = "file",
     .instance_size = sizeof(BDRVFileState),
@@ -287,6 +314,8 @@ static const BlockDriver bdrv_file = {
     .bdrv_co_flush = file_co_flush,
     .bdrv_co_block_status = file_co_block_status,
     .bdrv_get_allocated_file_size = file_get_allocated_file_size,
+    .bdrv_check_perm = file_check_perm,
+    .bdrv_set_perm = file_set_perm,
     .supported_zero_flags = BDRV_REQ_MAY_UNMAP,
 };
 

@@ -85,6 +85,17 @@ struct BlockDriver {
     void (*bdrv_child_perm)(BlockDriverState *bs, BdrvChild *child,
                             uint64_t parent_perm, uint64_t parent_shared,
                             uint64_t *nperm, uint64_t *nshared);
+
+    /*
+     * The parents of @bs are about to take @perm and share @shared in
+     * total: fail if the node cannot allow that (e.g. another process
+     * holds a conflicting image lock).
+     */
+    bool (*bdrv_check_perm)(BlockDriverState *bs, uint64_t perm,
+                            uint64_t shared, Error **errp);
+    /* The parents' permissions changed to @perm/@shared (or relaxed). */
+    void (*bdrv_set_perm)(BlockDriverState *bs, uint64_t perm,
+                          uint64_t shared);
 };
 
 /* Internal block-status bit: "ask *file at *map instead". */
