@@ -45,7 +45,13 @@ static int coroutine_fn raw_open(BlockDriverState *bs,
         return -EINVAL;
     }
     bs->total_bytes = s->size;
-    bs->bl = bs->file->bs->bl;
+    /*
+     * Alignment stays 1: the file node does any read-modify-write itself.
+     * Inheriting it would make NBD advertise it as the minimum block
+     * size, and clients would then do the RMW on their side, where two
+     * clients writing one block race and lose each other's bytes.
+     */
+    bs->bl.max_transfer = bs->file->bs->bl.max_transfer;
     return 0;
 }
 

@@ -16,6 +16,7 @@
 #include "util/coroutine.h"
 #include "util/error.h"
 #include "util/main-loop.h"
+#include "util/shutdown.h"
 #include "block/blockdev.h"
 #include "block/export.h"
 #include "monitor/monitor.h"
@@ -30,19 +31,11 @@
 #include <signal.h>
 #include <sys/file.h>
 
-static bool exit_requested;
 static char *pidfile_path;
-
-void qmp_quit(Error **errp)
-{
-    (void)errp;
-    exit_requested = true;
-}
 
 static gboolean on_exit_signal(gpointer opaque)
 {
-    (void)opaque;
-    exit_requested = true;
+    shutdown_request();
     return G_SOURCE_CONTINUE;
 }
 
@@ -370,7 +363,7 @@ int main(int argc, char **argv)
     g_unix_signal_add(SIGINT, on_exit_signal, NULL);
     g_unix_signal_add(SIGHUP, on_exit_signal, NULL);
 
-    while (!exit_requested) {
+    while (!shutdown_requested()) {
         main_loop_wait(true);
     }
     shutdown_daemon();

@@ -187,6 +187,7 @@ void coroutine_enter(Coroutine *co)
     co->caller = self;
     ret = coroutine_switch(self, co, COROUTINE_ENTER);
     if (ret == COROUTINE_TERMINATE) {
+        co->caller = NULL;
         coroutine_delete(co);
     }
 }

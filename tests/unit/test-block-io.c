@@ -354,7 +354,7 @@ static void test_perm_conflict(Fixture *f, gconstpointer data)
     g_assert_null(exclusive);
     g_assert_cmpstr(error_get_pretty(err), ==,
                     "Conflicts with use by test as 'root', which uses "
-                    "'write' on mem");
+                    "'consistent read, write' on mem");
 }
 
 #define ADD_IO_TEST(path, fn) \

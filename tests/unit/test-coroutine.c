@@ -60,6 +60,28 @@ static void coroutine_fn count_up(void *opaque)
     (*counter)++;
 }
 
+/*
+ * Regression test: a finished coroutine goes back to the pool and must be
+ * reusable after it had been entered from another coroutine.
+ */
+static void coroutine_fn enter_child(void *opaque)
+{
+    int *counter = opaque;
+
+    coroutine_enter(coroutine_create(count_up, counter));
+}
+
+static void test_pool_reuse(void)
+{
+    int counter = 0;
+
+    for (int i = 0; i < 3; i++) {
+        coroutine_enter(coroutine_create(enter_child, &counter));
+        co_run_sync(count_up, &counter);
+    }
+    g_assert_cmpint(counter, ==, 6);
+}
+
 static void test_many(void)
 {
     int counter = 0;
@@ -140,6 +162,7 @@ int main(int argc, char **argv)
     g_test_add_func("/coroutine/yield-enter", test_yield_enter);
     g_test_add_func("/coroutine/nested", test_nested);
     g_test_add_func("/coroutine/many", test_many);
+    g_test_add_func("/coroutine/pool-reuse", test_pool_reuse);
     g_test_add_func("/coroutine/mutex/fifo", test_mutex_fifo);
     g_test_add_func("/coroutine/run-sync", test_run_sync);
     return g_test_run();
