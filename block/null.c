@@ -1,7 +1,9 @@
 /*
  * The "null-co" protocol driver: a device of a given size that discards
  * writes.  Reads leave the buffer untouched unless read-zeroes=on (as in
- * QEMU, where it exists for benchmarks of the layers above).
+ * QEMU, where it exists for benchmarks of the layers above).  Block
+ * status says "no data" (a hole), and zero too with read-zeroes=on, as
+ * QEMU reports it.
  */
 #include "block/block_int.h"
 #include "qapi/qapi-types.h"
@@ -20,9 +22,11 @@ static int coroutine_fn null_open(BlockDriverState *bs,
     BDRVNullState *s = bs->opaque;
     BlockdevOptionsNull *opts = &options->u.null_co;
 
-    (void)errp;
-    bs->total_bytes = opts->has_size ? (int64_t)opts->size
-                                     : NULL_DEFAULT_SIZE;
+    if (opts->has_size && opts->size < 0) {
+        error_setg(errp, "Parameter 'size' expects a non-negative value");
+        return -EINVAL;
+    }
+    bs->total_bytes = opts->has_size ? opts->size : NULL_DEFAULT_SIZE;
     s->read_zeroes = opts->has_read_zeroes && opts->read_zeroes;
     bs->filename = g_strdup("null-co://");
     return 0;
@@ -72,8 +76,7 @@ static int coroutine_fn null_co_block_status(BlockDriverState *bs,
     (void)map;
     (void)file;
     *pnum = bytes;
-    return BDRV_BLOCK_ALLOCATED |
-           (s->read_zeroes ? BDRV_BLOCK_ZERO : BDRV_BLOCK_DATA);
+    return BDRV_BLOCK_ALLOCATED | (s->read_zeroes ? BDRV_BLOCK_ZERO : 0);
 }
 
 static const BlockDriver bdrv_null_co = {

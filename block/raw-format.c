@@ -28,20 +28,27 @@ static int coroutine_fn raw_open(BlockDriverState *bs,
         return -EINVAL;
     }
     file_size = bdrv_getlength(bs->file->bs);
+    /* Negative values read as huge ones, as in QEMU (unsigned there). */
     s->offset = opts->has_offset ? opts->offset : 0;
     s->has_size = opts->has_size;
     s->size = opts->has_size ? opts->size : file_size - s->offset;
-    if (s->offset < 0 || s->offset > file_size) {
-        error_setg(errp, "Offset (%" PRId64 ") cannot be greater than size "
-                   "of the containing file (%" PRId64 ")", s->offset,
-                   file_size);
+    if ((uint64_t)s->offset > (uint64_t)file_size) {
+        error_setg(errp, "Offset (%" PRIu64 ") cannot be greater than size "
+                   "of the containing file (%" PRId64 ")",
+                   (uint64_t)s->offset, file_size);
         return -EINVAL;
     }
-    if (s->size < 0 || s->offset + s->size > file_size) {
-        error_setg(errp, "The sum of offset (%" PRId64 ") and size (%" PRId64
-                   ") has to be smaller or equal to the actual size of the "
-                   "containing file (%" PRId64 ")", s->offset, s->size,
-                   file_size);
+    if (s->has_size && (uint64_t)(file_size - s->offset) < (uint64_t)s->size) {
+        /* QEMU's message, double space included, for exact matching. */
+        error_setg(errp, "The sum of offset (%" PRIu64 ") and size (%" PRIu64
+                   ") has to be smaller or equal to the  actual size of the "
+                   "containing file (%" PRId64 ")", (uint64_t)s->offset,
+                   (uint64_t)s->size, file_size);
+        return -EINVAL;
+    }
+    /* A partial sector at the end would be rounded up by some clients. */
+    if (s->has_size && !IS_ALIGNED(s->size, 512)) {
+        error_setg(errp, "Specified size is not multiple of 512");
         return -EINVAL;
     }
     bs->total_bytes = s->size;

@@ -9,9 +9,9 @@
  * the backlog is empty.
  *
  * max-connections counts clients from accept until their socket is
- * closed, handshake included.  A connection beyond the limit is closed at
- * once, before any byte is sent, so the client sees an immediate EOF
- * instead of hanging in the kernel's backlog.
+ * closed, handshake included.  At the limit the server stops accepting:
+ * further clients wait in the kernel's backlog, as with QEMU, and are
+ * served in order as soon as a slot frees up.
  *
  * Stopping closes the listening sockets, unlinks the UNIX socket file we
  * created, disconnects every client (handshake included), and removes
@@ -56,6 +56,8 @@ void nbd_server_unref(NBDServer *server)
     g_free(server);
 }
 
+static bool nbd_server_accepting(NBDServer *server);
+
 static gboolean nbd_listener_accept(gint fd, GIOCondition cond,
                                     gpointer opaque)
 {
@@ -73,16 +75,37 @@ static gboolean nbd_listener_accept(gint fd, GIOCondition cond,
             /* EAGAIN: backlog empty.  Others (EMFILE): retry later. */
             break;
         }
-        if (server->max_connections &&
-            server->nclients >= server->max_connections) {
-            close(cfd);
-            continue;
-        }
         /* Replies are written whole; do not let Nagle delay them. */
         setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         nbd_client_new(server, cfd);
+        if (!nbd_server_accepting(server)) {
+            break;
+        }
     }
     return G_SOURCE_CONTINUE;
+}
+
+static bool nbd_server_accepting(NBDServer *server)
+{
+    return !server->max_connections ||
+           server->nclients < server->max_connections;
+}
+
+void nbd_server_update_accepting(NBDServer *server)
+{
+    bool accepting = nbd_server_accepting(server);
+
+    for (guint i = 0; i < server->listeners->len; i++) {
+        NBDListener *l = &g_array_index(server->listeners, NBDListener, i);
+
+        if (accepting && !l->source) {
+            l->source = g_unix_fd_add(l->fd, G_IO_IN, nbd_listener_accept,
+                                      server);
+        } else if (!accepting && l->source) {
+            g_source_remove(l->source);
+            l->source = 0;
+        }
+    }
 }
 
 bool nbd_server_add_client(int fd, Error **errp)
@@ -243,7 +266,9 @@ static void nbd_server_close_listeners(NBDServer *server)
     for (guint i = 0; i < server->listeners->len; i++) {
         NBDListener *l = &g_array_index(server->listeners, NBDListener, i);
 
-        g_source_remove(l->source);
+        if (l->source) {
+            g_source_remove(l->source);
+        }
         close(l->fd);
     }
     g_array_set_size(server->listeners, 0);

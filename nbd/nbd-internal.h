@@ -99,6 +99,8 @@ struct NBDServer {
 };
 
 void nbd_server_unref(NBDServer *server);
+/* Stop or resume accepting as the client count crosses max-connections. */
+void nbd_server_update_accepting(NBDServer *server);
 
 /* ------------------------------------------------------------------ */
 /* server.c */

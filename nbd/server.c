@@ -660,6 +660,7 @@ static void nbd_client_free(NBDClient *client)
 
     server->clients = g_list_remove(server->clients, client);
     server->nclients--;
+    nbd_server_update_accepting(server);
     nbd_server_unref(server);
 
     close(client->fd);
@@ -711,6 +712,7 @@ void nbd_client_new(NBDServer *server, int fd)
     server->refcount++;
     server->nclients++;
     server->clients = g_list_prepend(server->clients, client);
+    nbd_server_update_accepting(server);
 
     if (server->handshake_max_seconds > 0) {
         client->handshake_timer =
