@@ -1,0 +1,168 @@
+"""Shared code for the blockd benchmarks (bench/nbd-io, bench/qcow2-io, ...).
+
+A benchmark starts blockd and qemu-storage-daemon in turn with the *same*
+command-line options, drives them with the same client (fio), and reports
+the median of several interleaved rounds.  Daemons are started and stopped
+exactly like the integration tests do it: readiness through --pidfile, stop
+through QMP quit (then SIGTERM, then SIGKILL), and the child dies with us.
+"""
+
+import ctypes
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any, Dict, List, NoReturn, Optional, Sequence
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO_ROOT, "tests", "qemu-iotests"))
+
+from qmp import QMP, QMPError  # noqa: E402  (path set up above)
+
+DEFAULT_BLOCKD = os.path.join(REPO_ROOT, "build", "storage-daemon", "blockd")
+DEFAULT_QSD = "/usr/bin/qemu-storage-daemon"
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+
+
+def die(msg: str) -> NoReturn:
+    print(f"error: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def parse_size(text: str) -> int:
+    units = {"k": KiB, "m": MiB, "g": GiB, "t": 1024 * GiB}
+    t = text.strip().lower().rstrip("b").rstrip("i")
+    if t and t[-1] in units:
+        return int(float(t[:-1]) * units[t[-1]])
+    return int(t)
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL, 0, 0, 0)          # PR_SET_PDEATHSIG
+
+
+def binaries() -> Dict[str, str]:
+    """The two daemons to compare: BLOCKD_BINARY (or the build) and QSD_BINARY."""
+    found = {"blockd": os.environ.get("BLOCKD_BINARY", DEFAULT_BLOCKD),
+             "qsd": os.environ.get("QSD_BINARY", DEFAULT_QSD)}
+    for label, path in found.items():
+        if not os.access(path, os.X_OK):
+            die(f"{label} binary {path} not found (set BLOCKD_BINARY / QSD_BINARY)")
+    return found
+
+
+def require(tool: str) -> None:
+    if shutil.which(tool) is None:
+        die(f"{tool} is not installed")
+
+
+def make_workdir(base: Optional[str]) -> str:
+    # Short paths: UNIX socket names are limited to 107 bytes.
+    return tempfile.mkdtemp(prefix="bench-", dir=base or "/var/tmp")
+
+
+class Daemon:
+    """One daemon process; ``with Daemon(...) as d:`` stops it in all cases."""
+
+    def __init__(self, binary: str, args: Sequence[str], workdir: str, tag: str,
+                 timeout: float = 30.0):
+        self.pidfile = os.path.join(workdir, f"{tag}.pid")
+        self.qmp_path = os.path.join(workdir, f"{tag}.qmp")
+        self.log = os.path.join(workdir, f"{tag}.log")
+        for p in (self.pidfile, self.qmp_path):
+            if os.path.exists(p):
+                os.unlink(p)
+        argv = [binary, "--chardev", f"socket,id=mon,path={self.qmp_path},server=on,wait=off",
+                "--monitor", "chardev=mon", *args, "--pidfile", self.pidfile]
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                         stderr=subprocess.STDOUT,
+                                         preexec_fn=_die_with_parent)
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(self.pidfile):
+            if self.proc.poll() is not None:
+                die(f"{binary} exited during start-up:\n{self.output()}")
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                die(f"{binary} did not start within {timeout}s")
+            time.sleep(0.01)
+        self.qmp = QMP(self.qmp_path)
+
+    def output(self) -> str:
+        with open(self.log, errors="replace") as f:
+            return f.read()
+
+    def stop(self) -> None:
+        try:
+            self.qmp.cmd("quit", timeout=10)
+        except (QMPError, OSError):
+            pass
+        self.qmp.close()
+        for sig in (None, signal.SIGTERM, signal.SIGKILL):
+            if sig is not None and self.proc.poll() is None:
+                self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=20)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def __enter__(self) -> "Daemon":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+def run_fio(job: Dict[str, Any], workdir: str, timeout: float) -> Dict[str, Any]:
+    """Run one fio job (options as a dict) and return its parsed JSON job entry."""
+    out = os.path.join(workdir, "fio.json")
+    argv = ["fio", "--output-format=json", f"--output={out}", "--name=bench"]
+    argv += [f"--{k}={v}" if v is not True else f"--{k}" for k, v in job.items()]
+    res = subprocess.run(argv, capture_output=True, timeout=timeout,
+                         preexec_fn=_die_with_parent)
+    if res.returncode != 0:
+        die(f"fio failed ({res.returncode}): {' '.join(argv)}\n"
+            f"{res.stdout.decode(errors='replace')}{res.stderr.decode(errors='replace')}")
+    with open(out) as f:
+        data = json.load(f)
+    j = data["jobs"][0]
+    if j.get("error"):
+        die(f"fio job error {j['error']}")
+    return j
+
+
+def fio_result(job: Dict[str, Any], direction: str) -> Dict[str, float]:
+    d = job[direction]
+    return {"iops": float(d["iops"]), "bw": float(d["bw_bytes"]),
+            "lat_us": float(d.get("clat_ns", {}).get("mean", 0.0)) / 1000.0}
+
+
+def median(values: List[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def fmt_bw(bw: float) -> str:
+    return f"{bw / MiB:9.1f}"
+
+
+def print_table(rows: List[Dict[str, Any]], labels: Sequence[str] = ("blockd", "qsd")) -> None:
+    a, b = labels
+    head = (f"{'workload':<22} {a + ' IOPS':>12} {a + ' MiB/s':>12} "
+            f"{b + ' IOPS':>12} {b + ' MiB/s':>12} {a + '/' + b:>10}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        ra, rb = r[a], r[b]
+        ratio = ra["iops"] / rb["iops"] if rb["iops"] else float("nan")
+        print(f"{r['name']:<22} {ra['iops']:12.0f} {fmt_bw(ra['bw']):>12} "
+              f"{rb['iops']:12.0f} {fmt_bw(rb['bw']):>12} {ratio:10.2f}")
