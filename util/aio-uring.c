@@ -153,6 +153,9 @@ static void uring_prep(struct io_uring_sqe *sqe, const AioRequest *req)
         io_uring_prep_fallocate(sqe, req->fd, req->mode, req->offset,
                                 req->len);
         break;
+    case AIO_OP_POLL:
+        io_uring_prep_poll_add(sqe, req->fd, req->mode);
+        break;
     }
 }
 

@@ -115,6 +115,8 @@ static int aio_request_run(void *opaque)
     case AIO_OP_FALLOCATE:
         ret = fallocate(req->fd, req->mode, req->offset, req->len);
         break;
+    case AIO_OP_POLL:
+        /* Waiting belongs on the main loop: see co_wait_fd(). */
     default:
         g_assert_not_reached();
     }

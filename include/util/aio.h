@@ -22,6 +22,8 @@ typedef enum AioOp {
     AIO_OP_FSYNC,
     AIO_OP_FDATASYNC,
     AIO_OP_FALLOCATE,   /* @offset, @len, @mode */
+    AIO_OP_POLL,        /* wait until @fd has one of the poll(2) events
+                         * in @mode; returns the events seen */
 } AioOp;
 
 typedef struct AioRequest {
