@@ -5,9 +5,10 @@
  * records the waiting coroutine in the entry's user data and yields.
  * Entries are not submitted one by one: the ring's GSource submits
  * everything queued once per main-loop iteration, in its prepare step,
- * so a burst of requests costs one io_uring_enter().  Completions are
- * signalled through an eventfd registered with the ring; the dispatch
- * step reaps them all and re-enters each waiting coroutine.
+ * so a burst of requests costs one io_uring_enter().  The main loop polls
+ * the ring's own fd, which is readable while completions are waiting (no
+ * eventfd to read and reset); the dispatch step reaps them all and
+ * re-enters each waiting coroutine.
  *
  * When the submission queue is full, requesters wait in a CoQueue until
  * completions make room, so there is no limit on requests in flight
@@ -17,7 +18,6 @@
 #include "util/coroutine.h"
 
 #include <liburing.h>
-#include <sys/eventfd.h>
 
 enum {
     URING_ENTRIES = 256,
@@ -26,8 +26,7 @@ enum {
 typedef struct UringSource {
     GSource source;
     struct io_uring ring;
-    int efd;
-    gpointer efd_tag;
+    gpointer ring_tag;
     unsigned queued;        /* entries prepared but not yet submitted */
     CoQueue sq_waiters;     /* coroutines waiting for a free entry */
 } UringSource;
@@ -66,20 +65,16 @@ static gboolean uring_check(GSource *source)
     UringSource *us = (UringSource *)source;
 
     return io_uring_cq_ready(&us->ring) > 0 ||
-           g_source_query_unix_fd(source, us->efd_tag) & G_IO_IN;
+           g_source_query_unix_fd(source, us->ring_tag) & G_IO_IN;
 }
 
 static gboolean uring_dispatch(GSource *source, GSourceFunc cb, gpointer data)
 {
     UringSource *us = (UringSource *)source;
     struct io_uring_cqe *cqe;
-    uint64_t counter;
 
     (void)cb;
     (void)data;
-    if (read(us->efd, &counter, sizeof(counter)) < 0 && errno != EAGAIN) {
-        g_warning("io_uring eventfd read failed: %s", g_strerror(errno));
-    }
     while (io_uring_peek_cqe(&us->ring, &cqe) == 0) {
         UringWaiter *waiter = io_uring_cqe_get_data(cqe);
 
@@ -121,9 +116,7 @@ bool uring_available(Error **errp)
         error_setg(errp, "%s", uring_failure);
         return false;
     }
-    us->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    io_uring_register_eventfd(&us->ring, us->efd);
-    us->efd_tag = g_source_add_unix_fd(source, us->efd, G_IO_IN);
+    us->ring_tag = g_source_add_unix_fd(source, us->ring.ring_fd, G_IO_IN);
     co_queue_init(&us->sq_waiters);
     g_source_set_name(source, "io_uring");
     /* Same priority as bottom halves, so its prepare step always runs. */
