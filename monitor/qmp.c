@@ -2,15 +2,16 @@
  * QMP sessions: JSON stream in, responses and events out, and the
  * dispatcher coroutine.
  *
- * Input.  Bytes read from the socket go into @inbuf and are fed to an
- * incremental json-c tokener.  A session parses at most one request
- * ahead: once a complete value is found it is queued for the dispatcher
- * and the session stops reading (its socket watch is removed) until the
- * response has been queued, so a client that floods us only fills the
- * kernel socket buffer.  A value larger than MONITOR_MAX_VALUE bytes or
- * nested deeper than QAPI_JSON_MAX_DEPTH, and any syntax error, gets one
- * "JSON parse error, ..." reply; the input is then discarded up to the
- * next newline without being kept, and parsing starts afresh.
+ * Input.  Each read of at most MONITOR_READ_SIZE bytes is fed to the
+ * session's JSON streamer (util/json-parser.c), which reports every
+ * complete value and every error, in order, into @pending.  Errors are
+ * answered at once, in their turn; a request goes to the dispatcher, and
+ * the session stops reading (its socket watch is removed) until both the
+ * request has been answered and @pending is empty, so a client that
+ * floods us only fills the kernel socket buffer, and we hold at most one
+ * read's worth of parsed requests.  The streamer bounds what one value
+ * may cost and resynchronises after errors the way QEMU does (after a
+ * size or depth limit error, at the next newline).
  *
  * Dispatch.  One coroutine executes all requests of all sessions in
  * arrival order, like QEMU's qmp_dispatcher_co; handlers may yield.
@@ -28,11 +29,11 @@
 #include "util/main-loop.h"
 #include "qapi/qmp-event.h"
 #include "qapi/qmp-dispatch.h"
+#include "util/json-parser.h"
 #include "monitor-internal.h"
 
 #include <glib-unix.h>
 
-#define MONITOR_MAX_VALUE   (16 * 1024 * 1024)
 #define MONITOR_MAX_OUTPUT  (16 * 1024 * 1024)
 #define MONITOR_READ_SIZE   65536
 
@@ -48,17 +49,16 @@ struct MonitorQMP {
     bool busy;                  /* a request is queued or running */
     guint in_watch;
     guint out_watch;
-    json_tokener *tok;
-    size_t value_bytes;         /* bytes of the value being parsed */
-    bool skipping;              /* discarding input up to a newline */
-    GByteArray *inbuf;          /* read but not yet parsed */
+    JsonStreamer *parser;
+    GQueue pending;             /* QMPRequest: parsed, not yet handled */
     GString *outbuf;            /* not yet written */
     size_t out_pos;             /* written part of @outbuf */
 };
 
 typedef struct QMPRequest {
-    MonitorQMP *mon;            /* holds a reference */
+    MonitorQMP *mon;            /* holds a reference (dispatcher queue) */
     json_object *req;
+    Error *err;                 /* a parse error instead of @req */
 } QMPRequest;
 
 QmpCommandList qmp_commands;
@@ -91,12 +91,18 @@ void monitor_qmp_set_negotiated(MonitorQMP *mon)
 
 static void monitor_qmp_unref(MonitorQMP *mon)
 {
+    QMPRequest *qreq;
+
     if (--mon->refcnt) {
         return;
     }
     assert(mon->fd < 0);
-    json_tokener_free(mon->tok);
-    g_byte_array_free(mon->inbuf, true);
+    json_streamer_free(mon->parser);
+    while ((qreq = g_queue_pop_head(&mon->pending))) {
+        json_object_put(qreq->req);
+        error_free(qreq->err);
+        g_free(qreq);
+    }
     g_string_free(mon->outbuf, true);
     g_free(mon);
 }
@@ -172,22 +178,6 @@ static void monitor_qmp_send(MonitorQMP *mon, json_object *obj)
     if (!mon->out_watch && !monitor_qmp_flush(mon)) {
         monitor_qmp_close(mon);
     }
-}
-
-static void monitor_qmp_send_error(MonitorQMP *mon, const char *fmt, ...)
-    G_GNUC_PRINTF(2, 3);
-
-static void monitor_qmp_send_error(MonitorQMP *mon, const char *fmt, ...)
-{
-    g_autofree char *msg = NULL;
-    Error *err = NULL;
-    va_list ap;
-
-    va_start(ap, fmt);
-    msg = g_strdup_vprintf(fmt, ap);
-    va_end(ap);
-    error_setg(&err, "%s", msg);
-    monitor_qmp_send(mon, qmp_error_response(err, NULL, false));
 }
 
 /* --- dispatch --- */
@@ -286,72 +276,31 @@ static void monitor_qmp_enqueue(MonitorQMP *mon, json_object *req)
 
 /* --- input --- */
 
-static void monitor_qmp_reset_parser(MonitorQMP *mon)
+/* Streamer callback: a request or a parse error, in input order */
+static void monitor_qmp_parsed(void *opaque, json_object *req, Error *err)
 {
-    json_tokener_reset(mon->tok);
-    mon->value_bytes = 0;
+    MonitorQMP *mon = opaque;
+    QMPRequest *qreq = g_new0(QMPRequest, 1);
+
+    qreq->req = req;
+    qreq->err = err;
+    g_queue_push_tail(&mon->pending, qreq);
 }
 
-/* Parse buffered input until a request is queued or input runs out */
+/* Answer parse errors until a request is queued or none is pending */
 static void monitor_qmp_parse(MonitorQMP *mon)
 {
-    while (!mon->busy && mon->fd >= 0 && mon->inbuf->len) {
-        guint8 *buf = mon->inbuf->data;
-        size_t len = mon->inbuf->len;
-        size_t feed, used;
-        json_object *obj;
-        enum json_tokener_error jerr;
+    QMPRequest *qreq;
 
-        if (mon->skipping) {
-            guint8 *nl = memchr(buf, '\n', len);
-
-            if (!nl) {
-                g_byte_array_set_size(mon->inbuf, 0);
-                return;
-            }
-            g_byte_array_remove_range(mon->inbuf, 0, nl - buf + 1);
-            mon->skipping = false;
-            continue;
-        }
-        if (!mon->value_bytes) {
-            /* Whitespace between values does not count toward the limit */
-            size_t ws = 0;
-
-            while (ws < len && strchr(" \t\r\n", buf[ws]) && buf[ws]) {
-                ws++;
-            }
-            if (ws) {
-                g_byte_array_remove_range(mon->inbuf, 0, ws);
-                continue;
-            }
-        }
-        feed = MIN(len, MONITOR_MAX_VALUE - mon->value_bytes + 1);
-        obj = json_tokener_parse_ex(mon->tok, (const char *)buf, feed);
-        jerr = json_tokener_get_error(mon->tok);
-        used = json_tokener_get_parse_end(mon->tok);
-        if (jerr == json_tokener_continue) {
-            used = feed;
-        }
-        mon->value_bytes += used;
-        if (jerr == json_tokener_success) {
-            g_byte_array_remove_range(mon->inbuf, 0, used);
-            monitor_qmp_reset_parser(mon);
-            monitor_qmp_enqueue(mon, obj);
-            return;
-        }
-        if (jerr != json_tokener_continue) {
-            monitor_qmp_send_error(mon, "JSON parse error, %s",
-                                   json_tokener_error_desc(jerr));
-        } else if (mon->value_bytes > MONITOR_MAX_VALUE) {
-            monitor_qmp_send_error(mon, "JSON parse error, input exceeds "
-                                   "%d bytes", MONITOR_MAX_VALUE);
+    while (!mon->busy && mon->fd >= 0 &&
+           (qreq = g_queue_pop_head(&mon->pending))) {
+        if (qreq->err) {
+            monitor_qmp_send(mon, qmp_error_response(qreq->err, NULL,
+                                                     false));
         } else {
-            g_byte_array_remove_range(mon->inbuf, 0, used);
-            continue;
+            monitor_qmp_enqueue(mon, qreq->req);
         }
-        g_byte_array_remove_range(mon->inbuf, 0, MIN(used, len));
-        monitor_qmp_reset_parser(mon);
-        mon->skipping = true;
+        g_free(qreq);
     }
 }
 
@@ -371,7 +320,7 @@ static gboolean monitor_qmp_readable(gint fd, GIOCondition cond,
         monitor_qmp_close(mon);
         return G_SOURCE_REMOVE;
     }
-    g_byte_array_append(mon->inbuf, buf, n);
+    json_streamer_feed(mon->parser, (const char *)buf, n);
     monitor_qmp_parse(mon);
     if (mon->busy || mon->fd < 0) {
         /* Stop reading until the request has been answered */
@@ -451,8 +400,8 @@ void monitor_qmp_new(Chardev *chr, int fd)
     mon->pretty = chr->pretty;
     mon->fd = fd;
     mon->refcnt = 1;
-    mon->tok = json_tokener_new_ex(QAPI_JSON_MAX_DEPTH);
-    mon->inbuf = g_byte_array_new();
+    mon->parser = json_streamer_new(monitor_qmp_parsed, mon);
+    g_queue_init(&mon->pending);
     mon->outbuf = g_string_new("");
     if (!sessions) {
         sessions = g_ptr_array_new();

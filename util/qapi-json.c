@@ -6,11 +6,17 @@
  * writes exactly what qemu-storage-daemon writes: ", " between members,
  * ": " after keys, and everything that is not printable ASCII escaped as
  * \uXXXX (UTF-16 surrogate pairs above U+FFFF; invalid UTF-8 becomes
- * U+FFFD).  Numbers: integers in decimal, doubles with "%.17g".
+ * U+FFFD, except C0 80, which is how util/json-parser.c stores U+0000,
+ * and comes back out as \u0000).  Numbers: integers in decimal, doubles
+ * with "%.17g".
+ *
+ * Parsing is util/json-parser.c's; qapi_parse_json_object() only adds
+ * the check that the value is an object.
  */
 #include "util/osdep.h"
 #include "util/error.h"
 #include "qapi/util.h"
+#include "util/json-parser.h"
 
 static void append_indent(GString *out, bool pretty, int level)
 {
@@ -58,6 +64,11 @@ static void append_string(GString *out, const char *str, size_t len)
                 g_string_append_c(out, c);
             } else if (c < 0x80) {
                 g_string_append_printf(out, "\\u%04x", c);
+            } else if (c == 0xc0 && p + 1 < end &&
+                       (unsigned char)p[1] == 0x80) {
+                g_string_append(out, "\\u0000");
+                p += 2;
+                continue;
             } else {
                 gunichar u = g_utf8_get_char_validated(p, end - p);
 
@@ -159,35 +170,13 @@ GString *qapi_json_to_gstring(json_object *obj, bool pretty)
 
 json_object *qapi_parse_json_object(const char *str, Error **errp)
 {
-    json_tokener *tok = json_tokener_new_ex(QAPI_JSON_MAX_DEPTH);
-    size_t len = strlen(str);
-    json_object *obj;
-    enum json_tokener_error jerr;
+    Error *err = NULL;
+    json_object *obj = json_parse_string(str, &err);
 
-    obj = json_tokener_parse_ex(tok, str, len);
-    jerr = json_tokener_get_error(tok);
-    if (jerr == json_tokener_continue) {
-        /* The text ended inside a value (an object needs no flush) */
-        error_setg(errp, "JSON parse error, premature EOI");
-        json_object_put(obj);
-        json_tokener_free(tok);
+    if (err) {
+        error_propagate(errp, err);
         return NULL;
     }
-    if (jerr != json_tokener_success) {
-        error_setg(errp, "JSON parse error, %s",
-                   json_tokener_error_desc(jerr));
-        json_tokener_free(tok);
-        return NULL;
-    }
-    if ((size_t)json_tokener_get_parse_end(tok) < len &&
-        strspn(str + json_tokener_get_parse_end(tok), " \t\r\n") !=
-        len - json_tokener_get_parse_end(tok)) {
-        json_object_put(obj);
-        json_tokener_free(tok);
-        error_setg(errp, "JSON parse error, expecting a single value");
-        return NULL;
-    }
-    json_tokener_free(tok);
     if (!json_object_is_type(obj, json_type_object)) {
         json_object_put(obj);
         error_setg(errp, "Expected a JSON object");
