@@ -48,7 +48,9 @@ struct Coroutine {
     void *stack;                /* mapping including the guard page */
     size_t stack_size;
 #ifdef CO_ASAN
-    void *asan_fake_stack;
+    void *asan_fake_stack;      /* saved while switched out */
+    const void *asan_bottom;    /* usable stack, for ASan */
+    size_t asan_size;
 #endif
 };
 
@@ -59,27 +61,54 @@ static __thread GSList *pool;
 static __thread unsigned pool_size;
 /* Used only while a new coroutine's trampoline starts. */
 static __thread jmp_buf *creator_env;
+static __thread Coroutine *creator;
 static __thread Coroutine *starting;
 
-static void asan_start_switch(Coroutine *from, Coroutine *to)
+/*
+ * ASan must be told about every switch: which stack becomes live, and
+ * whether the one left behind will come back (a finished coroutine does
+ * not, so its fake stack is dropped).
+ */
+static void asan_start_switch(Coroutine *from, Coroutine *to,
+                              bool from_finished)
 {
 #ifdef CO_ASAN
-    __sanitizer_start_switch_fiber(
-        &from->asan_fake_stack,
-        to == &leader ? NULL : (char *)to->stack + getpagesize(),
-        to == &leader ? 0 : to->stack_size - getpagesize());
+    __sanitizer_start_switch_fiber(from_finished ? NULL
+                                                 : &from->asan_fake_stack,
+                                   to->asan_bottom, to->asan_size);
 #else
     (void)from;
     (void)to;
+    (void)from_finished;
 #endif
 }
 
-static void asan_finish_switch(Coroutine *co)
+static void asan_finish_switch(Coroutine *now)
 {
 #ifdef CO_ASAN
-    __sanitizer_finish_switch_fiber(co->asan_fake_stack, NULL, NULL);
+    __sanitizer_finish_switch_fiber(now->asan_fake_stack, NULL, NULL);
 #else
-    (void)co;
+    (void)now;
+#endif
+}
+
+/*
+ * First code on a new stack: ASan learns the bounds of the stack we came
+ * from, which is how the thread's own stack gets known.
+ */
+static void asan_first_entry(Coroutine *from)
+{
+#ifdef CO_ASAN
+    const void *bottom;
+    size_t size;
+
+    __sanitizer_finish_switch_fiber(NULL, &bottom, &size);
+    if (from == &leader && !leader.asan_bottom) {
+        leader.asan_bottom = bottom;
+        leader.asan_size = size;
+    }
+#else
+    (void)from;
 #endif
 }
 
@@ -89,7 +118,7 @@ static CoroutineAction coroutine_switch(Coroutine *from, Coroutine *to,
     int ret;
 
     current = to;
-    asan_start_switch(from, to);
+    asan_start_switch(from, to, action == COROUTINE_TERMINATE);
     ret = _setjmp(from->env);
     if (ret == 0) {
         _longjmp(to->env, action);
@@ -101,10 +130,11 @@ static CoroutineAction coroutine_switch(Coroutine *from, Coroutine *to,
 static void coroutine_trampoline(void)
 {
     Coroutine *self = starting;
+    Coroutine *parent = creator;
 
-    asan_finish_switch(&leader);
-    /* Record where to resume us, then go back to coroutine_create(). */
-    asan_start_switch(self, &leader);
+    asan_first_entry(parent);
+    /* Record where to resume us, then go back to coroutine_new(). */
+    asan_start_switch(self, parent, false);
     if (_setjmp(self->env) == 0) {
         _longjmp(*creator_env, 1);
     }
@@ -113,6 +143,9 @@ static void coroutine_trampoline(void)
     for (;;) {
         self->entry(self->opaque);
         self->entry = NULL;
+#ifdef CO_ASAN
+        self->asan_fake_stack = NULL;
+#endif
         coroutine_switch(self, self->caller, COROUTINE_TERMINATE);
     }
 }
@@ -120,8 +153,9 @@ static void coroutine_trampoline(void)
 static Coroutine *coroutine_new(void)
 {
     Coroutine *co = g_new0(Coroutine, 1);
+    Coroutine *self = current ? current : &leader;
     size_t page = getpagesize();
-    ucontext_t uc, old_uc;
+    ucontext_t uc;
     jmp_buf old_env;
 
     co->stack_size = COROUTINE_STACK_SIZE + page;
@@ -131,6 +165,10 @@ static Coroutine *coroutine_new(void)
         g_error("cannot allocate a coroutine stack: %s", g_strerror(errno));
     }
     mprotect(co->stack, page, PROT_NONE);
+#ifdef CO_ASAN
+    co->asan_bottom = (char *)co->stack + page;
+    co->asan_size = COROUTINE_STACK_SIZE;
+#endif
 
     getcontext(&uc);
     uc.uc_link = NULL;
@@ -138,14 +176,21 @@ static Coroutine *coroutine_new(void)
     uc.uc_stack.ss_size = COROUTINE_STACK_SIZE;
     makecontext(&uc, coroutine_trampoline, 0);
 
+    /*
+     * setcontext() rather than swapcontext(): we come back by _longjmp to
+     * old_env, so there is no context to save (and ASan warns about
+     * swapcontext).
+     */
     creator_env = &old_env;
+    creator = self;
     starting = co;
-    asan_start_switch(&leader, co);
+    asan_start_switch(self, co, false);
     if (_setjmp(old_env) == 0) {
-        swapcontext(&old_uc, &uc);
+        setcontext(&uc);
     }
-    asan_finish_switch(&leader);
+    asan_finish_switch(self);
     starting = NULL;
+    creator = NULL;
     creator_env = NULL;
     return co;
 }
