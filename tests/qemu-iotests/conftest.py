@@ -46,7 +46,9 @@ def daemon_factory(scratch: str) -> Callable[..., Daemon]:
     """Start daemons: ``daemon_factory(*args, monitors=1, daemonize=False)``.
 
     Every daemon started through the factory is stopped at teardown, whatever
-    the test outcome (QMP quit, then SIGTERM, then SIGKILL).
+    the test outcome (QMP quit, then SIGTERM, then SIGKILL).  A daemon still
+    running at teardown must shut down cleanly (exit status 0), so crashes on
+    shutdown and sanitizer reports fail the test.
     """
     started: List[Daemon] = []
 
@@ -60,9 +62,14 @@ def daemon_factory(scratch: str) -> Callable[..., Daemon]:
         return d
 
     yield start
+    unclean = []
     for d in reversed(started):
         if getattr(d, "argv", None) is not None:
-            d.stop()
+            was_running = d.alive()
+            if not d.stop() and was_running:
+                unclean.append(f"{d.binary} (rc={d.returncode}): {d.stderr()[-4000:]}")
+    if unclean:
+        pytest.fail("daemon did not shut down cleanly at teardown:\n" + "\n".join(unclean))
 
 
 @pytest.fixture

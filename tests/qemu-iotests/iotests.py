@@ -440,8 +440,14 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 pass
 
-    def stop(self) -> None:
-        """Always succeeds: QMP quit, then SIGTERM, then SIGKILL."""
+    def stop(self) -> bool:
+        """Always stops the daemon: QMP quit, then SIGTERM, then SIGKILL.
+
+        Returns True if it shut down by itself (after quit or SIGTERM) with
+        exit status 0, which is what a clean shutdown looks like; under
+        sanitizers a leak or memory error turns the status non-zero.
+        """
+        clean = False
         try:
             quit_sent = False
             if self.alive() and self.qmp is not None:
@@ -461,6 +467,10 @@ class Daemon:
                         self.wait_exit(STOP_TIMEOUT)
                     except AssertionError:
                         pass
+            if not self.alive():
+                if not self.daemonize:
+                    self.returncode = self.proc.wait(timeout=STOP_TIMEOUT)
+                clean = self.daemonize or self.returncode == 0
             self.kill()
         finally:
             if self.qmp is not None:
@@ -468,6 +478,7 @@ class Daemon:
                 self.qmp = None
             if self._own_sockdir:
                 shutil.rmtree(self.sockdir, ignore_errors=True)
+        return clean
 
     # -- conveniences --------------------------------------------------------
 
