@@ -4,6 +4,7 @@
 #   make check        build, then run every test (unit + iotests)
 #   make check-unit   C unit tests only
 #   make check-iotests  the Python integration tests only
+#   make check-fuzz   the libFuzzer harnesses, FUZZ_SECONDS each (clang)
 #   make demo         build, then run the live demo (scripts/demo.sh)
 #   make bench        build, then compare with qemu-storage-daemon
 #   make clean        remove the build directory
@@ -22,7 +23,8 @@ endif
 PYTHON := /usr/bin/python3
 export BLOCKD_BUILD_DIR := $(abspath $(BUILD_DIR))
 
-.PHONY: all deps build check check-unit check-iotests demo bench clean
+.PHONY: all deps build check check-unit check-iotests check-fuzz demo bench \
+	clean
 
 all: build
 
@@ -44,6 +46,9 @@ check-unit: build
 check-iotests: build
 	@scripts/run-tests.sh iotests
 
+check-fuzz: deps
+	@scripts/run-tests.sh fuzz
+
 demo: build
 	@scripts/demo.sh
 
@@ -51,4 +56,4 @@ bench: build
 	bench/nbd-io
 
 clean:
-	rm -rf build build-sanitize
+	rm -rf build build-sanitize build-fuzz

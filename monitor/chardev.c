@@ -160,9 +160,9 @@ static bool opt_bool(json_object *opts, const char *key, bool def,
     return true;
 }
 
-bool monitor_chardev_add_opts(const char *optarg, Error **errp)
+bool monitor_chardev_add_opts(const char *arg, Error **errp)
 {
-    json_object *opts = keyval_parse(optarg, "backend", NULL, errp);
+    json_object *opts = keyval_parse(arg, "backend", NULL, errp);
     const char *id, *backend, *path, *host, *port;
     bool server, wait;
     Chardev *chr;
@@ -241,10 +241,10 @@ fail:
     return false;
 }
 
-bool monitor_add_opts(const char *optarg, Error **errp)
+bool monitor_add_opts(const char *arg, Error **errp)
 {
     g_autoptr(MonitorOptions) opts = NULL;
-    g_autoptr(Visitor) v = qmp_option_visitor_new(optarg, "chardev", errp);
+    g_autoptr(Visitor) v = qmp_option_visitor_new(arg, "chardev", errp);
     Chardev *chr;
 
     if (!v || !visit_type_MonitorOptions(v, NULL, &opts, errp)) {

@@ -5,8 +5,8 @@
 set -euo pipefail
 
 packages=(
-    # build
-    gcc meson ninja-build pkg-config
+    # build (clang and its runtime: the libFuzzer harnesses)
+    gcc meson ninja-build pkg-config clang libclang-rt-14-dev
     libglib2.0-dev liburing-dev libjson-c-dev
     # tests and benchmarks: the real tools blockd is compared with
     python3 python3-pytest python3-libnbd

@@ -3,7 +3,7 @@
 # closing line "N passed, N failed" over all of them.  Exits non-zero if
 # anything failed or if no test ran at all.
 #
-#   scripts/run-tests.sh all|unit|iotests
+#   scripts/run-tests.sh all|unit|iotests|fuzz
 set -uo pipefail
 
 what=${1:-all}
@@ -60,11 +60,29 @@ PY
     skipped=$((skipped + skip))
 }
 
+# Each fuzzer that runs its time without a crash counts as one test.
+run_fuzz() {
+    local out
+    out=$("$top/scripts/run-fuzzers.sh")
+    local rc=$?
+    echo "$out"
+    if [[ $rc -eq 77 ]]; then
+        skipped=$((skipped + 1))
+        return
+    fi
+    passed=$((passed + $(grep -c ': ok$' <<<"$out")))
+    failed=$((failed + $(grep -c ': FAILED$' <<<"$out")))
+    if [[ $rc -ne 0 ]] && ! grep -q ': FAILED$' <<<"$out"; then
+        failed=$((failed + 1))      # the fuzz build itself failed
+    fi
+}
+
 case $what in
     unit) run_unit ;;
     iotests) run_iotests ;;
-    all) run_unit; run_iotests ;;
-    *) echo "usage: $0 all|unit|iotests" >&2; exit 2 ;;
+    fuzz) run_fuzz ;;
+    all) run_unit; run_iotests; run_fuzz ;;
+    *) echo "usage: $0 all|unit|iotests|fuzz" >&2; exit 2 ;;
 esac
 
 echo "$passed passed, $failed failed, $skipped skipped"

@@ -577,18 +577,18 @@ Visitor *qobject_input_visitor_new_keyval(json_object *obj)
     return input_visitor_new(obj, true);
 }
 
-json_object *qmp_option_parse(const char *optarg, const char *implied_key,
+json_object *qmp_option_parse(const char *arg, const char *implied_key,
                               bool *keyval_mode, Error **errp)
 {
     json_object *obj;
     bool help = false;
 
-    if (qobject_is_json_opt(optarg)) {
-        obj = qapi_parse_json_object(optarg, errp);
+    if (qobject_is_json_opt(arg)) {
+        obj = qapi_parse_json_object(arg, errp);
         *keyval_mode = false;
         return obj;
     }
-    obj = keyval_parse(optarg, implied_key, &help, errp);
+    obj = keyval_parse(arg, implied_key, &help, errp);
     if (!obj) {
         return NULL;
     }
@@ -601,11 +601,11 @@ json_object *qmp_option_parse(const char *optarg, const char *implied_key,
     return obj;
 }
 
-Visitor *qmp_option_visitor_new(const char *optarg, const char *implied_key,
+Visitor *qmp_option_visitor_new(const char *arg, const char *implied_key,
                                 Error **errp)
 {
     bool keyval;
-    json_object *obj = qmp_option_parse(optarg, implied_key, &keyval, errp);
+    json_object *obj = qmp_option_parse(arg, implied_key, &keyval, errp);
     Visitor *v;
 
     if (!obj) {

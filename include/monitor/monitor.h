@@ -21,7 +21,7 @@ void monitor_init_qmp_commands(void);
 
 /*
  * monitor_chardev_add_opts:
- * @optarg: argument of --chardev, e.g.
+ * @arg: argument of --chardev, e.g.
  *          "socket,id=m0,path=/run/blockd.sock,server=on,wait=off"
  *          or "socket,id=m0,host=127.0.0.1,port=4444,server=on,wait=off"
  *
@@ -29,17 +29,17 @@ void monitor_init_qmp_commands(void);
  * in server mode is supported; wait=on is accepted but does not block.
  * An existing file at a UNIX socket path is replaced.
  */
-bool monitor_chardev_add_opts(const char *optarg, Error **errp);
+bool monitor_chardev_add_opts(const char *arg, Error **errp);
 
 /*
  * monitor_add_opts:
- * @optarg: argument of --monitor: "[chardev=]ID[,mode=control][,pretty=on]"
+ * @arg: argument of --monitor: "[chardev=]ID[,mode=control][,pretty=on]"
  *          or the same as JSON
  *
  * Attach a QMP monitor to an existing chardev.  Every client connecting
  * to the chardev gets its own QMP session (QEMU serves one at a time).
  */
-bool monitor_add_opts(const char *optarg, Error **errp);
+bool monitor_add_opts(const char *arg, Error **errp);
 
 /*
  * Close every session and listening socket and unlink the UNIX socket

@@ -11,16 +11,16 @@
 
 /*
  * QMP_OPTION_PARSER(T) defines
- *   T *qmp_option_parse_T(const char *optarg, const char *implied_key,
+ *   T *qmp_option_parse_T(const char *arg, const char *implied_key,
  *                         Error **errp);
  * which returns a new T (free with qapi_free_T()) or NULL with @errp set.
  */
 #define QMP_OPTION_PARSER(T)                                            \
-static inline T *qmp_option_parse_##T(const char *optarg,               \
+static inline T *qmp_option_parse_##T(const char *arg,               \
                                       const char *implied_key,          \
                                       Error **errp)                     \
 {                                                                       \
-    g_autoptr(Visitor) v = qmp_option_visitor_new(optarg, implied_key,  \
+    g_autoptr(Visitor) v = qmp_option_visitor_new(arg, implied_key,  \
                                                   errp);                \
     T *obj = NULL;                                                      \
                                                                         \

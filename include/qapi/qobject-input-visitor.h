@@ -22,9 +22,9 @@ Visitor *qobject_input_visitor_new_keyval(json_object *obj);
 
 /*
  * qmp_option_parse:
- * @optarg: a command-line option argument
+ * @arg: a command-line option argument
  * @implied_key: key of a first element given without "key=" (or NULL)
- * @keyval_mode: set to whether @optarg was keyval rather than JSON
+ * @keyval_mode: set to whether @arg was keyval rather than JSON
  *
  * Parse the argument of an option like --blockdev, which accepts both
  * JSON ("{...}") and keyval ("driver=file,filename=x").  Returns a new
@@ -33,14 +33,14 @@ Visitor *qobject_input_visitor_new_keyval(json_object *obj);
  * option".  Feed the result to qobject_input_visitor_new_keyval() when
  * *keyval_mode, else to qobject_input_visitor_new().
  */
-json_object *qmp_option_parse(const char *optarg, const char *implied_key,
+json_object *qmp_option_parse(const char *arg, const char *implied_key,
                               bool *keyval_mode, Error **errp);
 
 /*
- * Parse @optarg like qmp_option_parse() and return a visitor for it, or
+ * Parse @arg like qmp_option_parse() and return a visitor for it, or
  * NULL with @errp set.
  */
-Visitor *qmp_option_visitor_new(const char *optarg, const char *implied_key,
+Visitor *qmp_option_visitor_new(const char *arg, const char *implied_key,
                                 Error **errp);
 
 #endif /* QAPI_QOBJECT_INPUT_VISITOR_H */
