@@ -93,17 +93,6 @@ uint32_t blk_get_max_transfer(BlockBackend *blk)
     return blk_bs(blk)->bl.max_transfer;
 }
 
-static int blk_check_request(BlockBackend *blk, int64_t offset,
-                             int64_t bytes)
-{
-    int64_t len = blk_getlength(blk);
-
-    if (offset < 0 || bytes < 0 || offset > len || bytes > len - offset) {
-        return -EIO;
-    }
-    return 0;
-}
-
 static void blk_inc_in_flight(BlockBackend *blk)
 {
     blk->in_flight++;
@@ -116,18 +105,32 @@ static void blk_dec_in_flight(BlockBackend *blk)
     }
 }
 
+/*
+ * Check a request's range and count it in flight; every successful call
+ * is paired with blk_request_end().
+ */
+static int blk_request_begin(BlockBackend *blk, int64_t offset,
+                             int64_t bytes)
+{
+    int64_t len = blk_getlength(blk);
+
+    if (offset < 0 || bytes < 0 || offset > len || bytes > len - offset) {
+        return -EIO;
+    }
+    blk_inc_in_flight(blk);
+    return 0;
+}
+
 int coroutine_fn blk_co_pread(BlockBackend *blk, int64_t offset,
                               int64_t bytes, void *buf,
                               BdrvRequestFlags flags)
 {
-    int ret = blk_check_request(blk, offset, bytes);
+    int ret = blk_request_begin(blk, offset, bytes);
 
-    if (ret < 0) {
-        return ret;
+    if (ret == 0) {
+        ret = bdrv_co_pread(blk->root, offset, bytes, buf, flags);
+        blk_dec_in_flight(blk);
     }
-    blk_inc_in_flight(blk);
-    ret = bdrv_co_pread(blk->root, offset, bytes, buf, flags);
-    blk_dec_in_flight(blk);
     return ret;
 }
 
@@ -135,42 +138,36 @@ int coroutine_fn blk_co_pwrite(BlockBackend *blk, int64_t offset,
                                int64_t bytes, const void *buf,
                                BdrvRequestFlags flags)
 {
-    int ret = blk_check_request(blk, offset, bytes);
+    int ret = blk_request_begin(blk, offset, bytes);
 
-    if (ret < 0) {
-        return ret;
+    if (ret == 0) {
+        ret = bdrv_co_pwrite(blk->root, offset, bytes, buf, flags);
+        blk_dec_in_flight(blk);
     }
-    blk_inc_in_flight(blk);
-    ret = bdrv_co_pwrite(blk->root, offset, bytes, buf, flags);
-    blk_dec_in_flight(blk);
     return ret;
 }
 
 int coroutine_fn blk_co_pwrite_zeroes(BlockBackend *blk, int64_t offset,
                                       int64_t bytes, BdrvRequestFlags flags)
 {
-    int ret = blk_check_request(blk, offset, bytes);
+    int ret = blk_request_begin(blk, offset, bytes);
 
-    if (ret < 0) {
-        return ret;
+    if (ret == 0) {
+        ret = bdrv_co_pwrite_zeroes(blk->root, offset, bytes, flags);
+        blk_dec_in_flight(blk);
     }
-    blk_inc_in_flight(blk);
-    ret = bdrv_co_pwrite_zeroes(blk->root, offset, bytes, flags);
-    blk_dec_in_flight(blk);
     return ret;
 }
 
 int coroutine_fn blk_co_pdiscard(BlockBackend *blk, int64_t offset,
                                  int64_t bytes)
 {
-    int ret = blk_check_request(blk, offset, bytes);
+    int ret = blk_request_begin(blk, offset, bytes);
 
-    if (ret < 0) {
-        return ret;
+    if (ret == 0) {
+        ret = bdrv_co_pdiscard(blk->root, offset, bytes);
+        blk_dec_in_flight(blk);
     }
-    blk_inc_in_flight(blk);
-    ret = bdrv_co_pdiscard(blk->root, offset, bytes);
-    blk_dec_in_flight(blk);
     return ret;
 }
 
@@ -187,13 +184,11 @@ int coroutine_fn blk_co_flush(BlockBackend *blk)
 int coroutine_fn blk_co_block_status(BlockBackend *blk, int64_t offset,
                                      int64_t bytes, int64_t *pnum)
 {
-    int ret = blk_check_request(blk, offset, bytes);
+    int ret = blk_request_begin(blk, offset, bytes);
 
-    if (ret < 0) {
-        return ret;
+    if (ret == 0) {
+        ret = bdrv_co_block_status(blk_bs(blk), offset, bytes, pnum);
+        blk_dec_in_flight(blk);
     }
-    blk_inc_in_flight(blk);
-    ret = bdrv_co_block_status(blk_bs(blk), offset, bytes, pnum);
-    blk_dec_in_flight(blk);
     return ret;
 }

@@ -129,16 +129,16 @@ static void file_close(BlockDriverState *bs)
     close(s->fd);
 }
 
-static int coroutine_fn file_co_pread(BlockDriverState *bs, int64_t offset,
-                                      int64_t bytes, void *buf,
-                                      BdrvRequestFlags flags)
+/*
+ * Transfer all of [@offset, @offset + @bytes), resubmitting after short
+ * transfers.  A read that hits the end of the file zero-fills the rest.
+ */
+static int coroutine_fn file_co_rw(BlockDriverState *bs, AioOp op,
+                                   int64_t offset, int64_t bytes, char *buf)
 {
-    char *p = buf;
-
-    (void)flags;
     while (bytes > 0) {
         AioRequest req = {
-            .op = AIO_OP_READ, .buf = p, .len = bytes, .offset = offset,
+            .op = op, .buf = buf, .len = bytes, .offset = offset,
         };
         ssize_t n = file_co_submit(bs, &req);
 
@@ -149,45 +149,32 @@ static int coroutine_fn file_co_pread(BlockDriverState *bs, int64_t offset,
             return n;
         }
         if (n == 0) {
-            /* End of file: the rest reads as zeroes. */
-            memset(p, 0, bytes);
+            if (op == AIO_OP_WRITE) {
+                return -EIO;
+            }
+            memset(buf, 0, bytes);
             break;
         }
-        p += n;
+        buf += n;
         offset += n;
         bytes -= n;
     }
     return 0;
 }
 
+static int coroutine_fn file_co_pread(BlockDriverState *bs, int64_t offset,
+                                      int64_t bytes, void *buf,
+                                      BdrvRequestFlags flags)
+{
+    return file_co_rw(bs, AIO_OP_READ, offset, bytes, buf);
+}
+
 static int coroutine_fn file_co_pwrite(BlockDriverState *bs, int64_t offset,
                                        int64_t bytes, const void *buf,
                                        BdrvRequestFlags flags)
 {
-    const char *p = buf;
-
-    (void)flags;
-    while (bytes > 0) {
-        AioRequest req = {
-            .op = AIO_OP_WRITE, .buf = (void *)p, .len = bytes,
-            .offset = offset,
-        };
-        ssize_t n = file_co_submit(bs, &req);
-
-        if (n == -EINTR || n == -EAGAIN) {
-            continue;
-        }
-        if (n < 0) {
-            return n;
-        }
-        if (n == 0) {
-            return -EIO;
-        }
-        p += n;
-        offset += n;
-        bytes -= n;
-    }
-    return 0;
+    /* The buffer is only read; AioRequest has one pointer for both. */
+    return file_co_rw(bs, AIO_OP_WRITE, offset, bytes, (char *)buf);
 }
 
 static int coroutine_fn file_co_fallocate(BlockDriverState *bs, int mode,

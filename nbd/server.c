@@ -117,31 +117,7 @@ int coroutine_fn nbd_co_recv(NBDClient *client, void *buf, size_t len)
 int coroutine_fn nbd_co_sendv(NBDClient *client, struct iovec *iov,
                               int iovcnt)
 {
-    while (iovcnt > 0) {
-        struct msghdr msg = { .msg_iov = iov, .msg_iovlen = iovcnt };
-        ssize_t n = sendmsg(client->fd, &msg, MSG_NOSIGNAL);
-
-        if (n < 0) {
-            if (errno == EAGAIN) {
-                co_wait_fd(client->fd, G_IO_OUT);
-                continue;
-            }
-            if (errno == EINTR) {
-                continue;
-            }
-            return -errno;
-        }
-        while (iovcnt > 0 && (size_t)n >= iov->iov_len) {
-            n -= iov->iov_len;
-            iov++;
-            iovcnt--;
-        }
-        if (iovcnt > 0) {
-            iov->iov_base = (uint8_t *)iov->iov_base + n;
-            iov->iov_len -= n;
-        }
-    }
-    return 0;
+    return co_sendv_full(client->fd, iov, iovcnt);
 }
 
 /* ------------------------------------------------------------------ */

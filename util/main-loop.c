@@ -13,6 +13,7 @@
 
 #include <fcntl.h>
 #include <glib-unix.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 
 typedef struct BottomHalf {
@@ -141,31 +142,11 @@ GIOCondition coroutine_fn co_wait_fd(int fd, GIOCondition cond)
     return wait.seen;
 }
 
-int coroutine_fn co_read_full(int fd, void *buf, size_t len)
-{
-    char *p = buf;
-
-    while (len > 0) {
-        ssize_t n = read(fd, p, len);
-
-        if (n > 0) {
-            p += n;
-            len -= n;
-        } else if (n == 0) {
-            return -EPIPE;
-        } else if (errno == EAGAIN) {
-            co_wait_fd(fd, G_IO_IN);
-        } else if (errno != EINTR) {
-            return -errno;
-        }
-    }
-    return 0;
-}
-
-int coroutine_fn co_writev_full(int fd, struct iovec *iov, int iovcnt)
+int coroutine_fn co_sendv_full(int fd, struct iovec *iov, int iovcnt)
 {
     while (iovcnt > 0) {
-        ssize_t n = writev(fd, iov, MIN(iovcnt, IOV_MAX));
+        struct msghdr msg = { .msg_iov = iov, .msg_iovlen = iovcnt };
+        ssize_t n = sendmsg(fd, &msg, MSG_NOSIGNAL);
 
         if (n < 0) {
             if (errno == EAGAIN) {
@@ -177,7 +158,7 @@ int coroutine_fn co_writev_full(int fd, struct iovec *iov, int iovcnt)
             }
             return -errno;
         }
-        /* Skip what was written; @iov is consumed in place. */
+        /* Skip what was sent; @iov is consumed in place. */
         while (iovcnt > 0 && (size_t)n >= iov->iov_len) {
             n -= iov->iov_len;
             iov++;
@@ -189,13 +170,6 @@ int coroutine_fn co_writev_full(int fd, struct iovec *iov, int iovcnt)
         }
     }
     return 0;
-}
-
-int coroutine_fn co_write_full(int fd, const void *buf, size_t len)
-{
-    struct iovec iov = { .iov_base = (void *)buf, .iov_len = len };
-
-    return co_writev_full(fd, &iov, 1);
 }
 
 void fd_set_nonblocking(int fd)

@@ -23,14 +23,11 @@ void bh_schedule(void (*cb)(void *opaque), void *opaque);
 GIOCondition coroutine_fn co_wait_fd(int fd, GIOCondition cond);
 
 /*
- * Read or write exactly @len bytes on a non-blocking socket or pipe,
- * yielding while it is not ready.  Return 0 on success, -errno on error,
- * and -EPIPE for end of file before @len bytes (read side).
- * co_writev_full() consumes @iov in place (it advances the entries).
+ * Send all of @iov on a non-blocking socket, yielding while it is full.
+ * Returns 0 or -errno (-EPIPE when the peer has gone; never SIGPIPE).
+ * @iov is consumed in place (its entries are advanced).
  */
-int coroutine_fn co_read_full(int fd, void *buf, size_t len);
-int coroutine_fn co_write_full(int fd, const void *buf, size_t len);
-int coroutine_fn co_writev_full(int fd, struct iovec *iov, int iovcnt);
+int coroutine_fn co_sendv_full(int fd, struct iovec *iov, int iovcnt);
 
 /* Helpers for file descriptors. */
 void fd_set_nonblocking(int fd);
