@@ -13,6 +13,17 @@
  * When the submission queue is full, requesters wait in a CoQueue until
  * completions make room, so there is no limit on requests in flight
  * beyond memory.
+ *
+ * Polling: while file I/O is in flight, the prepare step spins for a
+ * short while on the completion queue (a plain memory read) before the
+ * loop goes to sleep in poll().  A fast device usually completes within
+ * that time, and catching the completion there saves the poll() system
+ * call, a context switch and the wake-up latency that comes with them:
+ * this is what keeps small requests on par with QEMU, which polls too.
+ * Waits for sockets (AIO_OP_POLL) do not count as in flight, so an idle
+ * daemon with idle clients never spins.  The spin time adapts to the
+ * device: it doubles (up to 128 us) whenever the loop slept for less than
+ * that anyway, and drops to zero after a longer sleep.
  */
 #include "util/aio.h"
 #include "util/coroutine.h"
@@ -21,6 +32,8 @@
 
 enum {
     URING_ENTRIES = 256,
+    URING_POLL_START_NS = 4000,
+    URING_POLL_MAX_NS = 128000,
 };
 
 typedef struct UringSource {
@@ -28,12 +41,16 @@ typedef struct UringSource {
     struct io_uring ring;
     gpointer ring_tag;
     unsigned queued;        /* entries prepared but not yet submitted */
+    unsigned io_in_flight;  /* requests other than AIO_OP_POLL */
+    int64_t poll_ns;        /* current spin budget, adaptive; 0 = off */
+    int64_t sleep_start_ns; /* when the loop last went to sleep, or 0 */
     CoQueue sq_waiters;     /* coroutines waiting for a free entry */
 } UringSource;
 
 typedef struct UringWaiter {
     Coroutine *co;
     int result;
+    bool counts_as_io;      /* included in io_in_flight */
 } UringWaiter;
 
 static UringSource *uring;
@@ -51,19 +68,70 @@ static void uring_flush(UringSource *us)
     }
 }
 
+static int64_t now_ns(void)
+{
+    return g_get_monotonic_time() * 1000;
+}
+
+/* Spin on the completion queue while I/O is in flight; see above. */
+static bool uring_spin(UringSource *us)
+{
+    int64_t deadline;
+
+    if (!us->io_in_flight || !us->poll_ns) {
+        return false;
+    }
+    deadline = now_ns() + us->poll_ns;
+    do {
+        if (io_uring_cq_ready(&us->ring)) {
+            return true;
+        }
+    } while (now_ns() < deadline);
+    return false;
+}
+
+/*
+ * After a sleep: had we spun a little longer, would we have caught the
+ * completion that woke us?  Then spin longer next time; if the sleep was
+ * long anyway, stop spinning until sleeps get short again.
+ */
+static void uring_adapt_poll(UringSource *us)
+{
+    int64_t slept;
+
+    if (!us->sleep_start_ns) {
+        return;
+    }
+    slept = now_ns() - us->sleep_start_ns;
+    us->sleep_start_ns = 0;
+    if (slept > URING_POLL_MAX_NS) {
+        us->poll_ns = 0;
+    } else if (slept > us->poll_ns) {
+        us->poll_ns = us->poll_ns ? MIN(us->poll_ns * 2, URING_POLL_MAX_NS)
+                                  : URING_POLL_START_NS;
+    }
+}
+
 static gboolean uring_prepare(GSource *source, gint *timeout)
 {
     UringSource *us = (UringSource *)source;
 
     uring_flush(us);
     *timeout = -1;
-    return io_uring_cq_ready(&us->ring) > 0;
+    if (io_uring_cq_ready(&us->ring) > 0 || uring_spin(us)) {
+        return TRUE;
+    }
+    if (us->io_in_flight) {
+        us->sleep_start_ns = now_ns();
+    }
+    return FALSE;
 }
 
 static gboolean uring_check(GSource *source)
 {
     UringSource *us = (UringSource *)source;
 
+    uring_adapt_poll(us);
     return io_uring_cq_ready(&us->ring) > 0 ||
            g_source_query_unix_fd(source, us->ring_tag) & G_IO_IN;
 }
@@ -80,6 +148,9 @@ static gboolean uring_dispatch(GSource *source, GSourceFunc cb, gpointer data)
 
         waiter->result = cqe->res;
         io_uring_cqe_seen(&us->ring, cqe);
+        if (waiter->counts_as_io) {
+            us->io_in_flight--;
+        }
         coroutine_enter(waiter->co);
         co_queue_next(&us->sq_waiters);
     }
@@ -154,7 +225,10 @@ static void uring_prep(struct io_uring_sqe *sqe, const AioRequest *req)
 
 ssize_t coroutine_fn uring_co_submit(const AioRequest *req)
 {
-    UringWaiter waiter = { .co = coroutine_self() };
+    UringWaiter waiter = {
+        .co = coroutine_self(),
+        .counts_as_io = req->op != AIO_OP_POLL,
+    };
     struct io_uring_sqe *sqe;
 
     g_assert(uring && waiter.co);
@@ -165,6 +239,7 @@ ssize_t coroutine_fn uring_co_submit(const AioRequest *req)
     uring_prep(sqe, req);
     io_uring_sqe_set_data(sqe, &waiter);
     uring->queued++;
+    uring->io_in_flight += waiter.counts_as_io;
     /* The next main-loop iteration submits it, in uring_prepare(). */
     coroutine_yield();
     return waiter.result;
