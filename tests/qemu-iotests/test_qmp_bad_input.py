@@ -290,3 +290,31 @@ def test_endless_line(daemon):
     _drain_until(q, "after-endless-line")
     daemon.assert_alive()
     assert time.monotonic() - start < 600
+
+
+@blockd_only("qemu-storage-daemon serves one client per chardev and queues "
+             "output without bound; blockd drops a client that does not read")
+def test_client_that_never_reads(daemon):
+    """Output for a client that stops reading is bounded, then it is dropped."""
+    import socket
+
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(daemon.monitor_paths[0])
+    s.sendall(b'{"execute": "qmp_capabilities"}\n')
+    base = daemon.rss_kib()
+    peak = base
+    request = b'{"execute": "query-qmp-schema"}\n' * 64
+    dropped = False
+    deadline = time.monotonic() + 60
+    while not dropped and time.monotonic() < deadline:
+        try:
+            s.sendall(request)
+        except (BrokenPipeError, ConnectionResetError):
+            dropped = True
+        peak = max(peak, daemon.rss_kib())
+    s.close()
+    assert dropped, "the daemon kept a client that never reads"
+    assert peak - base < RSS_SLACK_KIB, f"RSS grew from {base} to {peak} KiB"
+    # The other clients are unaffected.
+    assert_usable(daemon.qmp)
