@@ -8,9 +8,9 @@
  * its pidfile or lets its --daemonize parent exit, only after every
  * option has been processed.
  *
- * Shutdown (SIGTERM, SIGINT, SIGHUP or QMP quit) closes the exports and
- * the NBD server first, so no new I/O arrives, then flushes and closes
- * every node, then the monitors.
+ * Shutdown (SIGTERM, SIGINT, SIGHUP or QMP quit) cancels the jobs and
+ * waits for them, closes the exports and the NBD server, so no new I/O
+ * arrives, then flushes and closes every node, then the monitors.
  */
 #include "util/osdep.h"
 #include "util/coroutine.h"
@@ -19,6 +19,7 @@
 #include "util/shutdown.h"
 #include "block/blockdev.h"
 #include "block/export.h"
+#include "block/job.h"
 #include "monitor/monitor.h"
 #include "nbd/nbd.h"
 #include "qapi/qapi-commands.h"
@@ -273,6 +274,7 @@ static const char *option_name(int option)
 
 static void shutdown_daemon(void)
 {
+    job_cancel_sync_all();
     blk_exp_close_all();
     nbd_server_shutdown();
     blockdev_close_all();

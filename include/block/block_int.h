@@ -17,6 +17,7 @@
 #include "util/coroutine.h"
 
 typedef struct BlockdevRef BlockdevRef;
+typedef struct BlockdevCreateOptions BlockdevCreateOptions;
 
 /* What a child is to its parent. */
 typedef enum BdrvChildRole {
@@ -49,6 +50,14 @@ struct BlockDriver {
     int coroutine_fn (*bdrv_open)(BlockDriverState *bs,
                                   BlockdevOptions *options, Error **errp);
     void (*bdrv_close)(BlockDriverState *bs);
+
+    /*
+     * blockdev-create: create an image as @opts (whose driver is this
+     * one) describes.  Runs in the create job's coroutine; returns 0 or
+     * -errno with *errp set.  NULL: the driver cannot create images.
+     */
+    int coroutine_fn (*bdrv_co_create)(BlockdevCreateOptions *opts,
+                                       Error **errp);
 
     int coroutine_fn (*bdrv_co_pread)(BlockDriverState *bs, int64_t offset,
                                       int64_t bytes, void *buf,

@@ -1,0 +1,236 @@
+/*
+ * Block jobs on top of the job core (block/job.c).
+ *
+ * What a block job adds to a job: a rate limit, the io-status of error
+ * stops, the backends through which it uses nodes, and the BLOCK_JOB_*
+ * events, which the core triggers through JobHooks at the points QEMU
+ * emits them (finalization, pending, ready).  Jobs without an id are
+ * internal and emit nothing.
+ *
+ * The rate limit is enforced cooperatively: the job's loop accounts the
+ * bytes it processed and sleeps (job_sleep_ns, so pause and cancel still
+ * work) for as long as ratelimit_calculate_delay() says, in 100 ms
+ * slices.
+ */
+#include "block/blockjob.h"
+#include "block/block-backend.h"
+#include "qapi/qapi-events.h"
+
+static void block_job_event_cancelled(Job *job)
+{
+    BlockJob *bjob = container_of(job, BlockJob, job);
+
+    if (job_is_internal(job)) {
+        return;
+    }
+    qapi_event_send_block_job_cancelled(job_type(job), job->id,
+                                        job->progress_total,
+                                        job->progress_current, bjob->speed);
+}
+
+static void block_job_event_completed(Job *job)
+{
+    BlockJob *bjob = container_of(job, BlockJob, job);
+    const char *msg = NULL;
+
+    if (job_is_internal(job)) {
+        return;
+    }
+    if (job->ret < 0) {
+        msg = error_get_pretty(job->err);
+    }
+    qapi_event_send_block_job_completed(job_type(job), job->id,
+                                        job->progress_total,
+                                        job->progress_current, bjob->speed,
+                                        msg);
+}
+
+static void block_job_event_pending(Job *job)
+{
+    if (!job_is_internal(job)) {
+        qapi_event_send_block_job_pending(job_type(job), job->id);
+    }
+}
+
+static void block_job_event_ready(Job *job)
+{
+    BlockJob *bjob = container_of(job, BlockJob, job);
+
+    if (!job_is_internal(job)) {
+        qapi_event_send_block_job_ready(job_type(job), job->id,
+                                        job->progress_total,
+                                        job->progress_current, bjob->speed);
+    }
+}
+
+static void block_job_user_resume(Job *job)
+{
+    BlockJob *bjob = container_of(job, BlockJob, job);
+
+    bjob->iostatus = BLOCK_DEVICE_IO_STATUS_OK;
+}
+
+static void block_job_free(Job *job)
+{
+    BlockJob *bjob = container_of(job, BlockJob, job);
+
+    g_slist_free_full(g_steal_pointer(&bjob->backends),
+                      (GDestroyNotify)blk_unref);
+}
+
+static const JobHooks block_job_hooks = {
+    .on_finalize_cancelled = block_job_event_cancelled,
+    .on_finalize_completed = block_job_event_completed,
+    .on_pending = block_job_event_pending,
+    .on_ready = block_job_event_ready,
+    .on_user_resume = block_job_user_resume,
+    .on_free = block_job_free,
+};
+
+bool is_block_job(const Job *job)
+{
+    switch (job_type(job)) {
+    case JOB_TYPE_BACKUP:
+    case JOB_TYPE_COMMIT:
+    case JOB_TYPE_MIRROR:
+    case JOB_TYPE_STREAM:
+        return true;
+    default:
+        return false;
+    }
+}
+
+BlockJob *block_job_get(const char *id)
+{
+    Job *job = job_get(id);
+
+    if (job && is_block_job(job)) {
+        return container_of(job, BlockJob, job);
+    }
+    return NULL;
+}
+
+static bool block_job_check_speed(int64_t speed, Error **errp)
+{
+    if (speed < 0) {
+        error_setg(errp, "Parameter 'speed' expects a non-negative value");
+        return false;
+    }
+    return true;
+}
+
+void *block_job_create(const char *job_id, const BlockJobDriver *driver,
+                       JobTxn *txn, int64_t speed, int flags,
+                       JobCompletionFunc *cb, void *opaque, Error **errp)
+{
+    BlockJob *bjob;
+
+    g_assert(driver->job_driver.instance_size >= sizeof(BlockJob));
+    if (!block_job_check_speed(speed, errp)) {
+        return NULL;
+    }
+    bjob = job_create(job_id, &driver->job_driver, txn, flags, cb, opaque,
+                      errp);
+    if (!bjob) {
+        return NULL;
+    }
+    g_assert(is_block_job(&bjob->job));
+    bjob->job.hooks = &block_job_hooks;
+    bjob->speed = speed;
+    ratelimit_set_speed(&bjob->limit, speed, RATELIMIT_SLICE_NS);
+    bjob->iostatus = BLOCK_DEVICE_IO_STATUS_OK;
+    return bjob;
+}
+
+BlockBackend *block_job_add_bdrv(BlockJob *job, BlockDriverState *bs,
+                                 uint64_t perm, uint64_t shared_perm,
+                                 Error **errp)
+{
+    g_autofree char *user = g_strdup_printf("block job '%s'",
+                                            job->job.id ? job->job.id : "");
+    BlockBackend *blk = blk_new_with_bs(bs, user, perm, shared_perm, errp);
+
+    if (blk) {
+        job->backends = g_slist_prepend(job->backends, blk);
+    }
+    return blk;
+}
+
+bool block_job_set_speed(BlockJob *job, int64_t speed, Error **errp)
+{
+    int64_t old_speed = job->speed;
+
+    if (!block_job_check_speed(speed, errp) ||
+        !job_apply_verb(&job->job, JOB_VERB_SET_SPEED, errp)) {
+        return false;
+    }
+    job->speed = speed;
+    ratelimit_set_speed(&job->limit, speed, RATELIMIT_SLICE_NS);
+    if (speed && speed <= old_speed) {
+        return true;
+    }
+    /* Faster now: a job sleeping off the old limit may go on at once. */
+    if (job->job.sleep_timer) {
+        job_enter(&job->job);
+    }
+    return true;
+}
+
+void block_job_ratelimit_processed_bytes(BlockJob *job, uint64_t n)
+{
+    ratelimit_calculate_delay(&job->limit, n, clock_now_ns());
+}
+
+void coroutine_fn block_job_ratelimit_sleep(BlockJob *job)
+{
+    int64_t delay;
+
+    /* The limit may change while we sleep; ask again each time. */
+    do {
+        delay = ratelimit_calculate_delay(&job->limit, 0, clock_now_ns());
+        job_sleep_ns(&job->job, delay);
+    } while (delay && !job_is_cancelled(&job->job));
+}
+
+void block_job_error_action(BlockJob *job, BlockErrorAction action,
+                            bool is_read, int error)
+{
+    if (!job_is_internal(&job->job)) {
+        qapi_event_send_block_job_error(job->job.id,
+                                        is_read ? IO_OPERATION_TYPE_READ
+                                                : IO_OPERATION_TYPE_WRITE,
+                                        action);
+    }
+    if (action == BLOCK_ERROR_ACTION_STOP) {
+        if (!job->job.user_paused) {
+            job->job.user_paused = true;
+            job_pause(&job->job);
+        }
+        if (job->iostatus == BLOCK_DEVICE_IO_STATUS_OK) {
+            job->iostatus = error == ENOSPC ? BLOCK_DEVICE_IO_STATUS_NOSPACE
+                                            : BLOCK_DEVICE_IO_STATUS_FAILED;
+        }
+    }
+}
+
+BlockJobInfo *block_job_query(BlockJob *bjob)
+{
+    Job *job = &bjob->job;
+    BlockJobInfo *info = g_new0(BlockJobInfo, 1);
+
+    g_assert(!job_is_internal(job));
+    info->type = g_strdup(job_type_str(job));
+    info->device = g_strdup(job->id);
+    info->len = job->progress_total;
+    info->offset = job->progress_current;
+    info->busy = job->busy;
+    info->paused = job->pause_count > 0;
+    info->speed = bjob->speed;
+    info->io_status = bjob->iostatus;
+    info->ready = job_is_ready(job);
+    info->status = job->status;
+    info->auto_finalize = job->auto_finalize;
+    info->auto_dismiss = job->auto_dismiss;
+    info->error = job->err ? g_strdup(error_get_pretty(job->err)) : NULL;
+    return info;
+}
