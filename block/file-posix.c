@@ -465,6 +465,7 @@ out:
 static const BlockDriver bdrv_file = {
     .format_name = "file",
     .instance_size = sizeof(BDRVFileState),
+    .has_variable_length = true,
     .bdrv_open = file_open,
     .bdrv_close = file_close,
     .bdrv_co_create = file_co_create,

@@ -43,14 +43,19 @@ void blk_vfree(void *ptr)
     free(ptr);
 }
 
-static int bdrv_check_range(BlockDriverState *bs, int64_t offset,
-                            int64_t bytes)
+static int bdrv_check_range_to(int64_t offset, int64_t bytes, int64_t end)
 {
     if (offset < 0 || bytes < 0 || bytes > INT64_MAX - offset ||
-        offset + bytes > bs->total_bytes) {
+        offset + bytes > end) {
         return -EIO;
     }
     return 0;
+}
+
+static int bdrv_check_range(BlockDriverState *bs, int64_t offset,
+                            int64_t bytes)
+{
+    return bdrv_check_range_to(offset, bytes, bs->total_bytes);
 }
 
 /* --- request tracking --- */
@@ -252,12 +257,23 @@ static int coroutine_fn bdrv_rmw_pwrite(BlockDriverState *bs,
     return ret;
 }
 
-static int bdrv_check_write(BdrvChild *child, int64_t offset, int64_t bytes)
+/* Whether @child may write past the end of its node, growing it. */
+static bool bdrv_may_grow(BdrvChild *child)
+{
+    return child->bs->drv->has_variable_length &&
+           (child->perm & BLK_PERM_RESIZE);
+}
+
+/* Only plain writes may grow a node; everything else stays within it. */
+static int bdrv_check_write(BdrvChild *child, int64_t offset, int64_t bytes,
+                            bool may_grow)
 {
     if (!(child->perm & BLK_PERM_WRITE) || child->bs->read_only) {
         return -EPERM;
     }
-    return bdrv_check_range(child->bs, offset, bytes);
+    return bdrv_check_range_to(offset, bytes,
+                               may_grow && bdrv_may_grow(child)
+                               ? INT64_MAX : child->bs->total_bytes);
 }
 
 /* @buf == NULL writes zeroes (used for the unaligned edges of zeroing). */
@@ -296,13 +312,17 @@ int coroutine_fn bdrv_co_pwrite(BdrvChild *child, int64_t offset,
                                 int64_t bytes, const void *buf,
                                 BdrvRequestFlags flags)
 {
-    int ret = bdrv_check_write(child, offset, bytes);
+    BlockDriverState *bs = child->bs;
+    int ret = bdrv_check_write(child, offset, bytes, true);
 
     if (ret < 0 || bytes == 0) {
         return ret;
     }
-    return bdrv_do_pwrite(child->bs, offset, bytes, buf,
-                          flags & BDRV_REQ_FUA);
+    ret = bdrv_do_pwrite(bs, offset, bytes, buf, flags & BDRV_REQ_FUA);
+    if (ret == 0 && offset + bytes > bs->total_bytes) {
+        bs->total_bytes = offset + bytes;
+    }
+    return ret;
 }
 
 /* --- write-zeroes --- */
@@ -361,7 +381,7 @@ int coroutine_fn bdrv_co_pwrite_zeroes(BdrvChild *child, int64_t offset,
     uint32_t align = bs->bl.request_alignment;
     int64_t end = offset + bytes;
     int64_t head_end, tail_start;
-    int ret = bdrv_check_write(child, offset, bytes);
+    int ret = bdrv_check_write(child, offset, bytes, false);
 
     if (ret < 0 || bytes == 0) {
         return ret;
@@ -400,7 +420,7 @@ int coroutine_fn bdrv_co_pdiscard(BdrvChild *child, int64_t offset,
     uint32_t align = bs->bl.request_alignment;
     int64_t start, end;
     BdrvTrackedRequest req;
-    int ret = bdrv_check_write(child, offset, bytes);
+    int ret = bdrv_check_write(child, offset, bytes, false);
 
     if (ret < 0) {
         return ret;

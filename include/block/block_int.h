@@ -39,6 +39,12 @@ struct BlockDriver {
     size_t instance_size;
     /* A filter passes data through to its one primary child. */
     bool is_filter;
+    /*
+     * The node grows when written past its end (a regular file): a
+     * parent holding BLK_PERM_RESIZE may write there, and the core then
+     * extends total_bytes.  Format drivers allocate clusters this way.
+     */
+    bool has_variable_length;
     /* Flags the driver handles itself on writes and write-zeroes. */
     BdrvRequestFlags supported_write_flags;
     BdrvRequestFlags supported_zero_flags;

@@ -1,0 +1,841 @@
+/*
+ * qcow2 cluster mapping: L1/L2 lookup and allocation, and the I/O paths.
+ *
+ * A guest offset maps through the L1 table (in memory) to an L2 table
+ * (through the L2 cache) to an L2 entry: unallocated, zero (with or
+ * without a preallocated host cluster), a normal host cluster, or a
+ * compressed one.  Lookups return a *run*: consecutive clusters of one
+ * kind (and, for host clusters, contiguous on the host) within one L2
+ * table, so a large request costs one lookup per run, not per cluster.
+ *
+ * Reads and writes to clusters that are already allocated and owned
+ * (COPIED flag: refcount 1) look the run up under s->lock, register the
+ * host range as in flight (the allocator will not hand it out again
+ * while it is, should a concurrent discard free it), and do the data I/O
+ * without the lock, so they run in parallel.
+ *
+ * A write that needs new clusters (unallocated, zero, compressed or
+ * shared clusters) allocates one contiguous host run for the whole guest
+ * run under the lock, registers the guest run as an allocation in flight
+ * (s->allocs), drops the lock, writes the data together with the
+ * copy-on-write head and tail of partial clusters (from the old cluster,
+ * the backing node or zeroes), and takes the lock again to link the run
+ * into the L2 table.  Any other request touching a guest cluster with an
+ * allocation in flight waits for it first, so two writes never both
+ * allocate one cluster and a discard never races with the link.
+ *
+ * Ordering (docs/devel/qcow2.rst): new refcounts reach the disk before
+ * the L2 entries that use them (the L2 cache depends on the refcount
+ * cache); a new L2 table is written and flushed before the L1 entry that
+ * points to it; old clusters are freed only after their L2 entry changed
+ * (the refcount cache then depends on the L2 cache).
+ *
+ * Compressed clusters are not decoded yet: reading one (or copying one
+ * on write) fails with -ENOTSUP.  Writing over, zeroing or discarding a
+ * compressed cluster works.
+ */
+#include "block/qcow2.h"
+
+enum {
+    /* Partial-cluster writes up to this size are merged with their COW. */
+    QCOW2_COW_MERGE_MAX = 4 * 1024 * 1024,
+};
+
+/* A run of guest clusters of one kind (see get_mapping()). */
+typedef struct Qcow2Mapping {
+    Qcow2ClusterType type;
+    bool copied;                    /* COPIED flag of the run */
+    int64_t host;                   /* host offset of the first byte */
+    int64_t bytes;                  /* length of the run from the offset */
+} Qcow2Mapping;
+
+static int64_t l1_index_of(BDRVQcow2State *s, int64_t offset)
+{
+    return offset >> (s->cluster_bits + s->l2_bits);
+}
+
+static int64_t l2_index_of(BDRVQcow2State *s, int64_t offset)
+{
+    return (offset >> s->cluster_bits) & (s->l2_entries - 1);
+}
+
+static bool same_run(BDRVQcow2State *s, uint64_t first, uint64_t e,
+                     int64_t i)
+{
+    Qcow2ClusterType t = qcow2_l2e_type(first, s->version);
+
+    if (qcow2_l2e_type(e, s->version) != t ||
+        (first & QCOW2_OFLAG_COPIED) != (e & QCOW2_OFLAG_COPIED)) {
+        return false;
+    }
+    switch (t) {
+    case QCOW2_CLUSTER_NORMAL:
+    case QCOW2_CLUSTER_ZERO_ALLOC:
+        return (e & QCOW2_L2E_OFFSET_MASK) ==
+               (first & QCOW2_L2E_OFFSET_MASK) + (i << s->cluster_bits);
+    case QCOW2_CLUSTER_COMPRESSED:
+        return false;
+    default:
+        return true;
+    }
+}
+
+/*
+ * Look up [@offset, @offset + @bytes) and describe its first run in @m.
+ * Called with s->lock held.
+ */
+static int coroutine_fn get_mapping(BlockDriverState *bs, int64_t offset,
+                                    int64_t bytes, Qcow2Mapping *m)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int64_t in_cluster = qcow2_offset_into_cluster(s, offset);
+    int64_t l2_index = l2_index_of(s, offset);
+    int64_t max = MIN(s->l2_entries - l2_index,
+                      DIV_ROUND_UP(in_cluster + bytes, s->cluster_size));
+    uint64_t l2_offset = s->l1_table[l1_index_of(s, offset)] &
+                         QCOW2_L1E_OFFSET_MASK;
+    uint64_t *table, first;
+    int64_t n = 1;
+    int ret;
+
+    *m = (Qcow2Mapping) { .type = QCOW2_CLUSTER_UNALLOCATED };
+    if (!l2_offset) {
+        m->bytes = MIN(bytes, (max << s->cluster_bits) - in_cluster);
+        return 0;
+    }
+    ret = qcow2_cache_get(s->l2_cache, l2_offset, (void **)&table);
+    if (ret < 0) {
+        return ret;
+    }
+    first = GUINT64_FROM_BE(table[l2_index]);
+    while (n < max &&
+           same_run(s, first, GUINT64_FROM_BE(table[l2_index + n]), n)) {
+        n++;
+    }
+    qcow2_cache_put(s->l2_cache, (void **)&table);
+
+    m->type = qcow2_l2e_type(first, s->version);
+    m->copied = first & QCOW2_OFLAG_COPIED;
+    m->bytes = MIN(bytes, (n << s->cluster_bits) - in_cluster);
+    if (m->type == QCOW2_CLUSTER_NORMAL ||
+        m->type == QCOW2_CLUSTER_ZERO_ALLOC) {
+        uint64_t host = first & QCOW2_L2E_OFFSET_MASK;
+
+        if (qcow2_offset_into_cluster(s, host)) {
+            return qcow2_signal_corruption(bs, "Cluster allocation offset "
+                                           "0x%" PRIx64 " unaligned (L2 "
+                                           "offset: 0x%" PRIx64 ")", host,
+                                           l2_offset);
+        }
+        m->host = host + in_cluster;
+    }
+    return 0;
+}
+
+static void inflight_begin(BDRVQcow2State *s, Qcow2InflightIO *io,
+                           int64_t host, int64_t bytes)
+{
+    io->host_start = host;
+    io->host_end = host + bytes;
+    io->link = (GList) { .data = io };
+    g_queue_push_tail_link(&s->inflight, &io->link);
+}
+
+static void inflight_end(BDRVQcow2State *s, Qcow2InflightIO *io)
+{
+    g_queue_unlink(&s->inflight, &io->link);
+}
+
+/*
+ * Wait (dropping the lock) until no allocation in flight overlaps the
+ * clusters of [@offset, @offset + @bytes).  Called with s->lock held.
+ */
+static void coroutine_fn wait_for_allocs(BDRVQcow2State *s, int64_t offset,
+                                         int64_t bytes)
+{
+    int64_t start = qcow2_start_of_cluster(s, offset);
+    int64_t end = offset + bytes;
+    bool waited;
+
+    do {
+        waited = false;
+        for (GList *l = s->allocs.head; l; l = l->next) {
+            Qcow2Alloc *a = l->data;
+
+            if (a->guest_start < end && start < a->guest_end) {
+                co_mutex_unlock(&s->lock);
+                co_queue_wait(&a->waiters);
+                co_mutex_lock(&s->lock);
+                waited = true;
+                break;
+            }
+        }
+    } while (waited);
+}
+
+/*
+ * Checks before the first change of the image: not marked corrupt, and
+ * autoclear features (which blockd does not maintain) cleared on disk.
+ * Called with s->lock held.
+ */
+static int coroutine_fn prepare_write(BlockDriverState *bs)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int ret;
+
+    if (s->corrupt) {
+        return -EIO;
+    }
+    if (!s->autoclear_features) {
+        return 0;
+    }
+    ret = qcow2_write_header_u64(bs, QCOW2_HDR_AUTOCLEAR, 0);
+    if (ret == 0) {
+        ret = bdrv_co_flush(bs->file->bs);
+    }
+    if (ret == 0) {
+        s->autoclear_features = 0;
+    }
+    return ret;
+}
+
+/* Read image file bytes; a part past its end (after a crash) is zero. */
+static int coroutine_fn read_host(BlockDriverState *bs, int64_t host,
+                                  int64_t bytes, void *buf)
+{
+    int64_t file_len = bdrv_getlength(bs->file->bs);
+    int64_t n = MAX(0, MIN(bytes, file_len - host));
+
+    memset((char *)buf + n, 0, bytes - n);
+    return n ? bdrv_co_pread(bs->file, host, n, buf, 0) : 0;
+}
+
+/* Read what the backing node shows at @offset (zeroes past its end). */
+static int coroutine_fn read_backing(BlockDriverState *bs, int64_t offset,
+                                     int64_t bytes, void *buf)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int64_t n = 0;
+
+    if (s->backing) {
+        n = MAX(0, MIN(bytes, bdrv_getlength(s->backing->bs) - offset));
+    }
+    memset((char *)buf + n, 0, bytes - n);
+    return n ? bdrv_co_pread(s->backing, offset, n, buf, 0) : 0;
+}
+
+/*
+ * Read guest bytes [@offset, @offset + @bytes), all in one cluster whose
+ * L2 entry was @l2e, for copy-on-write.  The caller owns the cluster
+ * through an allocation in flight, so its old host cluster stays.
+ */
+static int coroutine_fn read_old_cluster(BlockDriverState *bs, uint64_t l2e,
+                                         int64_t offset, int64_t bytes,
+                                         void *buf)
+{
+    BDRVQcow2State *s = bs->opaque;
+
+    switch (qcow2_l2e_type(l2e, s->version)) {
+    case QCOW2_CLUSTER_UNALLOCATED:
+        return read_backing(bs, offset, bytes, buf);
+    case QCOW2_CLUSTER_ZERO_PLAIN:
+    case QCOW2_CLUSTER_ZERO_ALLOC:
+        memset(buf, 0, bytes);
+        return 0;
+    case QCOW2_CLUSTER_NORMAL:
+        return read_host(bs, (l2e & QCOW2_L2E_OFFSET_MASK) +
+                         qcow2_offset_into_cluster(s, offset), bytes, buf);
+    default:
+        return -ENOTSUP;
+    }
+}
+
+int coroutine_fn qcow2_co_pread(BlockDriverState *bs, int64_t offset,
+                                int64_t bytes, void *buf,
+                                BdrvRequestFlags flags)
+{
+    BDRVQcow2State *s = bs->opaque;
+    char *p = buf;
+
+    while (bytes > 0) {
+        Qcow2Mapping m;
+        Qcow2InflightIO io;
+        int ret;
+
+        co_mutex_lock(&s->lock);
+        ret = get_mapping(bs, offset, bytes, &m);
+        if (ret == 0 && m.type == QCOW2_CLUSTER_NORMAL) {
+            inflight_begin(s, &io, m.host, m.bytes);
+        }
+        co_mutex_unlock(&s->lock);
+        if (ret < 0) {
+            return ret;
+        }
+
+        switch (m.type) {
+        case QCOW2_CLUSTER_UNALLOCATED:
+            ret = read_backing(bs, offset, m.bytes, p);
+            break;
+        case QCOW2_CLUSTER_ZERO_PLAIN:
+        case QCOW2_CLUSTER_ZERO_ALLOC:
+            memset(p, 0, m.bytes);
+            break;
+        case QCOW2_CLUSTER_NORMAL:
+            ret = read_host(bs, m.host, m.bytes, p);
+            inflight_end(s, &io);
+            break;
+        case QCOW2_CLUSTER_COMPRESSED:
+            ret = -ENOTSUP;
+            break;
+        }
+        if (ret < 0) {
+            return ret;
+        }
+        offset += m.bytes;
+        bytes -= m.bytes;
+        p += m.bytes;
+    }
+    return 0;
+}
+
+/*
+ * Make the L2 table for L1 entry @l1_index exist and be owned by the
+ * active L1 table (COPIED), allocating or copying it, and pin it in
+ * *@table.  The new table is written and flushed (after its refcount)
+ * before the L1 entry points to it.  Called with s->lock held.
+ */
+static int coroutine_fn get_l2_for_write(BlockDriverState *bs,
+                                         int64_t l1_index, uint64_t **table)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t l1e = s->l1_table[l1_index];
+    uint64_t old = l1e & QCOW2_L1E_OFFSET_MASK;
+    uint64_t *new_table, *old_table;
+    uint64_t be;
+    int64_t new;
+    int ret;
+
+    if (old && (l1e & QCOW2_OFLAG_COPIED)) {
+        return qcow2_cache_get(s->l2_cache, old, (void **)table);
+    }
+    new = qcow2_alloc_clusters(bs, 1);
+    if (new < 0) {
+        return new;
+    }
+    ret = qcow2_cache_set_dependency(s->l2_cache, s->refcount_cache);
+    if (ret == 0) {
+        ret = qcow2_cache_get_empty(s->l2_cache, new, (void **)&new_table);
+    }
+    if (ret < 0) {
+        qcow2_free_clusters(bs, new, s->cluster_size, false);
+        return ret;
+    }
+    if (old) {
+        /* Shared with a snapshot: the copy refers to the same clusters. */
+        ret = qcow2_cache_get(s->l2_cache, old, (void **)&old_table);
+        if (ret < 0) {
+            qcow2_cache_put(s->l2_cache, (void **)&new_table);
+            qcow2_cache_discard(s->l2_cache, new);
+            qcow2_free_clusters(bs, new, s->cluster_size, false);
+            return ret;
+        }
+        memcpy(new_table, old_table, s->cluster_size);
+        qcow2_cache_put(s->l2_cache, (void **)&old_table);
+    }
+    qcow2_cache_mark_dirty(s->l2_cache, new_table);
+    qcow2_cache_put(s->l2_cache, (void **)&new_table);
+
+    ret = qcow2_cache_flush(s->l2_cache);
+    if (ret < 0) {
+        return ret;     /* the new cluster leaks at worst */
+    }
+    be = GUINT64_TO_BE((uint64_t)new | QCOW2_OFLAG_COPIED);
+    ret = bdrv_co_pwrite(bs->file, s->l1_table_offset + l1_index * 8, 8,
+                         &be, 0);
+    if (ret < 0) {
+        return ret;
+    }
+    s->l1_table[l1_index] = (uint64_t)new | QCOW2_OFLAG_COPIED;
+    if (old) {
+        /* The L1 entry must be stable before the old table's refcount. */
+        ret = bdrv_co_flush(bs->file->bs);
+        if (ret == 0) {
+            ret = qcow2_free_clusters(bs, old, s->cluster_size, false);
+        }
+        if (ret < 0) {
+            return ret;
+        }
+    }
+    return qcow2_cache_get(s->l2_cache, new, (void **)table);
+}
+
+/* Whether an L2 entry needs a new cluster before data can be written. */
+static bool needs_alloc(BDRVQcow2State *s, uint64_t l2e)
+{
+    return qcow2_l2e_type(l2e, s->version) != QCOW2_CLUSTER_NORMAL ||
+           !(l2e & QCOW2_OFLAG_COPIED);
+}
+
+/*
+ * Link @n new host clusters at @host to the guest clusters from
+ * @guest_start (within one L2 table) and free what they replace.
+ * Fails without changing anything, or succeeds (a failure to free an
+ * old cluster only leaks it).  Called with s->lock held.
+ */
+static int coroutine_fn link_clusters(BlockDriverState *bs,
+                                      int64_t guest_start, int64_t n,
+                                      int64_t host)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int64_t l2_index = l2_index_of(s, guest_start);
+    g_autofree uint64_t *olds = g_new(uint64_t, n);
+    uint64_t *table;
+    int ret;
+
+    ret = get_l2_for_write(bs, l1_index_of(s, guest_start), &table);
+    if (ret < 0) {
+        return ret;
+    }
+    ret = qcow2_cache_set_dependency(s->l2_cache, s->refcount_cache);
+    if (ret < 0) {
+        qcow2_cache_put(s->l2_cache, (void **)&table);
+        return ret;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        olds[i] = GUINT64_FROM_BE(table[l2_index + i]);
+        table[l2_index + i] =
+            GUINT64_TO_BE((uint64_t)(host + (i << s->cluster_bits)) |
+                          QCOW2_OFLAG_COPIED);
+    }
+    qcow2_cache_mark_dirty(s->l2_cache, table);
+    qcow2_cache_put(s->l2_cache, (void **)&table);
+    for (int64_t i = 0; i < n; i++) {
+        qcow2_free_l2e(bs, olds[i], s->pass_discard_other);
+    }
+    return 0;
+}
+
+/* Write @bytes of @buf (NULL: zeroes) at @host, checking overlaps. */
+static int coroutine_fn write_host(BlockDriverState *bs, int64_t host,
+                                   int64_t bytes, const void *buf)
+{
+    g_autofree void *zeroes = NULL;
+
+    if (!bytes) {
+        return 0;
+    }
+    if (!buf) {
+        buf = zeroes = g_malloc0(bytes);
+    }
+    return bdrv_co_pwrite(bs->file, host, bytes, buf, 0);
+}
+
+/*
+ * Write guest data and the copy-on-write head and tail of its first and
+ * last cluster into the new clusters at @host.
+ */
+static int coroutine_fn write_with_cow(BlockDriverState *bs,
+                                       int64_t cluster_start, int64_t n,
+                                       int64_t host, uint64_t head_l2e,
+                                       uint64_t tail_l2e, int64_t offset,
+                                       int64_t bytes, const void *buf)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int64_t run = n << s->cluster_bits;
+    int64_t head = offset - cluster_start;
+    int64_t tail = run - head - bytes;
+    uint8_t *cow;
+    int ret;
+
+    ret = qcow2_check_metadata_overlap(bs, host, run);
+    if (ret < 0) {
+        return ret;
+    }
+    if (!head && !tail) {
+        return bdrv_co_pwrite(bs->file, host, bytes, buf, 0);
+    }
+    if (run <= QCOW2_COW_MERGE_MAX) {
+        cow = blk_memalign(run);
+        if (!cow) {
+            return -ENOMEM;
+        }
+        ret = read_old_cluster(bs, head_l2e, cluster_start, head, cow);
+        if (ret == 0) {
+            ret = read_old_cluster(bs, tail_l2e, offset + bytes, tail,
+                                   cow + head + bytes);
+        }
+        if (ret == 0) {
+            memcpy(cow + head, buf, bytes);
+            ret = bdrv_co_pwrite(bs->file, host, run, cow, 0);
+        }
+        blk_vfree(cow);
+        return ret;
+    }
+    cow = blk_memalign(MAX(head, tail) + 1);
+    if (!cow) {
+        return -ENOMEM;
+    }
+    ret = read_old_cluster(bs, head_l2e, cluster_start, head, cow);
+    if (ret == 0) {
+        ret = write_host(bs, host, head, cow);
+    }
+    if (ret == 0) {
+        ret = bdrv_co_pwrite(bs->file, host + head, bytes, buf, 0);
+    }
+    if (ret == 0) {
+        ret = read_old_cluster(bs, tail_l2e, offset + bytes, tail, cow);
+    }
+    if (ret == 0) {
+        ret = write_host(bs, host + head + bytes, tail, cow);
+    }
+    blk_vfree(cow);
+    return ret;
+}
+
+/*
+ * Write the first run of [@offset, @offset + @bytes) that needs new
+ * clusters; *@done is set to the bytes written.  Called with s->lock
+ * held; returns with it released.
+ */
+static int coroutine_fn alloc_write(BlockDriverState *bs, int64_t offset,
+                                    int64_t bytes, const void *buf,
+                                    int64_t *done)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int64_t cluster_start = qcow2_start_of_cluster(s, offset);
+    int64_t l2_index = l2_index_of(s, offset);
+    int64_t n = MIN(s->l2_entries - l2_index,
+                    qcow2_size_to_clusters(s, offset - cluster_start +
+                                           bytes));
+    uint64_t l2_offset = s->l1_table[l1_index_of(s, offset)] &
+                         QCOW2_L1E_OFFSET_MASK;
+    uint64_t head_l2e = 0, tail_l2e = 0;
+    Qcow2Alloc alloc;
+    int64_t host, end;
+    int ret;
+
+    if (l2_offset) {
+        uint64_t *table;
+        int64_t i;
+
+        ret = qcow2_cache_get(s->l2_cache, l2_offset, (void **)&table);
+        if (ret < 0) {
+            co_mutex_unlock(&s->lock);
+            return ret;
+        }
+        head_l2e = GUINT64_FROM_BE(table[l2_index]);
+        for (i = 1; i < n; i++) {
+            if (!needs_alloc(s, GUINT64_FROM_BE(table[l2_index + i]))) {
+                break;
+            }
+        }
+        n = i;
+        tail_l2e = GUINT64_FROM_BE(table[l2_index + n - 1]);
+        qcow2_cache_put(s->l2_cache, (void **)&table);
+    }
+    host = qcow2_alloc_clusters(bs, n);
+    if (host < 0) {
+        co_mutex_unlock(&s->lock);
+        return host;
+    }
+    alloc.guest_start = cluster_start;
+    alloc.guest_end = cluster_start + (n << s->cluster_bits);
+    alloc.link = (GList) { .data = &alloc };
+    co_queue_init(&alloc.waiters);
+    g_queue_push_tail_link(&s->allocs, &alloc.link);
+    co_mutex_unlock(&s->lock);
+
+    end = MIN(offset + bytes, alloc.guest_end);
+    ret = write_with_cow(bs, cluster_start, n, host, head_l2e, tail_l2e,
+                         offset, end - offset, buf);
+
+    co_mutex_lock(&s->lock);
+    if (ret == 0) {
+        ret = link_clusters(bs, cluster_start, n, host);
+    }
+    if (ret < 0) {
+        qcow2_free_clusters(bs, host, n << s->cluster_bits, false);
+    }
+    g_queue_unlink(&s->allocs, &alloc.link);
+    co_queue_restart_all(&alloc.waiters);
+    co_mutex_unlock(&s->lock);
+    *done = end - offset;
+    return ret;
+}
+
+int coroutine_fn qcow2_co_pwrite(BlockDriverState *bs, int64_t offset,
+                                 int64_t bytes, const void *buf,
+                                 BdrvRequestFlags flags)
+{
+    BDRVQcow2State *s = bs->opaque;
+    const char *p = buf;
+
+    while (bytes > 0) {
+        Qcow2Mapping m;
+        Qcow2InflightIO io;
+        int64_t done = 0;
+        int ret;
+
+        co_mutex_lock(&s->lock);
+        ret = prepare_write(bs);
+        if (ret == 0) {
+            wait_for_allocs(s, offset, bytes);
+            ret = get_mapping(bs, offset, bytes, &m);
+        }
+        if (ret < 0) {
+            co_mutex_unlock(&s->lock);
+            return ret;
+        }
+        if (m.type == QCOW2_CLUSTER_NORMAL && m.copied) {
+            ret = qcow2_check_metadata_overlap(bs, m.host, m.bytes);
+            inflight_begin(s, &io, m.host, m.bytes);
+            co_mutex_unlock(&s->lock);
+            if (ret == 0) {
+                ret = bdrv_co_pwrite(bs->file, m.host, m.bytes, p, 0);
+            }
+            inflight_end(s, &io);
+            done = m.bytes;
+        } else {
+            ret = alloc_write(bs, offset, bytes, p, &done);
+        }
+        if (ret < 0) {
+            return ret;
+        }
+        offset += done;
+        bytes -= done;
+        p += done;
+    }
+    return 0;
+}
+
+/* Whether guest clusters of kind @m already read as zeroes. */
+static bool reads_zero(BDRVQcow2State *s, const Qcow2Mapping *m)
+{
+    return m->type == QCOW2_CLUSTER_ZERO_PLAIN ||
+           m->type == QCOW2_CLUSTER_ZERO_ALLOC ||
+           (m->type == QCOW2_CLUSTER_UNALLOCATED && !s->backing);
+}
+
+/* Zero part of one cluster: nothing if it reads zeroes, else write. */
+static int coroutine_fn zero_partial(BlockDriverState *bs, int64_t offset,
+                                     int64_t bytes, BdrvRequestFlags flags)
+{
+    BDRVQcow2State *s = bs->opaque;
+    g_autofree void *zeroes = NULL;
+    Qcow2Mapping m;
+    int ret;
+
+    co_mutex_lock(&s->lock);
+    wait_for_allocs(s, offset, bytes);
+    ret = get_mapping(bs, offset, bytes, &m);
+    co_mutex_unlock(&s->lock);
+    if (ret < 0 || reads_zero(s, &m)) {
+        return ret;
+    }
+    if (flags & BDRV_REQ_NO_FALLBACK) {
+        return -ENOTSUP;
+    }
+    zeroes = g_malloc0(bytes);
+    return qcow2_co_pwrite(bs, offset, bytes, zeroes, 0);
+}
+
+/*
+ * Rewrite the L2 entries of whole clusters [@start, @end) (within one L2
+ * table) for write-zeroes (@discard false) or discard.  Called with
+ * s->lock held.
+ */
+static int coroutine_fn clear_clusters(BlockDriverState *bs, int64_t start,
+                                       int64_t end, bool discard,
+                                       BdrvRequestFlags flags)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int64_t l1_index = l1_index_of(s, start);
+    int64_t l2_index = l2_index_of(s, start);
+    int64_t n = (end - start) >> s->cluster_bits;
+    bool unmap = discard || (flags & BDRV_REQ_MAY_UNMAP);
+    bool pass = unmap ? s->pass_discard_request : s->pass_discard_other;
+    g_autofree uint64_t *freed = g_new0(uint64_t, n);
+    uint64_t *table;
+    int ret;
+
+    if (!(s->l1_table[l1_index] & QCOW2_L1E_OFFSET_MASK) && !s->backing) {
+        return 0;       /* the whole table reads zeroes already */
+    }
+    ret = get_l2_for_write(bs, l1_index, &table);
+    if (ret < 0) {
+        return ret;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        uint64_t old = GUINT64_FROM_BE(table[l2_index + i]);
+        Qcow2ClusterType t = qcow2_l2e_type(old, s->version);
+        uint64_t new;
+
+        if (t == QCOW2_CLUSTER_UNALLOCATED && !s->backing) {
+            continue;
+        }
+        if (discard) {
+            new = s->backing ? QCOW2_OFLAG_ZERO : 0;
+        } else if (!unmap && (old & QCOW2_OFLAG_COPIED) &&
+                   (t == QCOW2_CLUSTER_NORMAL ||
+                    t == QCOW2_CLUSTER_ZERO_ALLOC)) {
+            /* Keep the allocation, read zeroes. */
+            new = (old & (QCOW2_L2E_OFFSET_MASK | QCOW2_OFLAG_COPIED)) |
+                  QCOW2_OFLAG_ZERO;
+        } else {
+            new = QCOW2_OFLAG_ZERO;
+        }
+        if (new == old) {
+            continue;
+        }
+        if (!(new & QCOW2_L2E_OFFSET_MASK)) {
+            freed[i] = old;
+        }
+        table[l2_index + i] = GUINT64_TO_BE(new);
+        qcow2_cache_mark_dirty(s->l2_cache, table);
+    }
+    qcow2_cache_put(s->l2_cache, (void **)&table);
+    for (int64_t i = 0; i < n; i++) {
+        if (freed[i]) {
+            qcow2_free_l2e(bs, freed[i], pass);
+        }
+    }
+    return 0;
+}
+
+/* Apply clear_clusters() to whole clusters [@start, @end). */
+static int coroutine_fn clear_range(BlockDriverState *bs, int64_t start,
+                                    int64_t end, bool discard,
+                                    BdrvRequestFlags flags)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int64_t table_bytes = s->cluster_size << s->l2_bits;
+
+    while (start < end) {
+        int64_t chunk_end = MIN(end, ALIGN_DOWN(start, table_bytes) +
+                                     table_bytes);
+        int ret;
+
+        co_mutex_lock(&s->lock);
+        ret = prepare_write(bs);
+        if (ret == 0) {
+            wait_for_allocs(s, start, chunk_end - start);
+            ret = clear_clusters(bs, start, chunk_end, discard, flags);
+        }
+        co_mutex_unlock(&s->lock);
+        if (ret < 0) {
+            return ret;
+        }
+        start = chunk_end;
+    }
+    return 0;
+}
+
+/*
+ * The whole clusters in [@offset, @offset + @bytes): the last, partial
+ * cluster of the image counts as whole when the range reaches the end.
+ */
+static void whole_clusters(BlockDriverState *bs, int64_t offset,
+                           int64_t bytes, int64_t *start, int64_t *end)
+{
+    BDRVQcow2State *s = bs->opaque;
+
+    *start = ALIGN_UP(offset, s->cluster_size);
+    *end = offset + bytes == bs->total_bytes
+           ? ALIGN_UP(offset + bytes, s->cluster_size)
+           : ALIGN_DOWN(offset + bytes, s->cluster_size);
+    if (*end < *start) {
+        *end = *start;
+    }
+}
+
+int coroutine_fn qcow2_co_pwrite_zeroes(BlockDriverState *bs,
+                                        int64_t offset, int64_t bytes,
+                                        BdrvRequestFlags flags)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int64_t end = offset + bytes;
+    int64_t head_end = MIN(end, ALIGN_UP(offset, s->cluster_size));
+    int64_t tail_start = MAX(head_end, ALIGN_DOWN(end, s->cluster_size));
+    int64_t clear_end = tail_start;
+    int ret = 0;
+
+    if (s->version < 3) {
+        return -ENOTSUP;    /* no zero flag: the core writes zeroes */
+    }
+    if (end == bs->total_bytes && tail_start < end && head_end < end) {
+        /* The image's last, partial cluster counts as whole. */
+        tail_start = end;
+        clear_end = ALIGN_UP(end, s->cluster_size);
+    }
+    if (head_end > offset) {
+        ret = zero_partial(bs, offset, head_end - offset, flags);
+    }
+    if (ret == 0 && clear_end > head_end) {
+        ret = clear_range(bs, head_end, clear_end, false, flags);
+    }
+    if (ret == 0 && end > tail_start) {
+        ret = zero_partial(bs, tail_start, end - tail_start, flags);
+    }
+    return ret;
+}
+
+int coroutine_fn qcow2_co_pdiscard(BlockDriverState *bs, int64_t offset,
+                                   int64_t bytes)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int64_t start, end;
+
+    if (s->version < 3 && s->backing) {
+        return -ENOTSUP;    /* no zero flag to hide the backing data */
+    }
+    whole_clusters(bs, offset, bytes, &start, &end);
+    if (start >= end) {
+        return 0;
+    }
+    return clear_range(bs, start, end, true, 0);
+}
+
+int coroutine_fn qcow2_co_block_status(BlockDriverState *bs,
+                                       int64_t offset, int64_t bytes,
+                                       int64_t *pnum, int64_t *map,
+                                       BlockDriverState **file)
+{
+    BDRVQcow2State *s = bs->opaque;
+    Qcow2Mapping m;
+    int64_t backing_len;
+    int ret;
+
+    co_mutex_lock(&s->lock);
+    ret = get_mapping(bs, offset, bytes, &m);
+    co_mutex_unlock(&s->lock);
+    if (ret < 0) {
+        return ret;
+    }
+    *pnum = m.bytes;
+    switch (m.type) {
+    case QCOW2_CLUSTER_NORMAL:
+        *map = m.host;
+        *file = bs->file->bs;
+        return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
+    case QCOW2_CLUSTER_COMPRESSED:
+        return BDRV_BLOCK_DATA | BDRV_BLOCK_ALLOCATED;
+    case QCOW2_CLUSTER_ZERO_PLAIN:
+    case QCOW2_CLUSTER_ZERO_ALLOC:
+        return BDRV_BLOCK_ZERO | BDRV_BLOCK_ALLOCATED;
+    default:
+        break;
+    }
+    if (!s->backing) {
+        return BDRV_BLOCK_ZERO;
+    }
+    backing_len = bdrv_getlength(s->backing->bs);
+    if (offset >= backing_len) {
+        return BDRV_BLOCK_ZERO;
+    }
+    ret = bdrv_co_block_status(s->backing->bs, offset,
+                               MIN(m.bytes, backing_len - offset), pnum);
+    if (ret < 0) {
+        return ret;
+    }
+    return ret & (BDRV_BLOCK_DATA | BDRV_BLOCK_ZERO);
+}

@@ -1,0 +1,839 @@
+/*
+ * The "qcow2" format driver: opening, header parsing and validation,
+ * header extensions, the backing node and the driver table.
+ *
+ * Open reads the header (big-endian, version 2 or 3) and validates every
+ * field against the image file's size and the implementation limits
+ * before anything else is read, so a damaged image is refused with a
+ * message instead of being trusted; QEMU's wording is used where QEMU
+ * refuses the same damage.  Then the header extensions (backing format,
+ * feature names; every other one, the bitmaps extension included, is
+ * left alone), the backing file name, the L1 table and the refcount table
+ * are read and their entries checked.
+ *
+ * The header is never rewritten as a whole: the driver changes only
+ * single fields in place (incompatible and autoclear feature bits, the
+ * refcount table location), each a write within one sector, so
+ * extensions it does not know survive untouched.  Before the first write
+ * to the image the autoclear bits are cleared, as the specification
+ * requires from a program that does not maintain the features they
+ * stand for (today: persistent bitmaps, which become inconsistent).
+ *
+ * The dirty bit (lazy refcounts) is not used: metadata writes are
+ * ordered so that the image is always consistent up to leaked clusters
+ * (docs/devel/qcow2.rst).  An image with the dirty bit set needs a
+ * refcount repair blockd does not have, so it opens read-only only.
+ */
+#include "block/qcow2.h"
+#include "qapi/qapi-types.h"
+
+#include <fcntl.h>
+
+/* The fixed part of the header, as on disk (big-endian). */
+typedef struct Qcow2Header {
+    uint32_t magic;
+    uint32_t version;
+    uint64_t backing_file_offset;
+    uint32_t backing_file_size;
+    uint32_t cluster_bits;
+    uint64_t size;
+    uint32_t crypt_method;
+    uint32_t l1_size;
+    uint64_t l1_table_offset;
+    uint64_t refcount_table_offset;
+    uint32_t refcount_table_clusters;
+    uint32_t nb_snapshots;
+    uint64_t snapshots_offset;
+    /* Version 3 */
+    uint64_t incompatible_features;
+    uint64_t compatible_features;
+    uint64_t autoclear_features;
+    uint32_t refcount_order;
+    uint32_t header_length;
+} __attribute__((packed)) Qcow2Header;
+
+/* Default cache sizes (bytes), as QEMU 7.2 on Linux. */
+#define QCOW2_DEFAULT_L2_CACHE_MAX  (32 * 1024 * 1024)
+enum {
+    QCOW2_MIN_L2_CACHE_TABLES = 2,
+    QCOW2_MIN_REFCOUNT_CACHE_TABLES = 4,
+};
+
+int coroutine_fn qcow2_write_header_u64(BlockDriverState *bs, int offset,
+                                        uint64_t value)
+{
+    uint64_t be = GUINT64_TO_BE(value);
+
+    return bdrv_co_pwrite(bs->file, offset, 8, &be, 0);
+}
+
+int coroutine_fn qcow2_signal_corruption(BlockDriverState *bs,
+                                         const char *fmt, ...)
+{
+    BDRVQcow2State *s = bs->opaque;
+    g_autofree char *msg = NULL;
+    va_list ap;
+
+    va_start(ap, fmt);
+    msg = g_strdup_vprintf(fmt, ap);
+    va_end(ap);
+    if (s->corrupt) {
+        return -EIO;
+    }
+    s->corrupt = true;
+    if (bs->read_only) {
+        error_report("qcow2: Image is corrupt: %s; further corruption "
+                     "events will be suppressed", msg);
+        return -EIO;
+    }
+    error_report("qcow2: Marking image as corrupt: %s; further corruption "
+                 "events will be suppressed", msg);
+    s->incompatible_features |= QCOW2_INCOMPAT_CORRUPT;
+    if (s->version >= 3 &&
+        qcow2_write_header_u64(bs, QCOW2_HDR_INCOMPAT,
+                               s->incompatible_features) == 0) {
+        bdrv_co_flush(bs->file->bs);
+    }
+    return -EIO;
+}
+
+static bool ranges_overlap(int64_t a, int64_t alen, int64_t b, int64_t blen)
+{
+    return a < b + blen && b < a + alen;
+}
+
+int coroutine_fn qcow2_check_metadata_overlap(BlockDriverState *bs,
+                                              int64_t offset, int64_t bytes)
+{
+    BDRVQcow2State *s = bs->opaque;
+    const char *what = NULL;
+
+    if (s->corrupt) {
+        return -EIO;
+    }
+    if (!s->overlap_check) {
+        return 0;
+    }
+    if (ranges_overlap(offset, bytes, 0, s->cluster_size)) {
+        what = "qcow2_header";
+    } else if (ranges_overlap(offset, bytes, s->l1_table_offset,
+                              (int64_t)s->l1_size * 8)) {
+        what = "active L1 table";
+    } else if (ranges_overlap(offset, bytes, s->refcount_table_offset,
+                              (int64_t)s->refcount_table_size * 8)) {
+        what = "refcount table";
+    }
+    if (what) {
+        return qcow2_signal_corruption(bs, "Preventing invalid write on "
+                                       "metadata (overlaps with %s)", what);
+    }
+    return 0;
+}
+
+/* "Unsupported qcow2 feature(s): ..." from the feature name table. */
+static void report_unsupported_features(const uint8_t *table, size_t len,
+                                        uint64_t mask, Error **errp)
+{
+    g_autoptr(GString) names = g_string_new(NULL);
+
+    for (size_t i = 0; i + 48 <= len; i += 48) {
+        if (table[i] == 0 && table[i + 1] < 64 &&
+            (mask & (1ULL << table[i + 1]))) {
+            g_autofree char *name = g_strndup((const char *)table + i + 2,
+                                              46);
+
+            g_string_append_printf(names, "%s%s", names->len ? ", " : "",
+                                   name);
+            mask &= ~(1ULL << table[i + 1]);
+        }
+    }
+    if (mask) {
+        g_string_append_printf(names, "%sUnknown incompatible feature: %"
+                               PRIx64, names->len ? ", " : "", mask);
+    }
+    error_setg(errp, "Unsupported qcow2 feature(s): %s", names->str);
+}
+
+/*
+ * Validate a table of @entries entries of @entry_len bytes at @offset:
+ * QEMU's checks and messages ("<name> too large", "<name> offset
+ * invalid"), then ours against the file size and the header cluster.
+ */
+static bool validate_table(BDRVQcow2State *s, uint64_t offset,
+                           uint64_t entries, size_t entry_len,
+                           uint64_t max_bytes, const char *name,
+                           int64_t file_len, Error **errp)
+{
+    uint64_t bytes;
+
+    if (entries > max_bytes / entry_len) {
+        error_setg(errp, "%s too large", name);
+        return false;
+    }
+    bytes = entries * entry_len;
+    if (offset > INT64_MAX - bytes || qcow2_offset_into_cluster(s, offset)) {
+        error_setg(errp, "%s offset invalid", name);
+        return false;
+    }
+    if (bytes && offset == 0) {
+        error_setg(errp, "qcow2: %s overlaps the image header", name);
+        return false;
+    }
+    if (bytes && offset + bytes > (uint64_t)file_len) {
+        error_setg(errp, "qcow2: %s (offset 0x%" PRIx64 ", %" PRIu64
+                   " bytes) lies beyond the end of the image file (%"
+                   PRId64 " bytes); the file may be truncated", name,
+                   offset, bytes, file_len);
+        return false;
+    }
+    return true;
+}
+
+/* Parse the header extensions in [@start, @end) of the header cluster. */
+static bool read_extensions(BlockDriverState *bs, const uint8_t *hdr,
+                            size_t start, size_t end, uint64_t incompat,
+                            Error **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    const uint8_t *features = NULL;
+    size_t features_len = 0;
+    size_t pos = start;
+
+    while (pos + 8 <= end) {
+        uint32_t type, len;
+
+        memcpy(&type, hdr + pos, 4);
+        memcpy(&len, hdr + pos + 4, 4);
+        type = GUINT32_FROM_BE(type);
+        len = GUINT32_FROM_BE(len);
+        pos += 8;
+        if (type == QCOW2_EXT_END) {
+            break;
+        }
+        if (len > end - pos) {
+            error_setg(errp, "qcow2: header extension 0x%08" PRIx32
+                       " too large (%" PRIu32 " bytes)", type, len);
+            return false;
+        }
+        switch (type) {
+        case QCOW2_EXT_BACKING_FORMAT:
+            if (len > QCOW2_MAX_BACKING_NAME) {
+                error_setg(errp, "ERROR: ext_backing_format: len=%" PRIu32
+                           " too large (>=%d)", len,
+                           QCOW2_MAX_BACKING_NAME + 1);
+                return false;
+            }
+            g_free(s->backing_format);
+            s->backing_format = g_strndup((const char *)hdr + pos, len);
+            break;
+        case QCOW2_EXT_FEATURE_TABLE:
+            features = hdr + pos;
+            features_len = len;
+            break;
+        default:
+            /* Bitmaps, crypto, data file, unknown: left as they are. */
+            break;
+        }
+        pos += ALIGN_UP((size_t)len, 8);
+    }
+    if (incompat & ~QCOW2_INCOMPAT_SUPPORTED) {
+        report_unsupported_features(features, features_len,
+                                    incompat & ~QCOW2_INCOMPAT_SUPPORTED,
+                                    errp);
+        return false;
+    }
+    return true;
+}
+
+static void qcow2_child_perm(BlockDriverState *bs, BdrvChild *child,
+                             uint64_t parent_perm, uint64_t parent_shared,
+                             uint64_t *nperm, uint64_t *nshared)
+{
+    BDRVQcow2State *s = bs->opaque;
+
+    if (child == s->backing) {
+        *nperm = BLK_PERM_CONSISTENT_READ;
+        *nshared = BLK_PERM_ALL;
+        return;
+    }
+    /* Metadata may be written whenever the node is writable. */
+    *nperm = BLK_PERM_CONSISTENT_READ;
+    *nshared = BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE_UNCHANGED;
+    if (!bs->read_only) {
+        *nperm |= BLK_PERM_WRITE | BLK_PERM_RESIZE;
+    } else {
+        *nshared |= parent_shared & BLK_PERM_WRITE;
+    }
+}
+
+/* Format of a backing file without a backing-format extension. */
+static BlockdevDriver probe_backing_format(const char *path)
+{
+    uint32_t magic = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    if (fd >= 0) {
+        if (pread(fd, &magic, 4, 0) != 4) {
+            magic = 0;
+        }
+        close(fd);
+    }
+    return GUINT32_FROM_BE(magic) == QCOW2_MAGIC ? BLOCKDEV_DRIVER_QCOW2
+                                                 : BLOCKDEV_DRIVER_RAW;
+}
+
+/* The backing node named in the header, opened read-only. */
+static bool coroutine_fn open_header_backing(BlockDriverState *bs,
+                                             Error **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    g_autoptr(BlockdevRef) ref = g_new0(BlockdevRef, 1);
+    BlockdevRef *file_ref = g_new0(BlockdevRef, 1);
+    BlockdevOptions *opts = &ref->u.definition;
+    g_autofree char *dir = g_path_get_dirname(bs->file->bs->filename);
+    g_autofree char *path = NULL;
+    int fmt;
+
+    if (strstr(s->backing_file, "json:") == s->backing_file ||
+        (strchr(s->backing_file, ':') && !strchr(s->backing_file, '/'))) {
+        qapi_free_BlockdevRef(file_ref);
+        error_setg(errp, "qcow2: backing file '%s': protocols other than "
+                   "plain files are not supported", s->backing_file);
+        return false;
+    }
+    path = g_path_is_absolute(s->backing_file)
+           ? g_strdup(s->backing_file)
+           : g_build_filename(dir, s->backing_file, NULL);
+
+    file_ref->type = QTYPE_QDICT;
+    file_ref->u.definition.driver = BLOCKDEV_DRIVER_FILE;
+    file_ref->u.definition.u.file.filename = g_strdup(path);
+
+    if (s->backing_format) {
+        fmt = qapi_enum_parse(BlockdevDriver_lookup, BLOCKDEV_DRIVER__MAX,
+                              s->backing_format);
+        if (fmt != BLOCKDEV_DRIVER_QCOW2 && fmt != BLOCKDEV_DRIVER_RAW &&
+            fmt != BLOCKDEV_DRIVER_FILE) {
+            qapi_free_BlockdevRef(file_ref);
+            error_setg(errp, "Could not open backing file: Unknown driver "
+                       "'%s'", s->backing_format);
+            return false;
+        }
+    } else {
+        fmt = probe_backing_format(path);
+    }
+    ref->type = QTYPE_QDICT;
+    opts->driver = fmt;
+    opts->has_read_only = true;
+    opts->read_only = true;
+    if (fmt == BLOCKDEV_DRIVER_FILE) {
+        opts->u.file.filename = g_strdup(path);
+        qapi_free_BlockdevRef(file_ref);
+    } else if (fmt == BLOCKDEV_DRIVER_QCOW2) {
+        opts->u.qcow2.file = file_ref;
+    } else {
+        opts->u.raw.file = file_ref;
+    }
+    s->backing = bdrv_open_child(bs, ref, "backing", BDRV_CHILD_COW, errp);
+    if (!s->backing) {
+        error_prepend(errp, "Could not open backing file: ");
+        return false;
+    }
+    return true;
+}
+
+static bool coroutine_fn open_backing(BlockDriverState *bs,
+                                      BlockdevRefOrNull *opt, Error **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    BlockdevRef ref;
+    bool read_only = bs->read_only;
+
+    if (!opt) {
+        return !s->backing_file || open_header_backing(bs, errp);
+    }
+    switch (opt->type) {
+    case QTYPE_QNULL:
+        return true;
+    case QTYPE_QSTRING:
+        if (!*opt->u.reference) {
+            return true;
+        }
+        ref.type = QTYPE_QSTRING;
+        ref.u.reference = opt->u.reference;
+        break;
+    default:
+        ref.type = QTYPE_QDICT;
+        ref.u.definition = opt->u.definition;   /* borrowed, not freed */
+        break;
+    }
+    /* A backing node defined inline defaults to read-only. */
+    bs->read_only = true;
+    s->backing = bdrv_open_child(bs, &ref, "backing", BDRV_CHILD_COW, errp);
+    bs->read_only = read_only;
+    return s->backing != NULL;
+}
+
+static bool qcow2_parse_options(BlockDriverState *bs,
+                                BlockdevOptionsQcow2 *opts,
+                                int64_t *l2_cache, int64_t *rc_cache,
+                                Error **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int64_t disk_l2 = DIV_ROUND_UP(bs->total_bytes, s->cluster_size) * 8;
+
+    if (opts->has_lazy_refcounts && opts->lazy_refcounts) {
+        error_setg(errp, "qcow2: lazy-refcounts=on is not supported");
+        return false;
+    }
+    if (opts->data_file) {
+        error_setg(errp, "qcow2: external data files (data-file) are not "
+                   "supported");
+        return false;
+    }
+    if (opts->has_cache_clean_interval && opts->cache_clean_interval) {
+        error_setg(errp, "qcow2: cache-clean-interval is not supported "
+                   "(only 0)");
+        return false;
+    }
+    if (opts->has_l2_cache_entry_size &&
+        opts->l2_cache_entry_size != s->cluster_size) {
+        error_setg(errp, "qcow2: l2-cache-entry-size must be the cluster "
+                   "size (%" PRId64 ")", s->cluster_size);
+        return false;
+    }
+    s->pass_discard_request = opts->has_pass_discard_request
+                              ? opts->pass_discard_request
+                              : bs->discard_unmap;
+    s->pass_discard_other = opts->has_pass_discard_other &&
+                            opts->pass_discard_other;
+    s->overlap_check = !opts->has_overlap_check ||
+                       opts->overlap_check != QCOW2_OVERLAP_CHECK_MODE_NONE;
+
+    if ((opts->has_cache_size && opts->cache_size < 0) ||
+        (opts->has_l2_cache_size && opts->l2_cache_size < 0) ||
+        (opts->has_refcount_cache_size && opts->refcount_cache_size < 0)) {
+        error_setg(errp, "qcow2: cache sizes must not be negative");
+        return false;
+    }
+    if (opts->has_cache_size && opts->has_l2_cache_size &&
+        opts->has_refcount_cache_size &&
+        opts->l2_cache_size + opts->refcount_cache_size !=
+        opts->cache_size) {
+        error_setg(errp, "l2-cache-size, refcount-cache-size and cache-size "
+                   "may not be set at the same time");
+        return false;
+    }
+    if (opts->has_l2_cache_size) {
+        *l2_cache = opts->l2_cache_size;
+    } else if (opts->has_cache_size) {
+        *l2_cache = opts->has_refcount_cache_size
+                    ? opts->cache_size - opts->refcount_cache_size
+                    : MIN(disk_l2, opts->cache_size * 3 / 4);
+    } else {
+        *l2_cache = MIN(disk_l2, QCOW2_DEFAULT_L2_CACHE_MAX);
+    }
+    if (opts->has_refcount_cache_size) {
+        *rc_cache = opts->refcount_cache_size;
+    } else if (opts->has_cache_size) {
+        *rc_cache = opts->cache_size - *l2_cache;
+    } else {
+        *rc_cache = *l2_cache / 4;
+    }
+    if (*l2_cache > INT_MAX / 2 || *rc_cache > INT_MAX / 2) {
+        error_setg(errp, "qcow2: cache size too large");
+        return false;
+    }
+    return true;
+}
+
+static void qcow2_free_state(BDRVQcow2State *s)
+{
+    qcow2_cache_destroy(s->l2_cache);
+    qcow2_cache_destroy(s->refcount_cache);
+    s->l2_cache = s->refcount_cache = NULL;
+    g_free(s->l1_table);
+    g_free(s->refcount_table);
+    g_free(s->backing_file);
+    g_free(s->backing_format);
+    s->l1_table = NULL;
+    s->refcount_table = NULL;
+    s->backing_file = s->backing_format = NULL;
+}
+
+static int coroutine_fn qcow2_read_l1(BlockDriverState *bs, int64_t file_len,
+                                      Error **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int ret;
+
+    s->l1_table = g_try_new0(uint64_t, MAX(s->l1_size, 1));
+    if (!s->l1_table) {
+        error_setg(errp, "Could not allocate L1 table");
+        return -ENOMEM;
+    }
+    ret = bdrv_co_pread(bs->file, s->l1_table_offset,
+                        (int64_t)s->l1_size * 8, s->l1_table, 0);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "Could not read L1 table");
+        return ret;
+    }
+    for (uint32_t i = 0; i < s->l1_size; i++) {
+        uint64_t l2 = (s->l1_table[i] = GUINT64_FROM_BE(s->l1_table[i])) &
+                      QCOW2_L1E_OFFSET_MASK;
+
+        if (!l2) {
+            continue;
+        }
+        if (qcow2_offset_into_cluster(s, l2)) {
+            error_setg(errp, "qcow2: L2 table offset 0x%" PRIx64 " (L1 "
+                       "entry %" PRIu32 ") is not cluster aligned", l2, i);
+            return -EINVAL;
+        }
+        if ((int64_t)l2 > file_len - s->cluster_size) {
+            error_setg(errp, "qcow2: L2 table 0x%" PRIx64 " (L1 entry %"
+                       PRIu32 ") lies beyond the end of the image file (%"
+                       PRId64 " bytes); the file may be truncated", l2, i,
+                       file_len);
+            return -EINVAL;
+        }
+        if (ranges_overlap(l2, s->cluster_size, s->l1_table_offset,
+                           (int64_t)s->l1_size * 8) ||
+            ranges_overlap(l2, s->cluster_size, s->refcount_table_offset,
+                           (int64_t)s->refcount_table_size * 8) ||
+            l2 < (uint64_t)s->cluster_size) {
+            error_setg(errp, "qcow2: L2 table 0x%" PRIx64 " (L1 entry %"
+                       PRIu32 ") overlaps other metadata", l2, i);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+/* Parse and check the header; fills the fixed state fields. */
+static int coroutine_fn qcow2_read_header(BlockDriverState *bs,
+                                          int64_t file_len, Error **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    g_autofree uint8_t *buf = NULL;
+    Qcow2Header h = { 0 };
+    int64_t first_cluster;
+    uint64_t l2_coverage, l1_needed, reftable_entries;
+    size_t ext_end;
+    int ret;
+
+    if (file_len < QCOW2_V2_HEADER_LEN) {
+        if (file_len >= 4) {
+            uint32_t magic;
+
+            ret = bdrv_co_pread(bs->file, 0, 4, &magic, 0);
+            if (ret == 0 && GUINT32_FROM_BE(magic) != QCOW2_MAGIC) {
+                error_setg(errp, "Image is not in qcow2 format");
+                return -EINVAL;
+            }
+        }
+        error_setg(errp, "qcow2 header too short");
+        return -EINVAL;
+    }
+    ret = bdrv_co_pread(bs->file, 0, MIN(file_len, (int64_t)sizeof(h)), &h,
+                        0);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "Could not read qcow2 header");
+        return ret;
+    }
+    if (GUINT32_FROM_BE(h.magic) != QCOW2_MAGIC) {
+        error_setg(errp, "Image is not in qcow2 format");
+        return -EINVAL;
+    }
+    s->version = GUINT32_FROM_BE(h.version);
+    if (s->version < 2 || s->version > 3) {
+        error_setg(errp, "Unsupported qcow2 version %d", s->version);
+        return -ENOTSUP;
+    }
+    s->cluster_bits = GUINT32_FROM_BE(h.cluster_bits);
+    if (s->cluster_bits < QCOW2_MIN_CLUSTER_BITS ||
+        s->cluster_bits > QCOW2_MAX_CLUSTER_BITS) {
+        error_setg(errp, "Unsupported cluster size: 2^%i", s->cluster_bits);
+        return -EINVAL;
+    }
+    s->cluster_size = 1LL << s->cluster_bits;
+    if (s->version == 2) {
+        s->refcount_order = 4;
+        s->header_length = QCOW2_V2_HEADER_LEN;
+        s->incompatible_features = 0;
+        s->compatible_features = 0;
+        s->autoclear_features = 0;
+    } else {
+        s->header_length = GUINT32_FROM_BE(h.header_length);
+        if (s->header_length < QCOW2_V3_HEADER_LEN ||
+            file_len < QCOW2_V3_HEADER_LEN) {
+            error_setg(errp, "qcow2 header too short");
+            return -EINVAL;
+        }
+        if (s->header_length > s->cluster_size) {
+            error_setg(errp, "qcow2 header exceeds cluster size");
+            return -EINVAL;
+        }
+        s->refcount_order = GUINT32_FROM_BE(h.refcount_order);
+        s->incompatible_features = GUINT64_FROM_BE(h.incompatible_features);
+        s->compatible_features = GUINT64_FROM_BE(h.compatible_features);
+        s->autoclear_features = GUINT64_FROM_BE(h.autoclear_features);
+    }
+    h.backing_file_offset = GUINT64_FROM_BE(h.backing_file_offset);
+    if (h.backing_file_offset > (uint64_t)s->cluster_size) {
+        error_setg(errp, "Invalid backing file offset");
+        return -EINVAL;
+    }
+
+    /* The whole header cluster: extensions and the backing file name. */
+    first_cluster = MIN(file_len, s->cluster_size);
+    buf = g_malloc0(s->cluster_size);
+    ret = bdrv_co_pread(bs->file, 0, first_cluster, buf, 0);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "Could not read qcow2 header");
+        return ret;
+    }
+    ext_end = h.backing_file_offset ? (size_t)h.backing_file_offset
+                                    : (size_t)first_cluster;
+    if (!read_extensions(bs, buf, s->header_length,
+                         MIN(ext_end, (size_t)first_cluster),
+                         s->incompatible_features, errp)) {
+        return -ENOTSUP;
+    }
+    if (s->header_length > QCOW2_V3_HEADER_LEN &&
+        (s->incompatible_features & QCOW2_INCOMPAT_COMPRESSION) &&
+        buf[QCOW2_V3_HEADER_LEN] > 1) {
+        error_setg(errp, "qcow2: unknown compression type %u",
+                   buf[QCOW2_V3_HEADER_LEN]);
+        return -ENOTSUP;
+    }
+    if ((s->incompatible_features & QCOW2_INCOMPAT_CORRUPT) &&
+        !bs->read_only) {
+        error_setg(errp, "qcow2: Image is corrupt; cannot be opened "
+                   "read/write");
+        return -EACCES;
+    }
+    if ((s->incompatible_features & QCOW2_INCOMPAT_DIRTY) &&
+        !bs->read_only) {
+        error_setg(errp, "qcow2: image is dirty (lazy refcounts) and needs "
+                   "a refcount repair ('qemu-img check -r all') before it "
+                   "can be opened read/write");
+        return -ENOTSUP;
+    }
+    if (s->refcount_order > 6) {
+        error_setg(errp, "Reference count entry width too large; may not "
+                   "exceed 64 bits");
+        return -EINVAL;
+    }
+    s->refcount_max = s->refcount_order == 6
+                      ? UINT64_MAX : (1ULL << (1 << s->refcount_order)) - 1;
+    s->refcount_block_bits = s->cluster_bits + 3 - s->refcount_order;
+    s->refcount_block_entries = 1LL << s->refcount_block_bits;
+    s->l2_bits = s->cluster_bits - 3;
+    s->l2_entries = 1LL << s->l2_bits;
+
+    h.crypt_method = GUINT32_FROM_BE(h.crypt_method);
+    if (h.crypt_method > 2) {
+        error_setg(errp, "Unsupported encryption method %" PRIu32,
+                   h.crypt_method);
+        return -EINVAL;
+    }
+    if (h.crypt_method) {
+        error_setg(errp, "qcow2: encrypted images are not supported");
+        return -ENOTSUP;
+    }
+
+    /* Virtual size and L1 table: QEMU's limits and messages. */
+    bs->total_bytes = GUINT64_FROM_BE(h.size);
+    l2_coverage = (uint64_t)s->cluster_size << s->l2_bits;
+    l1_needed = bs->total_bytes / l2_coverage +
+                (bs->total_bytes % l2_coverage != 0);
+    if (bs->total_bytes < 0 || l1_needed > INT_MAX) {
+        error_setg(errp, "Image is too big");
+        return -EFBIG;
+    }
+    s->l1_size = GUINT32_FROM_BE(h.l1_size);
+    s->l1_table_offset = GUINT64_FROM_BE(h.l1_table_offset);
+
+    reftable_entries = (uint64_t)GUINT32_FROM_BE(h.refcount_table_clusters) *
+                       (s->cluster_size / 8);
+    s->refcount_table_offset = GUINT64_FROM_BE(h.refcount_table_offset);
+    if (!validate_table(s, s->refcount_table_offset, reftable_entries, 8,
+                        QCOW2_MAX_REFTABLE_BYTES, "Reference count table",
+                        file_len, errp)) {
+        return -EINVAL;
+    }
+    if (!reftable_entries) {
+        error_setg(errp, "qcow2: the image has no refcount table");
+        return -EINVAL;
+    }
+    s->refcount_table_size = reftable_entries;
+
+    s->nb_snapshots = GUINT32_FROM_BE(h.nb_snapshots);
+    s->snapshots_offset = GUINT64_FROM_BE(h.snapshots_offset);
+    if (s->nb_snapshots > QCOW2_MAX_SNAPSHOTS) {
+        error_setg(errp, "Snapshot table too large");
+        return -EFBIG;
+    }
+    if (s->nb_snapshots &&
+        (qcow2_offset_into_cluster(s, s->snapshots_offset) ||
+         s->snapshots_offset <= 0 || s->snapshots_offset >= file_len)) {
+        error_setg(errp, "Snapshot table offset invalid");
+        return -EINVAL;
+    }
+
+    if (!validate_table(s, s->l1_table_offset, s->l1_size, 8,
+                        QCOW2_MAX_L1_BYTES, "Active L1 table", file_len,
+                        errp)) {
+        return -EINVAL;
+    }
+    if (s->l1_size < l1_needed) {
+        error_setg(errp, "L1 table is too small");
+        return -EINVAL;
+    }
+    if (s->l1_size && ranges_overlap(s->l1_table_offset,
+                                     (int64_t)s->l1_size * 8,
+                                     s->refcount_table_offset,
+                                     (int64_t)s->refcount_table_size * 8)) {
+        error_setg(errp, "qcow2: the active L1 table overlaps the refcount "
+                   "table");
+        return -EINVAL;
+    }
+
+    /* Backing file name, after the extensions in the header cluster. */
+    if (h.backing_file_offset) {
+        uint32_t len = GUINT32_FROM_BE(h.backing_file_size);
+
+        if (len > QCOW2_MAX_BACKING_NAME) {
+            error_setg(errp, "Backing file name too long");
+            return -EINVAL;
+        }
+        if (h.backing_file_offset + len > (uint64_t)first_cluster) {
+            error_setg(errp, "Invalid backing file offset");
+            return -EINVAL;
+        }
+        s->backing_file = g_strndup((const char *)buf +
+                                    h.backing_file_offset, len);
+    }
+    return 0;
+}
+
+static int coroutine_fn qcow2_open(BlockDriverState *bs,
+                                   BlockdevOptions *options, Error **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    BlockdevOptionsQcow2 *opts = &options->u.qcow2;
+    int64_t file_len, l2_cache, rc_cache;
+    uint64_t perm, shared;
+    int ret;
+
+    co_mutex_init(&s->lock);
+    g_queue_init(&s->allocs);
+    g_queue_init(&s->inflight);
+    if (!bdrv_open_child(bs, opts->file, "file",
+                         BDRV_CHILD_METADATA | BDRV_CHILD_DATA |
+                         BDRV_CHILD_PRIMARY, errp)) {
+        return -EINVAL;
+    }
+    /* Take the file at once: writes may follow, and so do image locks. */
+    qcow2_child_perm(bs, bs->file, 0, BLK_PERM_ALL, &perm, &shared);
+    if (!bdrv_child_set_perm(bs->file, perm, shared, errp)) {
+        return -EPERM;
+    }
+    file_len = bdrv_getlength(bs->file->bs);
+
+    ret = qcow2_read_header(bs, file_len, errp);
+    if (ret < 0) {
+        goto fail;
+    }
+    if (!qcow2_parse_options(bs, opts, &l2_cache, &rc_cache, errp)) {
+        ret = -EINVAL;
+        goto fail;
+    }
+    ret = qcow2_refcount_init(bs, file_len, errp);
+    if (ret < 0) {
+        goto fail;
+    }
+    ret = qcow2_read_l1(bs, file_len, errp);
+    if (ret < 0) {
+        goto fail;
+    }
+    s->l2_cache = qcow2_cache_create(bs,
+                                     MAX(l2_cache / s->cluster_size,
+                                         QCOW2_MIN_L2_CACHE_TABLES),
+                                     s->cluster_size);
+    s->refcount_cache = qcow2_cache_create(bs,
+                                           MAX(rc_cache / s->cluster_size,
+                                               QCOW2_MIN_REFCOUNT_CACHE_TABLES),
+                                           s->cluster_size);
+    if (!s->l2_cache || !s->refcount_cache) {
+        error_setg(errp, "Could not allocate metadata caches");
+        ret = -ENOMEM;
+        goto fail;
+    }
+    if (!open_backing(bs, opts->backing, errp)) {
+        ret = -EINVAL;
+        goto fail;
+    }
+    bs->bl.request_alignment = 1;
+    return 0;
+
+fail:
+    qcow2_free_state(s);
+    return ret;
+}
+
+static void qcow2_close(BlockDriverState *bs)
+{
+    qcow2_free_state(bs->opaque);
+}
+
+/*
+ * Write back the caches.  Each cache writes its dependency first, so
+ * the order of the two calls does not matter; the core then flushes the
+ * image file.
+ */
+static int coroutine_fn qcow2_co_flush(BlockDriverState *bs)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int ret;
+
+    co_mutex_lock(&s->lock);
+    ret = qcow2_cache_write(s->l2_cache);
+    if (ret == 0) {
+        ret = qcow2_cache_write(s->refcount_cache);
+    }
+    co_mutex_unlock(&s->lock);
+    return ret;
+}
+
+static int64_t qcow2_get_allocated_file_size(BlockDriverState *bs)
+{
+    const BlockDriver *drv = bs->file->bs->drv;
+
+    if (!drv->bdrv_get_allocated_file_size) {
+        return -ENOTSUP;
+    }
+    return drv->bdrv_get_allocated_file_size(bs->file->bs);
+}
+
+static const BlockDriver bdrv_qcow2 = {
+    .format_name = "qcow2",
+    .instance_size = sizeof(BDRVQcow2State),
+    .bdrv_open = qcow2_open,
+    .bdrv_close = qcow2_close,
+    .bdrv_co_pread = qcow2_co_pread,
+    .bdrv_co_pwrite = qcow2_co_pwrite,
+    .bdrv_co_pwrite_zeroes = qcow2_co_pwrite_zeroes,
+    .bdrv_co_pdiscard = qcow2_co_pdiscard,
+    .bdrv_co_flush = qcow2_co_flush,
+    .bdrv_co_block_status = qcow2_co_block_status,
+    .bdrv_get_allocated_file_size = qcow2_get_allocated_file_size,
+    .bdrv_child_perm = qcow2_child_perm,
+    .supported_zero_flags = BDRV_REQ_MAY_UNMAP | BDRV_REQ_NO_FALLBACK,
+};
+
+static void __attribute__((constructor)) qcow2_register(void)
+{
+    bdrv_register(&bdrv_qcow2);
+}

@@ -1,0 +1,327 @@
+/*
+ * The qcow2 format driver: the one private header of block/qcow2*.c.
+ *
+ * See docs/devel/qcow2.rst for the design: the on-disk structures, the
+ * metadata caches, cluster allocation and the order of metadata writes
+ * that keeps the image consistent (at worst leaking clusters) whenever
+ * the process dies.
+ *
+ * Locking: every metadata structure below (L1 table, refcount table,
+ * both caches, the allocation and in-flight lists) is protected by
+ * BDRVQcow2State.lock, a CoMutex.  Guest data I/O runs without it: a
+ * request looks up (or allocates) its host clusters under the lock,
+ * registers them, drops the lock for the data transfer, and takes it
+ * again only to link newly allocated clusters into the L2 table.
+ */
+#ifndef BLOCK_QCOW2_H
+#define BLOCK_QCOW2_H
+
+#include "block/block_int.h"
+
+#define QCOW2_MAGIC 0x514649fbU             /* "QFI\xfb" */
+
+enum {
+    QCOW2_V2_HEADER_LEN = 72,
+    QCOW2_V3_HEADER_LEN = 104,
+    QCOW2_MIN_CLUSTER_BITS = 9,
+    QCOW2_MAX_CLUSTER_BITS = 21,
+    QCOW2_MAX_BACKING_NAME = 1023,
+    QCOW2_MAX_SNAPSHOTS = 65536,
+};
+
+/* Implementation limits, the same as QEMU's, in bytes. */
+#define QCOW2_MAX_L1_BYTES          (32 * 1024 * 1024)
+#define QCOW2_MAX_REFTABLE_BYTES    (8 * 1024 * 1024)
+
+/* Incompatible, compatible and autoclear feature bits. */
+#define QCOW2_INCOMPAT_DIRTY        (1ULL << 0)
+#define QCOW2_INCOMPAT_CORRUPT      (1ULL << 1)
+#define QCOW2_INCOMPAT_DATA_FILE    (1ULL << 2)
+#define QCOW2_INCOMPAT_COMPRESSION  (1ULL << 3)
+#define QCOW2_INCOMPAT_EXTL2        (1ULL << 4)
+#define QCOW2_INCOMPAT_SUPPORTED    (QCOW2_INCOMPAT_DIRTY | \
+                                     QCOW2_INCOMPAT_CORRUPT | \
+                                     QCOW2_INCOMPAT_COMPRESSION)
+#define QCOW2_COMPAT_LAZY_REFCOUNTS (1ULL << 0)
+
+/* Header extension types. */
+#define QCOW2_EXT_END               0x00000000U
+#define QCOW2_EXT_BACKING_FORMAT    0xe2792acaU
+#define QCOW2_EXT_FEATURE_TABLE     0x6803f857U
+#define QCOW2_EXT_BITMAPS           0x23852875U
+#define QCOW2_EXT_CRYPTO            0x0537be77U
+#define QCOW2_EXT_DATA_FILE         0x44415441U
+
+/* Header field offsets rewritten in place. */
+enum {
+    QCOW2_HDR_REFTABLE_OFFSET = 48,     /* u64, then u32 clusters */
+    QCOW2_HDR_INCOMPAT = 72,
+    QCOW2_HDR_AUTOCLEAR = 88,
+};
+
+/* L1, L2 and refcount table entries. */
+#define QCOW2_OFLAG_COPIED          (1ULL << 63)
+#define QCOW2_OFLAG_COMPRESSED      (1ULL << 62)
+#define QCOW2_OFLAG_ZERO            (1ULL << 0)
+#define QCOW2_L1E_OFFSET_MASK       0x00fffffffffffe00ULL
+#define QCOW2_L2E_OFFSET_MASK       0x00fffffffffffe00ULL
+#define QCOW2_REFT_OFFSET_MASK      0xfffffffffffffe00ULL
+/* Host clusters must lie below 2^56 (the L2 entry offset field). */
+#define QCOW2_MAX_HOST_OFFSET       (1ULL << 56)
+
+typedef enum Qcow2ClusterType {
+    QCOW2_CLUSTER_UNALLOCATED,
+    QCOW2_CLUSTER_ZERO_PLAIN,       /* zero flag, no host cluster */
+    QCOW2_CLUSTER_ZERO_ALLOC,       /* zero flag, preallocated host cluster */
+    QCOW2_CLUSTER_NORMAL,
+    QCOW2_CLUSTER_COMPRESSED,
+} Qcow2ClusterType;
+
+typedef struct Qcow2Cache Qcow2Cache;
+
+/* A run of guest clusters being allocated (see qcow2-cluster.c). */
+typedef struct Qcow2Alloc {
+    int64_t guest_start;            /* bytes, cluster aligned */
+    int64_t guest_end;
+    CoQueue waiters;                /* overlapping requests */
+    GList link;
+} Qcow2Alloc;
+
+/* Host bytes under data I/O without the lock: never reallocated. */
+typedef struct Qcow2InflightIO {
+    int64_t host_start;
+    int64_t host_end;
+    GList link;
+} Qcow2InflightIO;
+
+typedef struct BDRVQcow2State {
+    /* Set at open and never changed. */
+    int version;
+    int cluster_bits;
+    int64_t cluster_size;
+    int l2_bits;                    /* log2(entries per L2 table) */
+    int64_t l2_entries;
+    int refcount_order;
+    int64_t refcount_block_entries; /* refcounts per refcount block */
+    int refcount_block_bits;        /* log2(refcount_block_entries) */
+    uint64_t refcount_max;
+    uint32_t header_length;
+    uint64_t compatible_features;
+    uint32_t nb_snapshots;
+    int64_t snapshots_offset;
+    char *backing_file;             /* from the header, or NULL */
+    char *backing_format;           /* from the extension, or NULL */
+    BdrvChild *backing;             /* NULL: unallocated reads zeroes */
+    bool pass_discard_request;
+    bool pass_discard_other;
+    bool overlap_check;
+
+    /* Protected by lock. */
+    CoMutex lock;
+    uint64_t incompatible_features;
+    uint64_t autoclear_features;    /* cleared before the first write */
+    uint64_t *l1_table;             /* host byte order */
+    uint32_t l1_size;
+    int64_t l1_table_offset;
+    uint64_t *refcount_table;       /* host byte order */
+    uint32_t refcount_table_size;   /* entries */
+    int64_t refcount_table_offset;
+    Qcow2Cache *l2_cache;
+    Qcow2Cache *refcount_cache;
+    int64_t free_cluster_index;     /* no free cluster below this one */
+    GQueue allocs;                  /* Qcow2Alloc */
+    GQueue inflight;                /* Qcow2InflightIO */
+    bool corrupt;                   /* marked corrupt while open */
+} BDRVQcow2State;
+
+static inline int64_t qcow2_offset_into_cluster(BDRVQcow2State *s,
+                                                int64_t offset)
+{
+    return offset & (s->cluster_size - 1);
+}
+
+static inline int64_t qcow2_start_of_cluster(BDRVQcow2State *s,
+                                             int64_t offset)
+{
+    return offset & ~(s->cluster_size - 1);
+}
+
+static inline int64_t qcow2_size_to_clusters(BDRVQcow2State *s,
+                                             int64_t size)
+{
+    return (size + s->cluster_size - 1) >> s->cluster_bits;
+}
+
+/*
+ * qcow2_l2e_type:
+ * @l2e: an L2 entry in host byte order
+ * @version: 2 or 3 (version 2 has no zero flag)
+ *
+ * Decode the kind of cluster an L2 entry describes.
+ */
+static inline Qcow2ClusterType qcow2_l2e_type(uint64_t l2e, int version)
+{
+    if (l2e & QCOW2_OFLAG_COMPRESSED) {
+        return QCOW2_CLUSTER_COMPRESSED;
+    }
+    if (version >= 3 && (l2e & QCOW2_OFLAG_ZERO)) {
+        return (l2e & QCOW2_L2E_OFFSET_MASK) ? QCOW2_CLUSTER_ZERO_ALLOC
+                                             : QCOW2_CLUSTER_ZERO_PLAIN;
+    }
+    return (l2e & QCOW2_L2E_OFFSET_MASK) ? QCOW2_CLUSTER_NORMAL
+                                         : QCOW2_CLUSTER_UNALLOCATED;
+}
+
+/*
+ * qcow2_compressed_range:
+ * @l2e: a compressed cluster descriptor
+ * @cluster_bits: log2 of the cluster size
+ * @host: set to the host offset of the compressed data
+ * @bytes: set to the bytes the descriptor reserves (whole 512-byte
+ *     sectors, counted from the sector holding @host)
+ */
+static inline void qcow2_compressed_range(uint64_t l2e, int cluster_bits,
+                                          int64_t *host, int64_t *bytes)
+{
+    int x = 62 - (cluster_bits - 8);
+    uint64_t sectors_mask = (1ULL << (cluster_bits - 8)) - 1;
+
+    *host = l2e & ((1ULL << x) - 1);
+    *bytes = (int64_t)(((l2e >> x) & sectors_mask) + 1) * 512 -
+             (*host & 511);
+}
+
+/* qcow2.c */
+
+/*
+ * qcow2_signal_corruption:
+ * Report metadata corruption found at run time, mark the image corrupt in
+ * its header (so that it is not opened read/write again before a repair)
+ * and fail every later write of this node.  Returns -EIO.
+ */
+int coroutine_fn qcow2_signal_corruption(BlockDriverState *bs,
+                                         const char *fmt, ...)
+    G_GNUC_PRINTF(2, 3);
+
+/*
+ * qcow2_check_metadata_overlap:
+ * With overlap checks on, fail (signalling corruption) if a write of
+ * [@offset, @offset + @bytes) to the image file would hit the header,
+ * the active L1 table or the refcount table.
+ */
+int coroutine_fn qcow2_check_metadata_overlap(BlockDriverState *bs,
+                                              int64_t offset, int64_t bytes);
+
+/* Write an 8-byte header field in place (no flush). */
+int coroutine_fn qcow2_write_header_u64(BlockDriverState *bs, int offset,
+                                        uint64_t value);
+
+/* qcow2-refcount.c */
+
+/* Decode or encode refcount @index of a refcount block (any order). */
+uint64_t qcow2_refcount_get(const void *block, int order, uint64_t index);
+void qcow2_refcount_set(void *block, int order, uint64_t index,
+                        uint64_t value);
+
+/* Read the refcount table at open; checks every entry. */
+int coroutine_fn qcow2_refcount_init(BlockDriverState *bs, int64_t file_len,
+                                     Error **errp);
+
+/* Refcount of host cluster @cluster_index (0 past the table). */
+int coroutine_fn qcow2_get_refcount(BlockDriverState *bs,
+                                    int64_t cluster_index,
+                                    uint64_t *refcount);
+
+/*
+ * qcow2_alloc_clusters:
+ * Allocate @nb_clusters contiguous free host clusters and set their
+ * refcounts to 1 (in the refcount cache; refcount blocks and a grown
+ * refcount table are written to disk before anything points to them).
+ * Returns the host offset or -errno.  Called with s->lock held.
+ */
+int64_t coroutine_fn qcow2_alloc_clusters(BlockDriverState *bs,
+                                          int64_t nb_clusters);
+
+/*
+ * qcow2_free_clusters:
+ * Drop one reference to each host cluster in [@offset, @offset + @bytes)
+ * (whole clusters covered by the range).  The refcount cache is made to
+ * depend on the L2 cache first, so a dropped refcount never reaches the
+ * disk before the L2 entry that stopped using the cluster.  With
+ * @pass_discard, clusters whose refcount reaches 0 are discarded in the
+ * image file.  Called with s->lock held.
+ */
+int coroutine_fn qcow2_free_clusters(BlockDriverState *bs, int64_t offset,
+                                     int64_t bytes, bool pass_discard);
+
+/* Free the host clusters an L2 entry refers to, if any. */
+int coroutine_fn qcow2_free_l2e(BlockDriverState *bs, uint64_t l2e,
+                                bool pass_discard);
+
+/* Increase the refcounts of [@offset, @offset + @bytes) by one. */
+int coroutine_fn qcow2_ref_clusters(BlockDriverState *bs, int64_t offset,
+                                    int64_t bytes);
+
+/* qcow2-cache.c */
+
+/*
+ * qcow2_cache_create:
+ * A cache of @num_tables cluster-sized tables of the image file of @bs,
+ * evicted least recently used first.  Dirty tables are written back on
+ * eviction and on qcow2_cache_write(), after their dependency.
+ */
+Qcow2Cache *qcow2_cache_create(BlockDriverState *bs, int num_tables,
+                               int64_t table_size);
+void qcow2_cache_destroy(Qcow2Cache *c);
+
+/*
+ * qcow2_cache_get:
+ * Pin the table at image file offset @offset (reading it on a miss) and
+ * return it in *@table.  Release with qcow2_cache_put().
+ */
+int coroutine_fn qcow2_cache_get(Qcow2Cache *c, int64_t offset,
+                                 void **table);
+/* Like qcow2_cache_get(), for a new table: zeroed, nothing is read. */
+int coroutine_fn qcow2_cache_get_empty(Qcow2Cache *c, int64_t offset,
+                                       void **table);
+void qcow2_cache_put(Qcow2Cache *c, void **table);
+void qcow2_cache_mark_dirty(Qcow2Cache *c, void *table);
+
+/*
+ * qcow2_cache_set_dependency:
+ * Dirty tables of @c may only be written once every dirty table of
+ * @dependency is on stable storage.  Call it *before* dirtying @c.
+ */
+int coroutine_fn qcow2_cache_set_dependency(Qcow2Cache *c,
+                                            Qcow2Cache *dependency);
+
+/* Write back every dirty table (dependencies first); no final fsync. */
+int coroutine_fn qcow2_cache_write(Qcow2Cache *c);
+/* qcow2_cache_write(), then flush the image file. */
+int coroutine_fn qcow2_cache_flush(Qcow2Cache *c);
+/* Forget the table at @offset (its cluster was freed); dirty or not. */
+void qcow2_cache_discard(Qcow2Cache *c, int64_t offset);
+
+/* For tests: the offsets cached, least recently used first. */
+GArray *qcow2_cache_lru_order(Qcow2Cache *c);
+
+/* qcow2-cluster.c */
+
+/* The I/O paths (BlockDriver callbacks of the qcow2 driver). */
+int coroutine_fn qcow2_co_pread(BlockDriverState *bs, int64_t offset,
+                                int64_t bytes, void *buf,
+                                BdrvRequestFlags flags);
+int coroutine_fn qcow2_co_pwrite(BlockDriverState *bs, int64_t offset,
+                                 int64_t bytes, const void *buf,
+                                 BdrvRequestFlags flags);
+int coroutine_fn qcow2_co_pwrite_zeroes(BlockDriverState *bs,
+                                        int64_t offset, int64_t bytes,
+                                        BdrvRequestFlags flags);
+int coroutine_fn qcow2_co_pdiscard(BlockDriverState *bs, int64_t offset,
+                                   int64_t bytes);
+int coroutine_fn qcow2_co_block_status(BlockDriverState *bs,
+                                       int64_t offset, int64_t bytes,
+                                       int64_t *pnum, int64_t *map,
+                                       BlockDriverState **file);
+
+#endif /* BLOCK_QCOW2_H */
