@@ -131,15 +131,16 @@ static void bdrv_child_perm(BlockDriverState *bs, BdrvChild *child,
 }
 
 /*
- * The permissions all parents of @bs take together, with @changed (which
- * may be a new edge not yet in the list) counted as @perm/@shared.
+ * The permissions all parents of @bs take together, with @changed counted
+ * as @perm/@shared; a NULL @changed stands for a new edge not yet in the
+ * list, which adds @perm/@shared (pass 0/BLK_PERM_ALL for none).
  */
 static void bdrv_cumulative_perms(BlockDriverState *bs, BdrvChild *changed,
                                   uint64_t perm, uint64_t shared,
                                   uint64_t *cum_perm, uint64_t *cum_shared)
 {
-    *cum_perm = changed ? perm : 0;
-    *cum_shared = changed ? shared : BLK_PERM_ALL;
+    *cum_perm = perm;
+    *cum_shared = shared;
     for (GList *l = bs->parents; l; l = l->next) {
         BdrvChild *parent = l->data;
 
@@ -210,7 +211,7 @@ static void bdrv_refresh_perms(BlockDriverState *bs)
 {
     uint64_t cum_perm, cum_shared;
 
-    bdrv_cumulative_perms(bs, NULL, 0, 0, &cum_perm, &cum_shared);
+    bdrv_cumulative_perms(bs, NULL, 0, BLK_PERM_ALL, &cum_perm, &cum_shared);
     if (bs->drv->bdrv_set_perm) {
         bs->drv->bdrv_set_perm(bs, cum_perm, cum_shared);
     }
