@@ -137,20 +137,46 @@ int coroutine_fn qcow2_refcount_init(BlockDriverState *bs, int64_t file_len,
     return 0;
 }
 
+/*
+ * The offset of the refcount block of table entry @r: 0 if there is none,
+ * or -EIO (after signalling corruption) if the entry cannot be one.  The
+ * table was validated at open, but a damaged image can still make us
+ * overwrite it at run time (its clusters may have had refcount 0).
+ */
+static int64_t refblock_offset(BlockDriverState *bs, int64_t r)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t offset;
+
+    if (r >= s->refcount_table_size || !s->refcount_table[r]) {
+        return 0;
+    }
+    offset = s->refcount_table[r];
+    if (qcow2_offset_into_cluster(s, offset) ||
+        offset >= QCOW2_MAX_HOST_OFFSET) {
+        return qcow2_signal_corruption(bs, "Refblock offset %#" PRIx64
+                                       " unaligned or out of range "
+                                       "(reftable index: %#" PRIx64 ")",
+                                       offset, r);
+    }
+    return offset;
+}
+
 int coroutine_fn qcow2_get_refcount(BlockDriverState *bs,
                                     int64_t cluster_index,
                                     uint64_t *refcount)
 {
     BDRVQcow2State *s = bs->opaque;
-    int64_t r = cluster_index >> s->refcount_block_bits;
+    int64_t offset = refblock_offset(bs,
+                                     cluster_index >> s->refcount_block_bits);
     void *block;
     int ret;
 
     *refcount = 0;
-    if (r >= s->refcount_table_size || !s->refcount_table[r]) {
-        return 0;
+    if (offset <= 0) {
+        return offset;
     }
-    ret = qcow2_cache_get(s->refcount_cache, s->refcount_table[r], &block);
+    ret = qcow2_cache_get(s->refcount_cache, offset, &block);
     if (ret < 0) {
         return ret;
     }
@@ -193,12 +219,18 @@ static int64_t coroutine_fn find_free_clusters(BlockDriverState *bs,
     for (;;) {
         int64_t r = c >> s->refcount_block_bits;
         int64_t block_end = (r + 1) << s->refcount_block_bits;
+        int64_t offset;
         void *block;
         int ret;
 
         if (c - run_start >= n) {
             int64_t skip = inflight_overlap_end(s, run_start, n);
 
+            if (skip < 0 && run_start == 0) {
+                /* Only a damaged refcount says the header cluster is free. */
+                return qcow2_signal_corruption(bs, "Refcount of the header "
+                                               "cluster is 0");
+            }
             if (skip < 0) {
                 return run_start;
             }
@@ -208,12 +240,15 @@ static int64_t coroutine_fn find_free_clusters(BlockDriverState *bs,
         if (c >= max_cluster) {
             return -ENOSPC;
         }
-        if (r >= s->refcount_table_size || !s->refcount_table[r]) {
+        offset = refblock_offset(bs, r);
+        if (offset < 0) {
+            return offset;
+        }
+        if (offset == 0) {
             c = MIN(block_end, run_start + n);
             continue;
         }
-        ret = qcow2_cache_get(s->refcount_cache, s->refcount_table[r],
-                              &block);
+        ret = qcow2_cache_get(s->refcount_cache, offset, &block);
         if (ret < 0) {
             return ret;
         }
@@ -243,13 +278,17 @@ static int coroutine_fn update_refcounts(BlockDriverState *bs, int64_t first,
         void *block;
         int ret;
 
-        if (r >= s->refcount_table_size || !s->refcount_table[r]) {
+        int64_t offset = refblock_offset(bs, r);
+
+        if (offset < 0) {
+            return offset;
+        }
+        if (offset == 0) {
             return qcow2_signal_corruption(bs, "refcount block for cluster "
                                            "0x%" PRIx64 " missing",
                                            c << s->cluster_bits);
         }
-        ret = qcow2_cache_get(s->refcount_cache, s->refcount_table[r],
-                              &block);
+        ret = qcow2_cache_get(s->refcount_cache, offset, &block);
         if (ret < 0) {
             return ret;
         }

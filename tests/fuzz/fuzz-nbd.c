@@ -8,7 +8,7 @@
  * sends, until the server closes the connection, so every input exercises
  * the handshake, the transmission phase and the teardown path.
  *
- * The exported node is a 1 MiB in-memory driver defined here, writable,
+ * The exported node is a 1 MiB in-memory node (fuzz-mem.c), writable,
  * under the empty (default) export name, with both meta contexts, so that
  * short inputs reach every command.  A seed input is a recorded client
  * session (e.g. captured from qemu-io or nbdsh).
@@ -21,98 +21,11 @@
 #include "block/block_int.h"
 #include "block/export.h"
 #include "nbd/nbd.h"
+#include "fuzz-mem.h"
 
 #include <sys/socket.h>
 
 #define FUZZ_DISK_SIZE (1 << 20)
-
-typedef struct FuzzMemState {
-    uint8_t *data;
-} FuzzMemState;
-
-static int coroutine_fn fuzz_mem_open(BlockDriverState *bs,
-                                      BlockdevOptions *options, Error **errp)
-{
-    FuzzMemState *s = bs->opaque;
-
-    s->data = g_malloc0(FUZZ_DISK_SIZE);
-    bs->total_bytes = FUZZ_DISK_SIZE;
-    bs->bl.request_alignment = 1;
-    return 0;
-}
-
-static void fuzz_mem_close(BlockDriverState *bs)
-{
-    FuzzMemState *s = bs->opaque;
-
-    g_free(s->data);
-}
-
-static int coroutine_fn fuzz_mem_pread(BlockDriverState *bs, int64_t offset,
-                                       int64_t bytes, void *buf,
-                                       BdrvRequestFlags flags)
-{
-    FuzzMemState *s = bs->opaque;
-
-    memcpy(buf, s->data + offset, bytes);
-    return 0;
-}
-
-static int coroutine_fn fuzz_mem_pwrite(BlockDriverState *bs,
-                                        int64_t offset, int64_t bytes,
-                                        const void *buf,
-                                        BdrvRequestFlags flags)
-{
-    FuzzMemState *s = bs->opaque;
-
-    memcpy(s->data + offset, buf, bytes);
-    return 0;
-}
-
-static int coroutine_fn fuzz_mem_pwrite_zeroes(BlockDriverState *bs,
-                                               int64_t offset, int64_t bytes,
-                                               BdrvRequestFlags flags)
-{
-    FuzzMemState *s = bs->opaque;
-
-    memset(s->data + offset, 0, bytes);
-    return 0;
-}
-
-static int coroutine_fn fuzz_mem_pdiscard(BlockDriverState *bs,
-                                          int64_t offset, int64_t bytes)
-{
-    return fuzz_mem_pwrite_zeroes(bs, offset, bytes, 0);
-}
-
-static int coroutine_fn fuzz_mem_block_status(BlockDriverState *bs,
-                                              int64_t offset, int64_t bytes,
-                                              int64_t *pnum, int64_t *map,
-                                              BlockDriverState **file)
-{
-    /* Alternate 64 KiB of data and 64 KiB of zeroes: many extents. */
-    int64_t chunk = 64 * 1024;
-    int64_t end = MIN(ALIGN_DOWN(offset, chunk) + chunk, offset + bytes);
-
-    *pnum = end - offset;
-    return BDRV_BLOCK_ALLOCATED |
-           ((offset / chunk) % 2 ? BDRV_BLOCK_ZERO : BDRV_BLOCK_DATA);
-}
-
-static const BlockDriver fuzz_mem_driver = {
-    .format_name = "fuzz-mem",
-    .instance_size = sizeof(FuzzMemState),
-    .bdrv_open = fuzz_mem_open,
-    .bdrv_close = fuzz_mem_close,
-    .bdrv_co_pread = fuzz_mem_pread,
-    .bdrv_co_pwrite = fuzz_mem_pwrite,
-    .bdrv_co_pwrite_zeroes = fuzz_mem_pwrite_zeroes,
-    .bdrv_co_pdiscard = fuzz_mem_pdiscard,
-    .bdrv_co_block_status = fuzz_mem_block_status,
-    .supported_write_flags = BDRV_REQ_FUA,
-    .supported_zero_flags = BDRV_REQ_FUA | BDRV_REQ_MAY_UNMAP |
-                            BDRV_REQ_NO_FALLBACK,
-};
 
 static void coroutine_fn fuzz_setup_entry(void *opaque)
 {
@@ -133,7 +46,9 @@ static void coroutine_fn fuzz_setup_entry(void *opaque)
         .u.nbd.allocation_depth = true,
     };
 
-    bdrv_new_open_driver(&fuzz_mem_driver, "fuzz0", true, &error_abort);
+    g_autofree uint8_t *zeroes = g_malloc0(FUZZ_DISK_SIZE);
+
+    fuzz_mem_open_node("fuzz0", zeroes, FUZZ_DISK_SIZE, FUZZ_DISK_SIZE);
     nbd_server_start(&addr, NULL, NULL, 0, &error_abort);
     blk_exp_add(&opts, &error_abort);
 }
