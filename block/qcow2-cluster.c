@@ -30,9 +30,14 @@
  * points to it; old clusters are freed only after their L2 entry changed
  * (the refcount cache then depends on the L2 cache).
  *
- * Compressed clusters are not decoded yet: reading one (or copying one
- * on write) fails with -ENOTSUP.  Writing over, zeroing or discarding a
- * compressed cluster works.
+ * A compressed cluster is read (for a guest read, or as the old data of
+ * a partial overwrite) by reading its host byte run whole, decoding it
+ * into a cluster buffer on a worker thread (qcow2-compress.c) and
+ * copying out the requested part.  A guest read registers the run as in
+ * flight, so a concurrent overwrite that frees the compressed cluster
+ * cannot hand its bytes to another allocation before the read is done.
+ * Writing over a compressed cluster allocates a normal one; blockd does
+ * not write compressed clusters.
  */
 #include "block/qcow2.h"
 
@@ -47,6 +52,7 @@ typedef struct Qcow2Mapping {
     bool copied;                    /* COPIED flag of the run */
     int64_t host;                   /* host offset of the first byte */
     int64_t bytes;                  /* length of the run from the offset */
+    uint64_t l2e;                   /* L2 entry of the first cluster */
 } Qcow2Mapping;
 
 static int64_t l1_index_of(BDRVQcow2State *s, int64_t offset)
@@ -116,6 +122,7 @@ static int coroutine_fn get_mapping(BlockDriverState *bs, int64_t offset,
 
     m->type = qcow2_l2e_type(first, s->version);
     m->copied = first & QCOW2_OFLAG_COPIED;
+    m->l2e = first;
     m->bytes = MIN(bytes, (n << s->cluster_bits) - in_cluster);
     if (m->type == QCOW2_CLUSTER_NORMAL ||
         m->type == QCOW2_CLUSTER_ZERO_ALLOC) {
@@ -174,29 +181,18 @@ static void coroutine_fn wait_for_allocs(BDRVQcow2State *s, int64_t offset,
 }
 
 /*
- * Checks before the first change of the image: not marked corrupt, and
- * autoclear features (which blockd does not maintain) cleared on disk.
- * Called with s->lock held.
+ * Checks before every change of guest data: not marked corrupt; the
+ * bitmaps code counts the write and clears the autoclear features blockd
+ * does not maintain (all but bitmaps).  Called with s->lock held.
  */
 static int coroutine_fn prepare_write(BlockDriverState *bs)
 {
     BDRVQcow2State *s = bs->opaque;
-    int ret;
 
     if (s->corrupt) {
         return -EIO;
     }
-    if (!s->autoclear_features) {
-        return 0;
-    }
-    ret = qcow2_write_header_u64(bs, QCOW2_HDR_AUTOCLEAR, 0);
-    if (ret == 0) {
-        ret = bdrv_co_flush(bs->file->bs);
-    }
-    if (ret == 0) {
-        s->autoclear_features = 0;
-    }
-    return ret;
+    return qcow2_bitmaps_note_write(bs);
 }
 
 /* Read image file bytes; a part past its end (after a crash) is zero. */
@@ -225,6 +221,38 @@ static int coroutine_fn read_backing(BlockDriverState *bs, int64_t offset,
 }
 
 /*
+ * Read guest bytes [@offset, @offset + @bytes) of the compressed cluster
+ * described by @l2e: decode the whole cluster, copy out the part.
+ */
+static int coroutine_fn read_compressed(BlockDriverState *bs, uint64_t l2e,
+                                        int64_t offset, int64_t bytes,
+                                        void *buf)
+{
+    BDRVQcow2State *s = bs->opaque;
+    g_autofree uint8_t *cluster = NULL;
+    g_autofree uint8_t *data = NULL;
+    int64_t host, csize;
+    int ret;
+
+    qcow2_compressed_range(l2e, s->cluster_bits, &host, &csize);
+    data = g_try_malloc(csize);
+    cluster = g_try_malloc(s->cluster_size);
+    if (!data || !cluster) {
+        return -ENOMEM;
+    }
+    ret = read_host(bs, host, csize, data);
+    if (ret < 0) {
+        return ret;
+    }
+    ret = qcow2_co_decompress(bs, cluster, s->cluster_size, data, csize);
+    if (ret < 0) {
+        return ret;
+    }
+    memcpy(buf, cluster + qcow2_offset_into_cluster(s, offset), bytes);
+    return 0;
+}
+
+/*
  * Read guest bytes [@offset, @offset + @bytes), all in one cluster whose
  * L2 entry was @l2e, for copy-on-write.  The caller owns the cluster
  * through an allocation in flight, so its old host cluster stays.
@@ -245,6 +273,8 @@ static int coroutine_fn read_old_cluster(BlockDriverState *bs, uint64_t l2e,
     case QCOW2_CLUSTER_NORMAL:
         return read_host(bs, (l2e & QCOW2_L2E_OFFSET_MASK) +
                          qcow2_offset_into_cluster(s, offset), bytes, buf);
+    case QCOW2_CLUSTER_COMPRESSED:
+        return read_compressed(bs, l2e, offset, bytes, buf);
     default:
         return -ENOTSUP;
     }
@@ -266,6 +296,11 @@ int coroutine_fn qcow2_co_pread(BlockDriverState *bs, int64_t offset,
         ret = get_mapping(bs, offset, bytes, &m);
         if (ret == 0 && m.type == QCOW2_CLUSTER_NORMAL) {
             inflight_begin(s, &io, m.host, m.bytes);
+        } else if (ret == 0 && m.type == QCOW2_CLUSTER_COMPRESSED) {
+            int64_t host, csize;
+
+            qcow2_compressed_range(m.l2e, s->cluster_bits, &host, &csize);
+            inflight_begin(s, &io, host, csize);
         }
         co_mutex_unlock(&s->lock);
         if (ret < 0) {
@@ -285,7 +320,8 @@ int coroutine_fn qcow2_co_pread(BlockDriverState *bs, int64_t offset,
             inflight_end(s, &io);
             break;
         case QCOW2_CLUSTER_COMPRESSED:
-            ret = -ENOTSUP;
+            ret = read_compressed(bs, m.l2e, offset, m.bytes, p);
+            inflight_end(s, &io);
             break;
         }
         if (ret < 0) {

@@ -7,17 +7,19 @@
  * before anything else is read, so a damaged image is refused with a
  * message instead of being trusted; QEMU's wording is used where QEMU
  * refuses the same damage.  Then the header extensions (backing format,
- * feature names; every other one, the bitmaps extension included, is
- * left alone), the backing file name, the L1 table and the refcount table
- * are read and their entries checked.
+ * feature names, bitmaps (qcow2-bitmap.c); every other one is left
+ * alone), the backing file name, the L1 table and the refcount table
+ * are read and their entries checked.  Last, the bitmap directory is
+ * checked and, read/write, auto bitmaps are flagged in_use.
  *
  * The header is never rewritten as a whole: the driver changes only
  * single fields in place (incompatible and autoclear feature bits, the
  * refcount table location), each a write within one sector, so
- * extensions it does not know survive untouched.  Before the first write
- * to the image the autoclear bits are cleared, as the specification
- * requires from a program that does not maintain the features they
- * stand for (today: persistent bitmaps, which become inconsistent).
+ * extensions it does not know survive untouched (only the bitmaps code
+ * adds or removes an extension).  Before the first write to the image
+ * the autoclear bits other than "bitmaps" are cleared, as the
+ * specification requires from a program that does not maintain the
+ * features they stand for; bitmaps are maintained (qcow2-bitmap.c).
  *
  * The dirty bit (lazy refcounts) is not used: metadata writes are
  * ordered so that the image is always consistent up to leaked clusters
@@ -230,8 +232,13 @@ static bool read_extensions(BlockDriverState *bs, const uint8_t *hdr,
             features = hdr + pos;
             features_len = len;
             break;
+        case QCOW2_EXT_BITMAPS:
+            if (!qcow2_bitmaps_read_ext(bs, hdr + pos, len, pos, errp)) {
+                return false;
+            }
+            break;
         default:
-            /* Bitmaps, crypto, data file, unknown: left as they are. */
+            /* Crypto, data file, unknown: left as they are. */
             break;
         }
         pos += ALIGN_UP((size_t)len, 8);
@@ -456,6 +463,7 @@ static void qcow2_free_state(BDRVQcow2State *s)
     g_free(s->refcount_table);
     g_free(s->backing_file);
     g_free(s->backing_format);
+    qcow2_bitmaps_free(s);
     s->l1_table = NULL;
     s->refcount_table = NULL;
     s->backing_file = s->backing_format = NULL;
@@ -607,6 +615,10 @@ static int coroutine_fn qcow2_read_header(BlockDriverState *bs,
                    buf[QCOW2_V3_HEADER_LEN]);
         return -ENOTSUP;
     }
+    s->compression_type = s->header_length > QCOW2_V3_HEADER_LEN &&
+                          (s->incompatible_features &
+                           QCOW2_INCOMPAT_COMPRESSION)
+                          ? buf[QCOW2_V3_HEADER_LEN] : 0;
     if ((s->incompatible_features & QCOW2_INCOMPAT_CORRUPT) &&
         !bs->read_only) {
         error_setg(errp, "qcow2: Image is corrupt; cannot be opened "
@@ -775,6 +787,11 @@ static int coroutine_fn qcow2_open(BlockDriverState *bs,
         ret = -EINVAL;
         goto fail;
     }
+    /* Last: read/write, it flags bitmaps in_use on disk. */
+    ret = qcow2_bitmaps_open(bs, file_len, errp);
+    if (ret < 0) {
+        goto fail;
+    }
     bs->bl.request_alignment = 1;
     return 0;
 
@@ -785,6 +802,7 @@ fail:
 
 static void qcow2_close(BlockDriverState *bs)
 {
+    qcow2_bitmaps_close(bs);
     qcow2_free_state(bs->opaque);
 }
 
@@ -822,6 +840,7 @@ static const BlockDriver bdrv_qcow2 = {
     .instance_size = sizeof(BDRVQcow2State),
     .bdrv_open = qcow2_open,
     .bdrv_close = qcow2_close,
+    .bdrv_co_create = qcow2_co_create,
     .bdrv_co_pread = qcow2_co_pread,
     .bdrv_co_pwrite = qcow2_co_pwrite,
     .bdrv_co_pwrite_zeroes = qcow2_co_pwrite_zeroes,

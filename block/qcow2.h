@@ -43,6 +43,7 @@ enum {
                                      QCOW2_INCOMPAT_CORRUPT | \
                                      QCOW2_INCOMPAT_COMPRESSION)
 #define QCOW2_COMPAT_LAZY_REFCOUNTS (1ULL << 0)
+#define QCOW2_AUTOCLEAR_BITMAPS     (1ULL << 0)
 
 /* Header extension types. */
 #define QCOW2_EXT_END               0x00000000U
@@ -78,6 +79,7 @@ typedef enum Qcow2ClusterType {
 } Qcow2ClusterType;
 
 typedef struct Qcow2Cache Qcow2Cache;
+typedef struct Qcow2Bitmaps Qcow2Bitmaps;    /* qcow2-bitmap.c */
 
 /* A run of guest clusters being allocated (see qcow2-cluster.c). */
 typedef struct Qcow2Alloc {
@@ -109,6 +111,7 @@ typedef struct BDRVQcow2State {
     uint64_t compatible_features;
     uint32_t nb_snapshots;
     int64_t snapshots_offset;
+    int compression_type;           /* 0 zlib (deflate), 1 zstd */
     char *backing_file;             /* from the header, or NULL */
     char *backing_format;           /* from the extension, or NULL */
     BdrvChild *backing;             /* NULL: unallocated reads zeroes */
@@ -119,7 +122,7 @@ typedef struct BDRVQcow2State {
     /* Protected by lock. */
     CoMutex lock;
     uint64_t incompatible_features;
-    uint64_t autoclear_features;    /* cleared before the first write */
+    uint64_t autoclear_features;    /* all but bitmaps cleared on write */
     uint64_t *l1_table;             /* host byte order */
     uint32_t l1_size;
     int64_t l1_table_offset;
@@ -132,6 +135,7 @@ typedef struct BDRVQcow2State {
     GQueue allocs;                  /* Qcow2Alloc */
     GQueue inflight;                /* Qcow2InflightIO */
     bool corrupt;                   /* marked corrupt while open */
+    Qcow2Bitmaps *bitmaps;          /* the bitmap directory */
 } BDRVQcow2State;
 
 static inline int64_t qcow2_offset_into_cluster(BDRVQcow2State *s,
@@ -323,5 +327,107 @@ int coroutine_fn qcow2_co_block_status(BlockDriverState *bs,
                                        int64_t offset, int64_t bytes,
                                        int64_t *pnum, int64_t *map,
                                        BlockDriverState **file);
+
+/* qcow2-compress.c */
+
+/*
+ * qcow2_co_decompress:
+ * Decode the compressed cluster data @src (@src_size bytes, possibly
+ * followed by padding) into @dest, which must be filled exactly
+ * (@dest_size bytes, the cluster size), with the image's compression
+ * type.  Runs on a worker thread.  Returns 0, or -EIO for data that does
+ * not decode into a whole cluster.
+ */
+int coroutine_fn qcow2_co_decompress(BlockDriverState *bs, void *dest,
+                                     size_t dest_size, const void *src,
+                                     size_t src_size);
+
+/* qcow2-create.c */
+
+/*
+ * qcow2_co_create:
+ * blockdev-create for qcow2 (BlockDriver.bdrv_co_create): check the
+ * options as QEMU does and write an empty image onto the node @opts
+ * names.  Returns 0 or -errno with *@errp set.
+ */
+int coroutine_fn qcow2_co_create(BlockdevCreateOptions *opts, Error **errp);
+
+/* qcow2-bitmap.c */
+
+/* Bitmap directory entry flags and type. */
+#define QCOW2_BME_IN_USE            (1U << 0)
+#define QCOW2_BME_AUTO              (1U << 1)
+#define QCOW2_BME_EXTRA_COMPATIBLE  (1U << 2)
+#define QCOW2_BME_FLAGS_KNOWN       0x7U
+#define QCOW2_BME_TYPE_DIRTY        1
+/* QEMU's limits on one bitmap: table entries, bytes of bitmap data. */
+#define QCOW2_BME_MAX_TABLE_SIZE    0x8000000ULL
+#define QCOW2_BME_MAX_PHYS_SIZE     0x20000000ULL
+/* Bitmap table entries: a data cluster, or 0 / 1 (all zeroes / ones). */
+#define QCOW2_BME_TABLE_OFFSET_MASK 0x00fffffffffffe00ULL
+#define QCOW2_BME_TABLE_ALL_ONES    1ULL
+
+/* One bitmap directory entry, decoded; extra data is not supported. */
+typedef struct Qcow2BitmapEntry {
+    uint64_t table_offset;
+    uint32_t table_size;            /* entries */
+    uint32_t flags;
+    uint8_t type;
+    uint8_t granularity_bits;
+    char *name;                     /* NUL-terminated copy */
+    /* Not on disk: in_use was set by this open, valid while no write. */
+    bool flagged;
+    uint64_t clean_at;              /* Qcow2Bitmaps write count then */
+} Qcow2BitmapEntry;
+
+void qcow2_bitmap_entry_free(Qcow2BitmapEntry *e);
+
+/* Bytes entry @e takes in the directory (a multiple of 8). */
+uint64_t qcow2_bitmap_entry_size(const Qcow2BitmapEntry *e);
+
+/*
+ * qcow2_bitmap_dir_decode:
+ * Decode a directory of @nb entries in @buf (@size bytes, which the
+ * entries must fill exactly).  Checks the structure: entry sizes, name
+ * lengths (1 to 1023, unique), extra data (none), reserved flag bits.
+ * Returns a GPtrArray of Qcow2BitmapEntry, or NULL with @errp set.
+ */
+GPtrArray *qcow2_bitmap_dir_decode(const uint8_t *buf, uint64_t size,
+                                   uint32_t nb, Error **errp);
+
+/* Encode @dir into @buf, which has room for qcow2_bitmap_dir_size(). */
+uint64_t qcow2_bitmap_dir_size(GPtrArray *dir);
+void qcow2_bitmap_dir_encode(GPtrArray *dir, uint8_t *buf);
+
+/* Bitmap table entries for a disk of @disk_size bytes. */
+uint64_t qcow2_bitmap_table_entries(int64_t disk_size, uint32_t granularity,
+                                    int cluster_bits);
+
+/*
+ * qcow2_bitmap_entry_check:
+ * Check entry @e against the image: type, granularity (2^9 to 2^31),
+ * bitmap table alignment, size (enough for @disk_size, QEMU's limits)
+ * and location inside the file of @file_len bytes.
+ */
+bool qcow2_bitmap_entry_check(const Qcow2BitmapEntry *e, int cluster_bits,
+                              int64_t disk_size, int64_t file_len,
+                              Error **errp);
+
+/*
+ * The driver's hooks.  qcow2_bitmaps_read_ext() parses the extension
+ * while the header is read; qcow2_bitmaps_open() reads and checks the
+ * directory and, read/write, flags auto bitmaps in_use;
+ * qcow2_bitmaps_note_write() runs (under s->lock) before every change of
+ * guest data and clears the autoclear bits blockd does not maintain;
+ * qcow2_bitmaps_close() clears the in_use flags this open set if the
+ * image was not written since; qcow2_bitmaps_free() frees the state.
+ */
+bool qcow2_bitmaps_read_ext(BlockDriverState *bs, const uint8_t *data,
+                            uint32_t len, size_t pos, Error **errp);
+int coroutine_fn qcow2_bitmaps_open(BlockDriverState *bs, int64_t file_len,
+                                    Error **errp);
+int coroutine_fn qcow2_bitmaps_note_write(BlockDriverState *bs);
+void qcow2_bitmaps_close(BlockDriverState *bs);
+void qcow2_bitmaps_free(BDRVQcow2State *s);
 
 #endif /* BLOCK_QCOW2_H */

@@ -337,9 +337,14 @@ def test_damaged_image_refused_blockd(daemon, scratch, name, patches, trunc, mes
 
 
 @pytest.mark.quick
-@pytest.mark.blockd_only("QEMU maintains bitmaps: it rewrites their directory")
+@pytest.mark.blockd_only("QEMU rewrites the whole header and its bitmap directory at close")
 def test_unknown_extensions_and_bitmaps_preserved(daemon, scratch):
-    """A header with a bitmap survives writes (its autoclear bit is dropped)."""
+    """A header with a bitmap survives writes; the bitmap stays in use.
+
+    blockd maintains bitmaps (test_qcow2_bitmaps.py): it keeps the
+    autoclear bit and rewrites only the directory location in the bitmaps
+    extension (to flag the bitmap in_use, which stays set after writes).
+    """
     img = create_qcow2(os.path.join(scratch, "t.qcow2"), SIZE)
     qemu_img("bitmap", "--add", img, "b0")
     with open(img, "rb") as f:
@@ -349,11 +354,17 @@ def test_unknown_extensions_and_bitmaps_preserved(daemon, scratch):
     assert daemon.stop()
     with open(img, "rb") as f:
         after = f.read(4096)
-    # Everything but the autoclear field (bytes 88-95) and the refcount
-    # table location (48-59) is byte-for-byte the same.
-    assert before[104:] == after[104:]
+    # The bitmaps extension's data: nb_bitmaps, reserved, size, offset.
+    pos = struct.unpack(">I", before[100:104])[0]
+    while struct.unpack(">I", before[pos:pos + 4])[0] != 0x23852875:
+        pos += 8 + (struct.unpack(">I", before[pos + 4:pos + 8])[0] + 7) // 8 * 8
+    dir_off = pos + 8 + 16
+    # Everything but the refcount table location (48-59) and the
+    # directory offset is byte-for-byte the same.
     assert before[:48] == after[:48]
-    assert before[60:88] == after[60:88]
-    # With the autoclear bit gone, QEMU ignores the bitmap: its clusters
-    # are leaks until a later blockd maintains bitmaps.
-    check_image(img, allow_leaks=True)
+    assert before[60:dir_off] == after[60:dir_off]
+    assert before[dir_off + 8:] == after[dir_off + 8:]
+    info = json.loads(qemu_img("info", "--output=json", img).stdout)
+    bitmaps = info["format-specific"]["data"]["bitmaps"]
+    assert [(b["name"], sorted(b["flags"])) for b in bitmaps] == [("b0", ["auto", "in-use"])]
+    check_image(img)
