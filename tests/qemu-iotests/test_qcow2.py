@@ -249,7 +249,7 @@ def test_kill9_leaves_consistent_image(daemon_factory, scratch):
     """SIGKILL during writes: qemu-img check finds no corruption (leaks allowed)."""
     rng = random.Random(42)
     img = create_qcow2(os.path.join(scratch, "t.qcow2"), 256 * MiB, "cluster_size=4096")
-    for rnd in range(12):
+    for rnd in range(20):
         d = daemon_factory(subdir=f"r{rnd}")
         uri = export_qcow2(d, img)
         procs = []
