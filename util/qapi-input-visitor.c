@@ -190,6 +190,24 @@ static void qiv_pop(InputVisitor *qiv)
     g_ptr_array_remove_index(qiv->stack, qiv->stack->len - 1);
 }
 
+/*
+ * Fetch member @name, which must be of JSON type @type (called @type_name
+ * in the error message).
+ */
+static bool qiv_get_typed(InputVisitor *qiv, const char *name,
+                          json_type type, const char *type_name,
+                          json_object **value, Error **errp)
+{
+    if (!qiv_get(qiv, name, true, value, errp)) {
+        return false;
+    }
+    if (!json_object_is_type(*value, type)) {
+        qiv_type_error(qiv, name, type_name, errp);
+        return false;
+    }
+    return true;
+}
+
 static bool qiv_start_struct(Visitor *v, const char *name, void **obj,
                              size_t size, Error **errp)
 {
@@ -199,11 +217,8 @@ static bool qiv_start_struct(Visitor *v, const char *name, void **obj,
     if (obj) {
         *obj = NULL;
     }
-    if (!qiv_get(qiv, name, true, &value, errp)) {
-        return false;
-    }
-    if (!json_object_is_type(value, json_type_object)) {
-        qiv_type_error(qiv, name, "object", errp);
+    if (!qiv_get_typed(qiv, name, json_type_object, "object", &value,
+                       errp)) {
         return false;
     }
     qiv_push(qiv, name, value);
@@ -249,11 +264,8 @@ static bool qiv_start_list(Visitor *v, const char *name, GenericList **list,
     if (list) {
         *list = NULL;
     }
-    if (!qiv_get(qiv, name, true, &value, errp)) {
-        return false;
-    }
-    if (!json_object_is_type(value, json_type_array)) {
-        qiv_type_error(qiv, name, "array", errp);
+    if (!qiv_get_typed(qiv, name, json_type_array, "array", &value,
+                       errp)) {
         return false;
     }
     qiv_push(qiv, name, value);
@@ -374,11 +386,8 @@ static bool qiv_type_uint64(Visitor *v, const char *name, uint64_t *obj,
         }
         return true;
     }
-    if (!qiv_get(qiv, name, true, &value, errp)) {
-        return false;
-    }
-    if (!json_object_is_type(value, json_type_int)) {
-        qiv_type_error(qiv, name, "integer", errp);
+    if (!qiv_get_typed(qiv, name, json_type_int, "integer", &value,
+                       errp)) {
         return false;
     }
     /* Negative numbers are accepted for compatibility, as QEMU does */
@@ -429,11 +438,8 @@ static bool qiv_type_bool(Visitor *v, const char *name, bool *obj,
         }
         return true;
     }
-    if (!qiv_get(qiv, name, true, &value, errp)) {
-        return false;
-    }
-    if (!json_object_is_type(value, json_type_boolean)) {
-        qiv_type_error(qiv, name, "boolean", errp);
+    if (!qiv_get_typed(qiv, name, json_type_boolean, "boolean", &value,
+                       errp)) {
         return false;
     }
     *obj = json_object_get_boolean(value);
@@ -447,11 +453,8 @@ static bool qiv_type_str(Visitor *v, const char *name, char **obj,
     json_object *value;
 
     *obj = NULL;
-    if (!qiv_get(qiv, name, true, &value, errp)) {
-        return false;
-    }
-    if (!json_object_is_type(value, json_type_string)) {
-        qiv_type_error(qiv, name, "string", errp);
+    if (!qiv_get_typed(qiv, name, json_type_string, "string", &value,
+                       errp)) {
         return false;
     }
     *obj = g_strdup(json_object_get_string(value));
