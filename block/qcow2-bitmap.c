@@ -328,6 +328,20 @@ void qcow2_bitmaps_free(BDRVQcow2State *s)
     }
 }
 
+bool qcow2_bitmaps_dir_location(BDRVQcow2State *s, uint32_t *nb,
+                                uint64_t *offset, uint64_t *size)
+{
+    Qcow2Bitmaps *b = s->bitmaps;
+
+    if (!b || !b->ext_pos || b->ext_ignored) {
+        return false;
+    }
+    *nb = b->nb_bitmaps;
+    *offset = b->dir_offset;
+    *size = b->dir_size;
+    return true;
+}
+
 bool qcow2_bitmaps_read_ext(BlockDriverState *bs, const uint8_t *data,
                             uint32_t len, size_t pos, Error **errp)
 {

@@ -21,10 +21,11 @@
  * specification requires from a program that does not maintain the
  * features they stand for; bitmaps are maintained (qcow2-bitmap.c).
  *
- * The dirty bit (lazy refcounts) is not used: metadata writes are
- * ordered so that the image is always consistent up to leaked clusters
- * (docs/devel/qcow2.rst).  An image with the dirty bit set needs a
- * refcount repair blockd does not have, so it opens read-only only.
+ * blockd does not set the dirty bit (lazy refcounts): metadata writes
+ * are ordered so that the image is always consistent up to leaked
+ * clusters (docs/devel/qcow2.rst).  An image found with the dirty bit
+ * set is repaired when opened read/write (qcow2-repair.c), as QEMU does;
+ * read-only opens use it as it is.
  */
 #include "block/qcow2.h"
 #include "qapi/qapi-types.h"
@@ -625,13 +626,6 @@ static int coroutine_fn qcow2_read_header(BlockDriverState *bs,
                    "read/write");
         return -EACCES;
     }
-    if ((s->incompatible_features & QCOW2_INCOMPAT_DIRTY) &&
-        !bs->read_only) {
-        error_setg(errp, "qcow2: image is dirty (lazy refcounts) and needs "
-                   "a refcount repair ('qemu-img check -r all') before it "
-                   "can be opened read/write");
-        return -ENOTSUP;
-    }
     if (s->refcount_order > 6) {
         error_setg(errp, "Reference count entry width too large; may not "
                    "exceed 64 bits");
@@ -767,6 +761,11 @@ static int coroutine_fn qcow2_open(BlockDriverState *bs,
         goto fail;
     }
     ret = qcow2_read_l1(bs, file_len, errp);
+    if (ret < 0) {
+        goto fail;
+    }
+    /* Dirty (lazy refcounts), read/write: rebuild the refcounts. */
+    ret = qcow2_repair_dirty(bs, file_len, errp);
     if (ret < 0) {
         goto fail;
     }

@@ -430,4 +430,22 @@ int coroutine_fn qcow2_bitmaps_note_write(BlockDriverState *bs);
 void qcow2_bitmaps_close(BlockDriverState *bs);
 void qcow2_bitmaps_free(BDRVQcow2State *s);
 
+/*
+ * The bitmap directory named by an extension in use (autoclear bit set):
+ * false if there is none.  Its location is not checked yet.
+ */
+bool qcow2_bitmaps_dir_location(BDRVQcow2State *s, uint32_t *nb,
+                                uint64_t *offset, uint64_t *size);
+
+/* qcow2-repair.c */
+
+/*
+ * qcow2_repair_dirty:
+ * Opened read/write with the dirty bit set: rebuild every refcount from
+ * the metadata, write them (and flush), then clear the dirty bit.  No-op
+ * otherwise.  Called at open, before the caches are used.
+ */
+int coroutine_fn qcow2_repair_dirty(BlockDriverState *bs, int64_t file_len,
+                                    Error **errp);
+
 #endif /* BLOCK_QCOW2_H */
