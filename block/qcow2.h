@@ -138,6 +138,49 @@ typedef struct BDRVQcow2State {
     Qcow2Bitmaps *bitmaps;          /* the bitmap directory */
 } BDRVQcow2State;
 
+/* Big-endian fields of on-disk structures. */
+static inline void qcow2_put_be16(uint8_t *p, uint16_t v)
+{
+    v = GUINT16_TO_BE(v);
+    memcpy(p, &v, 2);
+}
+
+static inline void qcow2_put_be32(uint8_t *p, uint32_t v)
+{
+    v = GUINT32_TO_BE(v);
+    memcpy(p, &v, 4);
+}
+
+static inline void qcow2_put_be64(uint8_t *p, uint64_t v)
+{
+    v = GUINT64_TO_BE(v);
+    memcpy(p, &v, 8);
+}
+
+static inline uint16_t qcow2_get_be16(const uint8_t *p)
+{
+    uint16_t v;
+
+    memcpy(&v, p, 2);
+    return GUINT16_FROM_BE(v);
+}
+
+static inline uint32_t qcow2_get_be32(const uint8_t *p)
+{
+    uint32_t v;
+
+    memcpy(&v, p, 4);
+    return GUINT32_FROM_BE(v);
+}
+
+static inline uint64_t qcow2_get_be64(const uint8_t *p)
+{
+    uint64_t v;
+
+    memcpy(&v, p, 8);
+    return GUINT64_FROM_BE(v);
+}
+
 static inline int64_t qcow2_offset_into_cluster(BDRVQcow2State *s,
                                                 int64_t offset)
 {
@@ -352,7 +395,7 @@ int coroutine_fn qcow2_co_decompress(BlockDriverState *bs, void *dest,
  */
 int coroutine_fn qcow2_co_create(BlockdevCreateOptions *opts, Error **errp);
 
-/* qcow2-bitmap.c */
+/* qcow2-bitmap-dir.c */
 
 /* Bitmap directory entry flags and type. */
 #define QCOW2_BME_IN_USE            (1U << 0)
@@ -403,6 +446,9 @@ void qcow2_bitmap_dir_encode(GPtrArray *dir, uint8_t *buf);
 uint64_t qcow2_bitmap_table_entries(int64_t disk_size, uint32_t granularity,
                                     int cluster_bits);
 
+/* A bitmap granularity of 2^@bits is within QEMU's limits. */
+bool qcow2_bitmap_check_granularity_bits(int bits, Error **errp);
+
 /*
  * qcow2_bitmap_entry_check:
  * Check entry @e against the image: type, granularity (2^9 to 2^31),
@@ -412,6 +458,8 @@ uint64_t qcow2_bitmap_table_entries(int64_t disk_size, uint32_t granularity,
 bool qcow2_bitmap_entry_check(const Qcow2BitmapEntry *e, int cluster_bits,
                               int64_t disk_size, int64_t file_len,
                               Error **errp);
+
+/* qcow2-bitmap.c */
 
 /*
  * The driver's hooks.  qcow2_bitmaps_read_ext() parses the extension
