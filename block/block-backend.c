@@ -78,19 +78,9 @@ int64_t blk_getlength(BlockBackend *blk)
     return bdrv_getlength(blk_bs(blk));
 }
 
-bool blk_is_writable(BlockBackend *blk)
-{
-    return (blk->root->perm & BLK_PERM_WRITE) && !blk_bs(blk)->read_only;
-}
-
 uint32_t blk_get_request_alignment(BlockBackend *blk)
 {
     return blk_bs(blk)->bl.request_alignment;
-}
-
-uint32_t blk_get_max_transfer(BlockBackend *blk)
-{
-    return blk_bs(blk)->bl.max_transfer;
 }
 
 static void blk_inc_in_flight(BlockBackend *blk)

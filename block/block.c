@@ -78,11 +78,6 @@ const char *bdrv_get_node_name(const BlockDriverState *bs)
     return bs->node_name;
 }
 
-const char *bdrv_get_driver_name(const BlockDriverState *bs)
-{
-    return bs->drv->format_name;
-}
-
 int64_t bdrv_getlength(BlockDriverState *bs)
 {
     return bs->total_bytes;
@@ -91,11 +86,6 @@ int64_t bdrv_getlength(BlockDriverState *bs)
 bool bdrv_is_read_only(const BlockDriverState *bs)
 {
     return bs->read_only;
-}
-
-bool bdrv_has_parents(const BlockDriverState *bs)
-{
-    return bs->parents != NULL;
 }
 
 /* --- permissions --- */
@@ -330,12 +320,11 @@ static char *bdrv_assign_node_name(const char *node_name, Error **errp)
 }
 
 static BlockDriverState *bdrv_node_new(const BlockDriver *drv,
-                                       char *node_name, bool auto_name)
+                                       char *node_name)
 {
     BlockDriverState *bs = g_new0(BlockDriverState, 1);
 
     bs->node_name = node_name;
-    bs->auto_node_name = auto_name;
     bs->drv = drv;
     bs->opaque = g_malloc0(drv->instance_size);
     bs->refcnt = 1;
@@ -390,7 +379,7 @@ BlockDriverState *coroutine_fn bdrv_open_blockdev(BlockdevOptions *options,
         return NULL;
     }
 
-    bs = bdrv_node_new(drv, node_name, !options->node_name);
+    bs = bdrv_node_new(drv, node_name);
     bs->read_only = options->has_read_only ? options->read_only
                                            : inherit_read_only;
     bs->discard_unmap = options->has_discard &&
@@ -415,7 +404,7 @@ BlockDriverState *coroutine_fn bdrv_new_open_driver(const BlockDriver *drv,
     if (!name) {
         return NULL;
     }
-    bs = bdrv_node_new(drv, name, !node_name);
+    bs = bdrv_node_new(drv, name);
     bs->discard_unmap = discard_unmap;
     return bdrv_node_open(bs, NULL, errp) ? bs : NULL;
 }

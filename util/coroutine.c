@@ -330,11 +330,6 @@ void co_queue_restart_all(CoQueue *queue)
     }
 }
 
-bool co_queue_empty(const CoQueue *queue)
-{
-    return g_queue_is_empty((GQueue *)&queue->waiters);
-}
-
 void co_mutex_init(CoMutex *mutex)
 {
     mutex->locked = false;

@@ -151,18 +151,6 @@ ErrorClass error_get_class(const Error *err)
     return err->err_class;
 }
 
-Error *error_copy(const Error *err)
-{
-    Error *copy = g_new0(Error, 1);
-
-    copy->msg = g_strdup(err->msg);
-    copy->err_class = err->err_class;
-    if (err->hint) {
-        copy->hint = g_string_new(err->hint->str);
-    }
-    return copy;
-}
-
 void error_free(Error *err)
 {
     if (err) {

@@ -28,11 +28,8 @@ void blk_unref(BlockBackend *blk);
 
 BlockDriverState *blk_bs(BlockBackend *blk);
 int64_t blk_getlength(BlockBackend *blk);
-bool blk_is_writable(BlockBackend *blk);
 /* Smallest I/O size the node handles without read-modify-write. */
 uint32_t blk_get_request_alignment(BlockBackend *blk);
-/* Largest single request, in bytes; 0 means no limit. */
-uint32_t blk_get_max_transfer(BlockBackend *blk);
 
 int coroutine_fn blk_co_pread(BlockBackend *blk, int64_t offset,
                               int64_t bytes, void *buf,

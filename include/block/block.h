@@ -25,7 +25,6 @@ BlockDriverState *bdrv_lookup_bs(const char *device, const char *node_name,
                                  Error **errp);
 
 const char *bdrv_get_node_name(const BlockDriverState *bs);
-const char *bdrv_get_driver_name(const BlockDriverState *bs);
 int64_t bdrv_getlength(BlockDriverState *bs);
 bool bdrv_is_read_only(const BlockDriverState *bs);
 

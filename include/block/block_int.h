@@ -148,7 +148,6 @@ typedef struct BdrvTrackedRequest {
 struct BlockDriverState {
     /* Set at open and never changed afterwards. */
     char *node_name;
-    bool auto_node_name;            /* generated, "#blockNNN" */
     const BlockDriver *drv;
     void *opaque;                   /* drv->instance_size bytes */
     char *filename;                 /* for queries and messages */
@@ -213,7 +212,6 @@ bool bdrv_child_set_perm(BdrvChild *child, uint64_t perm, uint64_t shared,
                          Error **errp);
 /* Iterate over all nodes (in creation order). */
 GList *bdrv_all_nodes(void);
-bool bdrv_has_parents(const BlockDriverState *bs);
 
 /* io.c: entry points used by parents (nodes or backends). */
 int coroutine_fn bdrv_co_pread(BdrvChild *child, int64_t offset,

@@ -54,7 +54,6 @@ void coroutine_fn co_queue_wait(CoQueue *queue);
 /* Wake the first waiter; returns false if there was none. */
 bool co_queue_next(CoQueue *queue);
 void co_queue_restart_all(CoQueue *queue);
-bool co_queue_empty(const CoQueue *queue);
 
 /* CoMutex: a mutex between coroutines (never blocks the thread). */
 typedef struct CoMutex {

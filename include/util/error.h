@@ -58,7 +58,6 @@ void error_propagate(Error **dst_errp, Error *local_err);
 const char *error_get_pretty(const Error *err);
 const char *error_get_hint(const Error *err);
 ErrorClass error_get_class(const Error *err);
-Error *error_copy(const Error *err);
 void error_free(Error *err);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC(Error, error_free)
 
