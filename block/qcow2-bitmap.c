@@ -396,6 +396,7 @@ static int coroutine_fn write_directory(BlockDriverState *bs, GPtrArray *dir,
 int coroutine_fn qcow2_bitmaps_open(BlockDriverState *bs, int64_t file_len,
                                     Error **errp)
 {
+    ERRP_GUARD();
     BDRVQcow2State *s = bs->opaque;
     Qcow2Bitmaps *b = get_state(s);
     g_autofree uint8_t *buf = NULL;
@@ -842,6 +843,7 @@ bool coroutine_fn qcow2_store_bitmap(BlockDriverState *bs, const char *name,
                                      uint32_t granularity, bool auto_enabled,
                                      Error **errp)
 {
+    ERRP_GUARD();
     BDRVQcow2State *s = writable_state(bs, "store", name, errp);
     g_autoptr(GPtrArray) dir = NULL;
     Qcow2BitmapEntry *old = NULL;
@@ -927,6 +929,7 @@ bool coroutine_fn qcow2_store_bitmap(BlockDriverState *bs, const char *name,
 bool coroutine_fn qcow2_remove_bitmap(BlockDriverState *bs, const char *name,
                                       Error **errp)
 {
+    ERRP_GUARD();
     BDRVQcow2State *s = writable_state(bs, "remove", name, errp);
     g_autoptr(GPtrArray) dir = NULL;
     Qcow2BitmapEntry *old;

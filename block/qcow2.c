@@ -294,6 +294,7 @@ static BlockdevDriver probe_backing_format(const char *path)
 static bool coroutine_fn open_header_backing(BlockDriverState *bs,
                                              Error **errp)
 {
+    ERRP_GUARD();
     BDRVQcow2State *s = bs->opaque;
     g_autoptr(BlockdevRef) ref = g_new0(BlockdevRef, 1);
     BlockdevRef *file_ref = g_new0(BlockdevRef, 1);

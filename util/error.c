@@ -96,9 +96,15 @@ void error_set(Error **errp, ErrorClass cls, const char *fmt, ...)
     va_end(ap);
 }
 
+/*
+ * Like QEMU's, error_prepend() and error_append_hint() do nothing when errp
+ * is NULL or holds no error: an ignored error has nothing to decorate.
+ * (With &error_fatal or &error_abort the error never reaches them: the
+ * caller needs ERRP_GUARD() for the decoration to show.)
+ */
 void error_prepend(Error **errp, const char *fmt, ...)
 {
-    Error *err = *errp;
+    Error *err = errp ? *errp : NULL;
     g_autofree char *prefix = NULL;
     va_list ap;
 
@@ -115,7 +121,7 @@ void error_prepend(Error **errp, const char *fmt, ...)
 
 void error_append_hint(Error **errp, const char *fmt, ...)
 {
-    Error *err = *errp;
+    Error *err = errp ? *errp : NULL;
     va_list ap;
 
     if (!err) {

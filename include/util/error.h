@@ -44,11 +44,16 @@ void error_setg_errno(Error **errp, int os_errno, const char *fmt, ...)
 void error_set(Error **errp, ErrorClass cls, const char *fmt, ...)
     G_GNUC_PRINTF(3, 4);
 
-/* Prefix the message of an already set *errp; needs ERRP_GUARD(). */
+/*
+ * Prefix the message of an already set *errp.  A no-op when errp is NULL
+ * or *errp is unset; the caller needs ERRP_GUARD() so that the prefix also
+ * reaches &error_fatal.
+ */
 void error_prepend(Error **errp, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 /*
  * Add a hint: printed on the command line after the message, but not part
- * of the QMP "desc".  Needs ERRP_GUARD().
+ * of the QMP "desc".  A no-op when errp is NULL or *errp is unset; needs
+ * ERRP_GUARD() like error_prepend().
  */
 void error_append_hint(Error **errp, const char *fmt, ...) G_GNUC_PRINTF(2, 3);
 
