@@ -1,16 +1,20 @@
 # A thin wrapper over meson and ninja, in the manner of QEMU's.
 #
 #   make              install missing packages, configure, build
-#   make check        build, then run every test (unit + iotests)
+#   make check        build, then run every test (unit, iotests, fuzzers)
 #   make check-unit   C unit tests only
 #   make check-iotests  the Python integration tests only
 #   make check-fuzz   the libFuzzer harnesses, FUZZ_SECONDS each (clang)
+#
+# CHECK_SUITES picks the suites 'make check' runs (default: all three).
+# scripts/run-tests fails closed: a suite that did not run, or ran no test,
+# fails (docs/devel/testing.rst).
 #   make demo         build, then run the live demo (scripts/demo.sh)
 #   make bench        build, then compare with qemu-storage-daemon
 #   make clean        remove the build directory
 #
 # SANITIZE=1 builds into build-sanitize/ with ASan and UBSan and runs
-# everything against that build.
+# everything against that build.  (The fuzzers always use ASan and UBSan.)
 
 SANITIZE ?=
 ifeq ($(SANITIZE),1)
@@ -24,7 +28,7 @@ else
 BUILD_DIR ?= build
 endif
 
-PYTHON := /usr/bin/python3
+CHECK_SUITES ?= unit iotests fuzz
 export BLOCKD_BUILD_DIR := $(abspath $(BUILD_DIR))
 
 .PHONY: all deps build check check-unit check-iotests check-fuzz demo bench \
@@ -42,16 +46,16 @@ build: deps $(BUILD_DIR)/build.ninja
 	ninja -C $(BUILD_DIR)
 
 check: build
-	@scripts/run-tests.sh all
+	@scripts/run-tests $(CHECK_SUITES)
 
 check-unit: build
-	@scripts/run-tests.sh unit
+	@scripts/run-tests unit
 
 check-iotests: build
-	@scripts/run-tests.sh iotests
+	@scripts/run-tests iotests
 
 check-fuzz: deps
-	@scripts/run-tests.sh fuzz
+	@scripts/run-tests fuzz
 
 demo: build
 	@scripts/demo.sh
