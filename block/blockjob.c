@@ -7,10 +7,9 @@
  * emits them (finalization, pending, ready).  Jobs without an id are
  * internal and emit nothing.
  *
- * The rate limit is enforced cooperatively: the job's loop accounts the
+ * The rate limit is enforced cooperatively: the job's loop charges the
  * bytes it processed and sleeps (job_sleep_ns, so pause and cancel still
- * work) for as long as ratelimit_calculate_delay() says, in 100 ms
- * slices.
+ * work) for as long as ratelimit_delay() says.
  */
 #include "block/blockjob.h"
 #include "block/block-backend.h"
@@ -137,7 +136,7 @@ void *block_job_create(const char *job_id, const BlockJobDriver *driver,
     g_assert(is_block_job(&bjob->job));
     bjob->job.hooks = &block_job_hooks;
     bjob->speed = speed;
-    ratelimit_set_speed(&bjob->limit, speed, RATELIMIT_SLICE_NS);
+    ratelimit_set_speed(&bjob->limit, speed);
     bjob->iostatus = BLOCK_DEVICE_IO_STATUS_OK;
     return bjob;
 }
@@ -165,7 +164,7 @@ bool block_job_set_speed(BlockJob *job, int64_t speed, Error **errp)
         return false;
     }
     job->speed = speed;
-    ratelimit_set_speed(&job->limit, speed, RATELIMIT_SLICE_NS);
+    ratelimit_set_speed(&job->limit, speed);
     if (speed && speed <= old_speed) {
         return true;
     }
@@ -178,7 +177,7 @@ bool block_job_set_speed(BlockJob *job, int64_t speed, Error **errp)
 
 void block_job_ratelimit_processed_bytes(BlockJob *job, uint64_t n)
 {
-    ratelimit_calculate_delay(&job->limit, n, clock_now_ns());
+    ratelimit_account(&job->limit, n);
 }
 
 void coroutine_fn block_job_ratelimit_sleep(BlockJob *job)
@@ -187,7 +186,7 @@ void coroutine_fn block_job_ratelimit_sleep(BlockJob *job)
 
     /* The limit may change while we sleep; ask again each time. */
     do {
-        delay = ratelimit_calculate_delay(&job->limit, 0, clock_now_ns());
+        delay = ratelimit_delay(&job->limit, clock_now_ns());
         job_sleep_ns(&job->job, delay);
     } while (delay && !job_is_cancelled(&job->job));
 }

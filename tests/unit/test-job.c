@@ -14,7 +14,6 @@
 #include "block/job.h"
 #include "block/blockjob.h"
 #include "util/main-loop.h"
-#include "util/ratelimit.h"
 
 /* The model: QEMU's tables, as text, independent of the code. */
 static const struct {
@@ -411,7 +410,7 @@ static void test_set_speed(void)
     Error *err = NULL;
 
     g_assert_true(block_job_set_speed(&t->common, 1 << 20, &error_abort));
-    g_assert_cmpint(t->common.limit.slice_quota, ==, (1 << 20) / 10);
+    g_assert_cmpint(t->common.limit.speed, ==, 1 << 20);
     g_assert_false(block_job_set_speed(&t->common, -5, &err));
     assert_error(&err, "Parameter 'speed' expects a non-negative value");
     t->finish_after = 0;
@@ -533,63 +532,6 @@ static void test_cancel_sync_all(void)
     g_assert_cmpstr(l2->str, ==, "run abort clean cb");
 }
 
-/* Rate limit arithmetic */
-
-static void test_ratelimit(void)
-{
-    RateLimit rl = { 0 };
-    const int64_t slice = RATELIMIT_SLICE_NS;
-    int64_t now = 1000;
-
-    /* No limit: never wait. */
-    ratelimit_set_speed(&rl, 0, slice);
-    g_assert_cmpint(ratelimit_calculate_delay(&rl, 1 << 30, now), ==, 0);
-
-    /* 10 MB/s in 100 ms slices: 1 MB per slice. */
-    ratelimit_set_speed(&rl, 10 * 1000 * 1000, slice);
-    g_assert_cmpint(rl.slice_quota, ==, 1000 * 1000);
-    g_assert_cmpint(ratelimit_calculate_delay(&rl, 600000, now), ==, 0);
-    /* Below quota: allowed, and may overshoot. */
-    g_assert_cmpint(ratelimit_calculate_delay(&rl, 600000, now + 10), ==, 0);
-    g_assert_cmpint(rl.dispatched, ==, 1200000);
-    /* Quota used up: wait for the rest of the slice. */
-    g_assert_cmpint(ratelimit_calculate_delay(&rl, 1, now + 40), ==,
-                    slice - 40);
-    /* A new slice starts once the old one ended. */
-    g_assert_cmpint(ratelimit_calculate_delay(&rl, 1, now + slice), ==, 0);
-    g_assert_cmpint(rl.dispatched, ==, 1);
-
-    /* Tiny speeds still get a quota of one unit per slice. */
-    ratelimit_set_speed(&rl, 1, slice);
-    g_assert_cmpint(rl.slice_quota, ==, 1);
-    /* A huge request alone in its slice still goes through. */
-    now += 10 * slice;
-    g_assert_cmpint(ratelimit_calculate_delay(&rl, 1 << 20, now), ==, 0);
-    g_assert_cmpint(ratelimit_calculate_delay(&rl, 1, now + 1), ==,
-                    slice - 1);
-
-    /* Over many slices, throughput converges on the limit. */
-    {
-        uint64_t sent = 0;
-        int64_t t = 0;
-
-        ratelimit_set_speed(&rl, 64 * 1024 * 1024, slice);
-        rl.slice_end = 0;
-        while (t < 10 * 1000 * 1000 * 1000LL) {
-            int64_t delay = ratelimit_calculate_delay(&rl, 65536, t);
-
-            if (delay) {
-                t += delay;
-            } else {
-                sent += 65536;
-            }
-        }
-        /* 10 s at 64 MiB/s, within one chunk per slice. */
-        g_assert_cmpint(sent, >=, 640ULL * 1024 * 1024);
-        g_assert_cmpint(sent, <=, 640ULL * 1024 * 1024 + 101 * 65536);
-    }
-}
-
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -610,6 +552,5 @@ int main(int argc, char **argv)
     g_test_add_func("/job/txn/waits-for-all", test_txn_waits_for_all);
     g_test_add_func("/job/txn/one-fails", test_txn_one_fails);
     g_test_add_func("/job/txn/cancel-pending", test_txn_cancel_pending);
-    g_test_add_func("/job/ratelimit", test_ratelimit);
     return g_test_run();
 }
