@@ -44,6 +44,23 @@ const BlockDriver *bdrv_find_driver(const char *format_name)
     return NULL;
 }
 
+const char *bdrv_probe_format(const uint8_t *buf, int buf_size)
+{
+    const BlockDriver *best = NULL;
+    int best_score = 0;
+
+    for (guint i = 0; block_drivers && i < block_drivers->len; i++) {
+        const BlockDriver *drv = g_ptr_array_index(block_drivers, i);
+        int score = drv->bdrv_probe ? drv->bdrv_probe(buf, buf_size) : 0;
+
+        if (score > best_score) {
+            best = drv;
+            best_score = score;
+        }
+    }
+    return best ? best->format_name : "raw";
+}
+
 GList *bdrv_all_nodes(void)
 {
     return all_nodes;
@@ -81,6 +98,15 @@ const char *bdrv_get_node_name(const BlockDriverState *bs)
 int64_t bdrv_getlength(BlockDriverState *bs)
 {
     return bs->total_bytes;
+}
+
+int bdrv_get_info(BlockDriverState *bs, BlockDriverInfo *bdi)
+{
+    memset(bdi, 0, sizeof(*bdi));
+    if (!bs->drv->bdrv_get_info) {
+        return -ENOTSUP;
+    }
+    return bs->drv->bdrv_get_info(bs, bdi);
 }
 
 bool bdrv_is_read_only(const BlockDriverState *bs)
@@ -263,6 +289,12 @@ void bdrv_detach_child(BdrvChild *child)
     BlockDriverState *child_bs = child->bs;
 
     child_bs->parents = g_list_remove(child_bs->parents, child);
+    if (child->parent_bs && child->parent_bs->file == child) {
+        child->parent_bs->file = NULL;
+    }
+    if (child->parent_bs && child->parent_bs->backing == child) {
+        child->parent_bs->backing = NULL;
+    }
     if (child->parent_bs) {
         child->parent_bs->children =
             g_list_remove(child->parent_bs->children, child);
@@ -335,13 +367,19 @@ static BlockDriverState *bdrv_node_new(const BlockDriver *drv,
 
 static void bdrv_node_free(BlockDriverState *bs)
 {
+    g_free(bs->backing_file);
+    g_free(bs->backing_format);
     g_free(bs->filename);
     g_free(bs->opaque);
     g_free(bs->node_name);
     g_free(bs);
 }
 
-/* Let the driver open @bs; on success the node joins the graph. */
+/*
+ * Let the driver open @bs; on success the node joins the graph, and then
+ * its backing child is opened (after it, as in QEMU, which is why a
+ * backing chain lists from the base up in query-named-block-nodes).
+ */
 static bool coroutine_fn bdrv_node_open(BlockDriverState *bs,
                                         BlockdevOptions *options,
                                         Error **errp)
@@ -358,6 +396,10 @@ static bool coroutine_fn bdrv_node_open(BlockDriverState *bs,
         bs->filename = g_strdup(bs->file ? bs->file->bs->filename : "");
     }
     all_nodes = g_list_append(all_nodes, bs);
+    if (!bdrv_open_backing(bs, options, errp)) {
+        bdrv_unref(bs);
+        return false;
+    }
     return true;
 }
 
@@ -384,6 +426,16 @@ BlockDriverState *coroutine_fn bdrv_open_blockdev(BlockdevOptions *options,
                                            : inherit_read_only;
     bs->discard_unmap = options->has_discard &&
                         options->discard == BLOCKDEV_DISCARD_OPTIONS_UNMAP;
+    if (options->has_detect_zeroes) {
+        bs->detect_zeroes = options->detect_zeroes;
+    }
+    if (bs->detect_zeroes == BLOCKDEV_DETECT_ZEROES_OPTIONS_UNMAP &&
+        !bs->discard_unmap) {
+        error_setg(errp, "setting detect-zeroes to unmap is not allowed "
+                   "without setting discard operation to unmap");
+        bdrv_node_free(bs);
+        return NULL;
+    }
     if (options->cache) {
         bs->cache_direct = options->cache->has_direct &&
                            options->cache->direct;
@@ -437,6 +489,9 @@ BdrvChild *coroutine_fn bdrv_open_child(BlockDriverState *parent,
     if (child && (role & BDRV_CHILD_PRIMARY)) {
         parent->file = child;
     }
+    if (child && (role & BDRV_CHILD_COW)) {
+        parent->backing = child;
+    }
     return child;
 }
 
@@ -465,7 +520,6 @@ static void bdrv_close(BlockDriverState *bs)
     if (bs->drv->bdrv_close) {
         bs->drv->bdrv_close(bs);
     }
-    bs->file = NULL;
     while (bs->children) {
         bdrv_detach_child(bs->children->data);
     }

@@ -462,6 +462,12 @@ out:
     return ret;
 }
 
+/* A plain file has no clusters and no dirty bit, but QEMU says so. */
+static int file_get_info(BlockDriverState *bs, BlockDriverInfo *bdi)
+{
+    return 0;
+}
+
 static const BlockDriver bdrv_file = {
     .format_name = "file",
     .instance_size = sizeof(BDRVFileState),
@@ -476,6 +482,7 @@ static const BlockDriver bdrv_file = {
     .bdrv_co_flush = file_co_flush,
     .bdrv_co_block_status = file_co_block_status,
     .bdrv_get_allocated_file_size = file_get_allocated_file_size,
+    .bdrv_get_info = file_get_info,
     .bdrv_check_perm = file_check_perm,
     .bdrv_set_perm = file_set_perm,
     .supported_zero_flags = BDRV_REQ_MAY_UNMAP,

@@ -308,6 +308,25 @@ static int coroutine_fn bdrv_do_pwrite(BlockDriverState *bs, int64_t offset,
     return ret;
 }
 
+static bool buffer_is_zero(const void *buf, size_t len)
+{
+    const uint8_t *p = buf;
+
+    /* Each byte equals the next and the first is zero: all are. */
+    return p[0] == 0 && memcmp(p, p + 1, len - 1) == 0;
+}
+
+/*
+ * detect-zeroes: a write of zeroes within the node becomes a write-zeroes
+ * (one that may unmap, with detect-zeroes=unmap), as in QEMU.
+ */
+static bool bdrv_write_is_zeroes(BlockDriverState *bs, int64_t offset,
+                                 int64_t bytes, const void *buf)
+{
+    return bs->detect_zeroes != BLOCKDEV_DETECT_ZEROES_OPTIONS_OFF &&
+           offset + bytes <= bs->total_bytes && buffer_is_zero(buf, bytes);
+}
+
 int coroutine_fn bdrv_co_pwrite(BdrvChild *child, int64_t offset,
                                 int64_t bytes, const void *buf,
                                 BdrvRequestFlags flags)
@@ -317,6 +336,14 @@ int coroutine_fn bdrv_co_pwrite(BdrvChild *child, int64_t offset,
 
     if (ret < 0 || bytes == 0) {
         return ret;
+    }
+    if (bdrv_write_is_zeroes(bs, offset, bytes, buf)) {
+        BdrvRequestFlags zero_flags = flags & BDRV_REQ_FUA;
+
+        if (bs->detect_zeroes == BLOCKDEV_DETECT_ZEROES_OPTIONS_UNMAP) {
+            zero_flags |= BDRV_REQ_MAY_UNMAP;
+        }
+        return bdrv_co_pwrite_zeroes(child, offset, bytes, zero_flags);
     }
     ret = bdrv_do_pwrite(bs, offset, bytes, buf, flags & BDRV_REQ_FUA);
     if (ret == 0 && offset + bytes > bs->total_bytes) {

@@ -553,7 +553,7 @@ void qcow2_bitmaps_close(BlockDriverState *bs)
 
 /* --- The API --- */
 
-void qcow2_bitmap_info_free(Qcow2BitmapInfo *info)
+void qcow2_stored_bitmap_free(Qcow2StoredBitmap *info)
 {
     if (info) {
         g_free(info->name);
@@ -580,7 +580,7 @@ GList *qcow2_list_bitmaps(BlockDriverState *bs)
     }
     for (guint i = 0; i < s->bitmaps->dir->len; i++) {
         const Qcow2BitmapEntry *e = s->bitmaps->dir->pdata[i];
-        Qcow2BitmapInfo *info = g_new0(Qcow2BitmapInfo, 1);
+        Qcow2StoredBitmap *info = g_new0(Qcow2StoredBitmap, 1);
 
         info->name = g_strdup(e->name);
         info->granularity = 1U << e->granularity_bits;

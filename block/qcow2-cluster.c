@@ -210,14 +210,13 @@ static int coroutine_fn read_host(BlockDriverState *bs, int64_t host,
 static int coroutine_fn read_backing(BlockDriverState *bs, int64_t offset,
                                      int64_t bytes, void *buf)
 {
-    BDRVQcow2State *s = bs->opaque;
     int64_t n = 0;
 
-    if (s->backing) {
-        n = MAX(0, MIN(bytes, bdrv_getlength(s->backing->bs) - offset));
+    if (bs->backing) {
+        n = MAX(0, MIN(bytes, bdrv_getlength(bs->backing->bs) - offset));
     }
     memset((char *)buf + n, 0, bytes - n);
-    return n ? bdrv_co_pread(s->backing, offset, n, buf, 0) : 0;
+    return n ? bdrv_co_pread(bs->backing, offset, n, buf, 0) : 0;
 }
 
 /*
@@ -645,11 +644,11 @@ int coroutine_fn qcow2_co_pwrite(BlockDriverState *bs, int64_t offset,
 }
 
 /* Whether guest clusters of kind @m already read as zeroes. */
-static bool reads_zero(BDRVQcow2State *s, const Qcow2Mapping *m)
+static bool reads_zero(BlockDriverState *bs, const Qcow2Mapping *m)
 {
     return m->type == QCOW2_CLUSTER_ZERO_PLAIN ||
            m->type == QCOW2_CLUSTER_ZERO_ALLOC ||
-           (m->type == QCOW2_CLUSTER_UNALLOCATED && !s->backing);
+           (m->type == QCOW2_CLUSTER_UNALLOCATED && !bs->backing);
 }
 
 /* Zero part of one cluster: nothing if it reads zeroes, else write. */
@@ -665,7 +664,7 @@ static int coroutine_fn zero_partial(BlockDriverState *bs, int64_t offset,
     wait_for_allocs(s, offset, bytes);
     ret = get_mapping(bs, offset, bytes, &m);
     co_mutex_unlock(&s->lock);
-    if (ret < 0 || reads_zero(s, &m)) {
+    if (ret < 0 || reads_zero(bs, &m)) {
         return ret;
     }
     if (flags & BDRV_REQ_NO_FALLBACK) {
@@ -694,7 +693,7 @@ static int coroutine_fn clear_clusters(BlockDriverState *bs, int64_t start,
     uint64_t *table;
     int ret;
 
-    if (!(s->l1_table[l1_index] & QCOW2_L1E_OFFSET_MASK) && !s->backing) {
+    if (!(s->l1_table[l1_index] & QCOW2_L1E_OFFSET_MASK) && !bs->backing) {
         return 0;       /* the whole table reads zeroes already */
     }
     ret = get_l2_for_write(bs, l1_index, &table);
@@ -706,11 +705,11 @@ static int coroutine_fn clear_clusters(BlockDriverState *bs, int64_t start,
         Qcow2ClusterType t = qcow2_l2e_type(old, s->version);
         uint64_t new;
 
-        if (t == QCOW2_CLUSTER_UNALLOCATED && !s->backing) {
+        if (t == QCOW2_CLUSTER_UNALLOCATED && !bs->backing) {
             continue;
         }
         if (discard) {
-            new = s->backing ? QCOW2_OFLAG_ZERO : 0;
+            new = bs->backing ? QCOW2_OFLAG_ZERO : 0;
         } else if (!unmap && (old & QCOW2_OFLAG_COPIED) &&
                    (t == QCOW2_CLUSTER_NORMAL ||
                     t == QCOW2_CLUSTER_ZERO_ALLOC)) {
@@ -821,7 +820,7 @@ int coroutine_fn qcow2_co_pdiscard(BlockDriverState *bs, int64_t offset,
     BDRVQcow2State *s = bs->opaque;
     int64_t start, end;
 
-    if (s->version < 3 && s->backing) {
+    if (s->version < 3 && bs->backing) {
         return -ENOTSUP;    /* no zero flag to hide the backing data */
     }
     whole_clusters(bs, offset, bytes, &start, &end);
@@ -861,14 +860,14 @@ int coroutine_fn qcow2_co_block_status(BlockDriverState *bs,
     default:
         break;
     }
-    if (!s->backing) {
+    if (!bs->backing) {
         return BDRV_BLOCK_ZERO;
     }
-    backing_len = bdrv_getlength(s->backing->bs);
+    backing_len = bdrv_getlength(bs->backing->bs);
     if (offset >= backing_len) {
         return BDRV_BLOCK_ZERO;
     }
-    ret = bdrv_co_block_status(s->backing->bs, offset,
+    ret = bdrv_co_block_status(bs->backing->bs, offset,
                                MIN(m.bytes, backing_len - offset), pnum);
     if (ret < 0) {
         return ret;

@@ -28,6 +28,7 @@
  * read-only opens use it as it is.
  */
 #include "block/qcow2.h"
+#include "block/qcow2-bitmap.h"
 #include "qapi/qapi-types.h"
 
 #include <fcntl.h>
@@ -197,7 +198,6 @@ static bool read_extensions(BlockDriverState *bs, const uint8_t *hdr,
                             size_t start, size_t end, uint64_t incompat,
                             Error **errp)
 {
-    BDRVQcow2State *s = bs->opaque;
     const uint8_t *features = NULL;
     size_t features_len = 0;
     size_t pos = start;
@@ -226,8 +226,8 @@ static bool read_extensions(BlockDriverState *bs, const uint8_t *hdr,
                            QCOW2_MAX_BACKING_NAME + 1);
                 return false;
             }
-            g_free(s->backing_format);
-            s->backing_format = g_strndup((const char *)hdr + pos, len);
+            g_free(bs->backing_format);
+            bs->backing_format = g_strndup((const char *)hdr + pos, len);
             break;
         case QCOW2_EXT_FEATURE_TABLE:
             features = hdr + pos;
@@ -257,9 +257,7 @@ static void qcow2_child_perm(BlockDriverState *bs, BdrvChild *child,
                              uint64_t parent_perm, uint64_t parent_shared,
                              uint64_t *nperm, uint64_t *nshared)
 {
-    BDRVQcow2State *s = bs->opaque;
-
-    if (child == s->backing) {
+    if (child->role & BDRV_CHILD_COW) {
         *nperm = BLK_PERM_CONSISTENT_READ;
         *nshared = BLK_PERM_ALL;
         return;
@@ -272,115 +270,6 @@ static void qcow2_child_perm(BlockDriverState *bs, BdrvChild *child,
     } else {
         *nshared |= parent_shared & BLK_PERM_WRITE;
     }
-}
-
-/* Format of a backing file without a backing-format extension. */
-static BlockdevDriver probe_backing_format(const char *path)
-{
-    uint32_t magic = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-
-    if (fd >= 0) {
-        if (pread(fd, &magic, 4, 0) != 4) {
-            magic = 0;
-        }
-        close(fd);
-    }
-    return GUINT32_FROM_BE(magic) == QCOW2_MAGIC ? BLOCKDEV_DRIVER_QCOW2
-                                                 : BLOCKDEV_DRIVER_RAW;
-}
-
-/* The backing node named in the header, opened read-only. */
-static bool coroutine_fn open_header_backing(BlockDriverState *bs,
-                                             Error **errp)
-{
-    ERRP_GUARD();
-    BDRVQcow2State *s = bs->opaque;
-    g_autoptr(BlockdevRef) ref = g_new0(BlockdevRef, 1);
-    BlockdevRef *file_ref = g_new0(BlockdevRef, 1);
-    BlockdevOptions *opts = &ref->u.definition;
-    g_autofree char *dir = g_path_get_dirname(bs->file->bs->filename);
-    g_autofree char *path = NULL;
-    int fmt;
-
-    if (strstr(s->backing_file, "json:") == s->backing_file ||
-        (strchr(s->backing_file, ':') && !strchr(s->backing_file, '/'))) {
-        qapi_free_BlockdevRef(file_ref);
-        error_setg(errp, "qcow2: backing file '%s': protocols other than "
-                   "plain files are not supported", s->backing_file);
-        return false;
-    }
-    path = g_path_is_absolute(s->backing_file)
-           ? g_strdup(s->backing_file)
-           : g_build_filename(dir, s->backing_file, NULL);
-
-    file_ref->type = QTYPE_QDICT;
-    file_ref->u.definition.driver = BLOCKDEV_DRIVER_FILE;
-    file_ref->u.definition.u.file.filename = g_strdup(path);
-
-    if (s->backing_format) {
-        fmt = qapi_enum_parse(BlockdevDriver_lookup, BLOCKDEV_DRIVER__MAX,
-                              s->backing_format);
-        if (fmt != BLOCKDEV_DRIVER_QCOW2 && fmt != BLOCKDEV_DRIVER_RAW &&
-            fmt != BLOCKDEV_DRIVER_FILE) {
-            qapi_free_BlockdevRef(file_ref);
-            error_setg(errp, "Could not open backing file: Unknown driver "
-                       "'%s'", s->backing_format);
-            return false;
-        }
-    } else {
-        fmt = probe_backing_format(path);
-    }
-    ref->type = QTYPE_QDICT;
-    opts->driver = fmt;
-    opts->has_read_only = true;
-    opts->read_only = true;
-    if (fmt == BLOCKDEV_DRIVER_FILE) {
-        opts->u.file.filename = g_strdup(path);
-        qapi_free_BlockdevRef(file_ref);
-    } else if (fmt == BLOCKDEV_DRIVER_QCOW2) {
-        opts->u.qcow2.file = file_ref;
-    } else {
-        opts->u.raw.file = file_ref;
-    }
-    s->backing = bdrv_open_child(bs, ref, "backing", BDRV_CHILD_COW, errp);
-    if (!s->backing) {
-        error_prepend(errp, "Could not open backing file: ");
-        return false;
-    }
-    return true;
-}
-
-static bool coroutine_fn open_backing(BlockDriverState *bs,
-                                      BlockdevRefOrNull *opt, Error **errp)
-{
-    BDRVQcow2State *s = bs->opaque;
-    BlockdevRef ref;
-    bool read_only = bs->read_only;
-
-    if (!opt) {
-        return !s->backing_file || open_header_backing(bs, errp);
-    }
-    switch (opt->type) {
-    case QTYPE_QNULL:
-        return true;
-    case QTYPE_QSTRING:
-        if (!*opt->u.reference) {
-            return true;
-        }
-        ref.type = QTYPE_QSTRING;
-        ref.u.reference = opt->u.reference;
-        break;
-    default:
-        ref.type = QTYPE_QDICT;
-        ref.u.definition = opt->u.definition;   /* borrowed, not freed */
-        break;
-    }
-    /* A backing node defined inline defaults to read-only. */
-    bs->read_only = true;
-    s->backing = bdrv_open_child(bs, &ref, "backing", BDRV_CHILD_COW, errp);
-    bs->read_only = read_only;
-    return s->backing != NULL;
 }
 
 static bool qcow2_parse_options(BlockDriverState *bs,
@@ -463,12 +352,9 @@ static void qcow2_free_state(BDRVQcow2State *s)
     s->l2_cache = s->refcount_cache = NULL;
     g_free(s->l1_table);
     g_free(s->refcount_table);
-    g_free(s->backing_file);
-    g_free(s->backing_format);
     qcow2_bitmaps_free(s);
     s->l1_table = NULL;
     s->refcount_table = NULL;
-    s->backing_file = s->backing_format = NULL;
 }
 
 static int coroutine_fn qcow2_read_l1(BlockDriverState *bs, int64_t file_len,
@@ -719,7 +605,7 @@ static int coroutine_fn qcow2_read_header(BlockDriverState *bs,
             error_setg(errp, "Invalid backing file offset");
             return -EINVAL;
         }
-        s->backing_file = g_strndup((const char *)buf +
+        bs->backing_file = g_strndup((const char *)buf +
                                     h.backing_file_offset, len);
     }
     return 0;
@@ -783,10 +669,6 @@ static int coroutine_fn qcow2_open(BlockDriverState *bs,
         ret = -ENOMEM;
         goto fail;
     }
-    if (!open_backing(bs, opts->backing, errp)) {
-        ret = -EINVAL;
-        goto fail;
-    }
     /* Last: read/write, it flags bitmaps in_use on disk. */
     ret = qcow2_bitmaps_open(bs, file_len, errp);
     if (ret < 0) {
@@ -835,6 +717,80 @@ static int64_t qcow2_get_allocated_file_size(BlockDriverState *bs)
     return drv->bdrv_get_allocated_file_size(bs->file->bs);
 }
 
+static int qcow2_probe(const uint8_t *buf, int buf_size)
+{
+    if (buf_size >= 8 && qcow2_get_be32(buf) == QCOW2_MAGIC &&
+        qcow2_get_be32(buf + 4) >= 2) {
+        return 100;
+    }
+    return 0;
+}
+
+static int qcow2_get_info(BlockDriverState *bs, BlockDriverInfo *bdi)
+{
+    BDRVQcow2State *s = bs->opaque;
+
+    bdi->cluster_size = s->cluster_size;
+    bdi->is_dirty = s->incompatible_features & QCOW2_INCOMPAT_DIRTY;
+    return 0;
+}
+
+static Qcow2BitmapInfoList *qcow2_bitmap_info_list(BlockDriverState *bs)
+{
+    GList *stored = qcow2_list_bitmaps(bs);
+    Qcow2BitmapInfoList *head = NULL, **tail = &head;
+
+    for (GList *l = stored; l; l = l->next) {
+        Qcow2StoredBitmap *b = l->data;
+        Qcow2BitmapInfo *info = g_new0(Qcow2BitmapInfo, 1);
+        Qcow2BitmapInfoFlagsList **flags = &info->flags;
+
+        info->name = g_strdup(b->name);
+        info->granularity = b->granularity;
+        if (b->in_use) {
+            *flags = g_new0(Qcow2BitmapInfoFlagsList, 1);
+            (*flags)->value = QCOW2_BITMAP_INFO_FLAGS_IN_USE;
+            flags = &(*flags)->next;
+        }
+        if (b->auto_enabled) {
+            *flags = g_new0(Qcow2BitmapInfoFlagsList, 1);
+            (*flags)->value = QCOW2_BITMAP_INFO_FLAGS_AUTO;
+        }
+        *tail = g_new0(Qcow2BitmapInfoList, 1);
+        (*tail)->value = info;
+        tail = &(*tail)->next;
+    }
+    g_list_free_full(stored, (GDestroyNotify)qcow2_stored_bitmap_free);
+    return head;
+}
+
+/* What QEMU 7.2 reports: v3 fields only for compat 1.1 images. */
+static ImageInfoSpecific *qcow2_get_specific_info(BlockDriverState *bs)
+{
+    BDRVQcow2State *s = bs->opaque;
+    ImageInfoSpecific *spec = g_new0(ImageInfoSpecific, 1);
+    ImageInfoSpecificQCow2 *info = g_new0(ImageInfoSpecificQCow2, 1);
+
+    spec->type = IMAGE_INFO_SPECIFIC_KIND_QCOW2;
+    spec->u.qcow2.data = info;
+    info->refcount_bits = 1 << s->refcount_order;
+    info->compression_type = s->compression_type;
+    if (s->version < 3) {
+        info->compat = g_strdup("0.10");
+        return spec;
+    }
+    info->compat = g_strdup("1.1");
+    info->has_lazy_refcounts = true;
+    info->lazy_refcounts = s->compatible_features &
+                           QCOW2_COMPAT_LAZY_REFCOUNTS;
+    info->has_corrupt = true;
+    info->corrupt = s->incompatible_features & QCOW2_INCOMPAT_CORRUPT;
+    info->has_extended_l2 = true;
+    info->extended_l2 = false;      /* such images are refused at open */
+    info->bitmaps = qcow2_bitmap_info_list(bs);
+    return spec;
+}
+
 static const BlockDriver bdrv_qcow2 = {
     .format_name = "qcow2",
     .instance_size = sizeof(BDRVQcow2State),
@@ -848,6 +804,9 @@ static const BlockDriver bdrv_qcow2 = {
     .bdrv_co_flush = qcow2_co_flush,
     .bdrv_co_block_status = qcow2_co_block_status,
     .bdrv_get_allocated_file_size = qcow2_get_allocated_file_size,
+    .bdrv_get_info = qcow2_get_info,
+    .bdrv_get_specific_info = qcow2_get_specific_info,
+    .bdrv_probe = qcow2_probe,
     .bdrv_child_perm = qcow2_child_perm,
     .supported_zero_flags = BDRV_REQ_MAY_UNMAP | BDRV_REQ_NO_FALLBACK,
 };

@@ -112,9 +112,6 @@ typedef struct BDRVQcow2State {
     uint32_t nb_snapshots;
     int64_t snapshots_offset;
     int compression_type;           /* 0 zlib (deflate), 1 zstd */
-    char *backing_file;             /* from the header, or NULL */
-    char *backing_format;           /* from the extension, or NULL */
-    BdrvChild *backing;             /* NULL: unallocated reads zeroes */
     bool pass_discard_request;
     bool pass_discard_other;
     bool overlap_check;

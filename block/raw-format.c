@@ -110,6 +110,11 @@ static int coroutine_fn raw_co_block_status(BlockDriverState *bs,
     return BDRV_BLOCK_RAW;
 }
 
+static int raw_get_info(BlockDriverState *bs, BlockDriverInfo *bdi)
+{
+    return bdrv_get_info(bs->file->bs, bdi);
+}
+
 static const BlockDriver bdrv_raw = {
     .format_name = "raw",
     .instance_size = sizeof(BDRVRawState),
@@ -119,6 +124,7 @@ static const BlockDriver bdrv_raw = {
     .bdrv_co_pwrite_zeroes = raw_co_pwrite_zeroes,
     .bdrv_co_pdiscard = raw_co_pdiscard,
     .bdrv_co_block_status = raw_co_block_status,
+    .bdrv_get_info = raw_get_info,
     .supported_write_flags = BDRV_REQ_FUA,
     .supported_zero_flags = BDRV_REQ_FUA | BDRV_REQ_MAY_UNMAP |
                             BDRV_REQ_NO_FALLBACK,

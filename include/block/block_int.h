@@ -14,6 +14,7 @@
 #define BLOCK_BLOCK_INT_H
 
 #include "block/block.h"
+#include "qapi/qapi-types.h"
 #include "util/coroutine.h"
 
 typedef struct BlockdevRef BlockdevRef;
@@ -27,6 +28,12 @@ typedef enum BdrvChildRole {
     BDRV_CHILD_COW      = 0x8,   /* a backing file */
     BDRV_CHILD_PRIMARY  = 0x10,  /* the child named "file" */
 } BdrvChildRole;
+
+/* Image facts for queries (ImageInfo). */
+typedef struct BlockDriverInfo {
+    int64_t cluster_size;           /* 0: the format has no clusters */
+    bool is_dirty;                  /* not closed cleanly (dirty bit) */
+} BlockDriverInfo;
 
 typedef struct BlockLimits {
     uint32_t request_alignment;     /* bytes, power of 2 */
@@ -94,6 +101,21 @@ struct BlockDriver {
     int64_t (*bdrv_get_allocated_file_size)(BlockDriverState *bs);
 
     /*
+     * Fill @bdi for queries; -errno (NULL callback: -ENOTSUP) leaves
+     * ImageInfo without cluster-size and dirty-flag, as in QEMU.
+     */
+    int (*bdrv_get_info)(BlockDriverState *bs, BlockDriverInfo *bdi);
+    /* The format-specific part of ImageInfo; NULL callback: none. */
+    ImageInfoSpecific *(*bdrv_get_specific_info)(BlockDriverState *bs);
+
+    /*
+     * How much @buf (the first bytes of a file) looks like this format:
+     * 0 not at all, up to 100 certainly.  Used to find the format of a
+     * backing file whose image does not record it.
+     */
+    int (*bdrv_probe)(const uint8_t *buf, int buf_size);
+
+    /*
      * Permissions to take on @child, given what the parents of @bs take
      * in total.  NULL means "pass the parents' permissions through".
      */
@@ -153,10 +175,15 @@ struct BlockDriverState {
     char *filename;                 /* for queries and messages */
     bool read_only;
     bool discard_unmap;             /* discard=unmap */
+    BlockdevDetectZeroesOptions detect_zeroes;
     bool cache_direct;
     bool cache_no_flush;
     BlockLimits bl;
     BdrvChild *file;                /* primary child, or NULL */
+    BdrvChild *backing;             /* the BDRV_CHILD_COW child, or NULL */
+    /* The backing file as the image header records it (block/backing.c). */
+    char *backing_file;             /* name, or NULL */
+    char *backing_format;           /* format name, or NULL */
 
     /* Changed by the driver (resize). */
     int64_t total_bytes;
@@ -176,6 +203,8 @@ struct BlockDriverState {
 /* block.c */
 const BlockDriver *bdrv_find_driver(const char *format_name);
 void bdrv_register(const BlockDriver *drv);
+/* The format whose driver probes @buf best ("raw" if none claims it). */
+const char *bdrv_probe_format(const uint8_t *buf, int buf_size);
 
 /*
  * Open a new node from @options (blockdev-add, the command line, or a
@@ -212,6 +241,20 @@ bool bdrv_child_set_perm(BdrvChild *child, uint64_t perm, uint64_t shared,
                          Error **errp);
 /* Iterate over all nodes (in creation order). */
 GList *bdrv_all_nodes(void);
+/* The driver's image facts, zeroed first; -ENOTSUP if it has none. */
+int bdrv_get_info(BlockDriverState *bs, BlockDriverInfo *bdi);
+
+/* backing.c */
+/*
+ * Open the backing child of @bs, just opened by its driver, from the
+ * "backing" option in @options or else from bs->backing_file.
+ */
+bool coroutine_fn bdrv_open_backing(BlockDriverState *bs,
+                                    BlockdevOptions *options, Error **errp);
+/* bs->backing_file resolved against the image's directory, or NULL. */
+char *bdrv_full_backing_filename(BlockDriverState *bs);
+/* The number of backing nodes below @bs. */
+int bdrv_backing_file_depth(BlockDriverState *bs);
 
 /* io.c: entry points used by parents (nodes or backends). */
 int coroutine_fn bdrv_co_pread(BdrvChild *child, int64_t offset,

@@ -32,23 +32,23 @@
 #define QCOW2_BITMAP_MAX_COUNT          65535
 #define QCOW2_BITMAP_MAX_DIR_SIZE       (1024ULL * QCOW2_BITMAP_MAX_COUNT)
 
-typedef struct Qcow2BitmapInfo {
+typedef struct Qcow2StoredBitmap {
     char *name;
     uint32_t granularity;           /* bytes per bit */
     bool in_use;                    /* stored contents inconsistent */
     bool auto_enabled;              /* "auto" flag: records writes */
-} Qcow2BitmapInfo;
+} Qcow2StoredBitmap;
 
-void qcow2_bitmap_info_free(Qcow2BitmapInfo *info);
-G_DEFINE_AUTOPTR_CLEANUP_FUNC(Qcow2BitmapInfo, qcow2_bitmap_info_free)
+void qcow2_stored_bitmap_free(Qcow2StoredBitmap *info);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(Qcow2StoredBitmap, qcow2_stored_bitmap_free)
 
 /*
  * qcow2_list_bitmaps:
  * @bs: any node
  *
  * The bitmaps stored in @bs, in directory order, as a list of newly
- * allocated Qcow2BitmapInfo (free with
- * g_list_free_full(list, (GDestroyNotify)qcow2_bitmap_info_free)).
+ * allocated Qcow2StoredBitmap (free with
+ * g_list_free_full(list, (GDestroyNotify)qcow2_stored_bitmap_free)).
  * NULL if @bs is not a qcow2 node or has no (valid) bitmaps.  in_use is
  * reported as it is on disk, so it includes the flag the driver sets
  * itself on auto bitmaps while the image is open read/write.
@@ -93,7 +93,7 @@ bool coroutine_fn qcow2_load_bitmap(BlockDriverState *bs, const char *name,
  * An auto bitmap is stored with in_use set while the image stays open
  * read/write (writes from now on are not recorded in it); the flag is
  * cleared at close if the image was not written after the store.
- * Invalidates the Qcow2BitmapInfo lists returned earlier.
+ * Invalidates the Qcow2StoredBitmap lists returned earlier.
  */
 bool coroutine_fn qcow2_store_bitmap(BlockDriverState *bs, const char *name,
                                      const uint8_t *bits, uint64_t nbits,

@@ -88,12 +88,12 @@ static bool run_command(Tool *t, BlockDriverState *bs, Error **errp)
         GList *list = qcow2_list_bitmaps(bs);
 
         for (GList *l = list; l; l = l->next) {
-            Qcow2BitmapInfo *info = l->data;
+            Qcow2StoredBitmap *info = l->data;
 
             printf("%s %" PRIu32 " %d %d\n", info->name, info->granularity,
                    info->in_use, info->auto_enabled);
         }
-        g_list_free_full(list, (GDestroyNotify)qcow2_bitmap_info_free);
+        g_list_free_full(list, (GDestroyNotify)qcow2_stored_bitmap_free);
         return true;
     }
     if (!strcmp(cmd, "load") && t->argc == 2) {
