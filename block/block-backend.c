@@ -172,13 +172,22 @@ int coroutine_fn blk_co_flush(BlockBackend *blk)
 }
 
 int coroutine_fn blk_co_block_status(BlockBackend *blk, int64_t offset,
-                                     int64_t bytes, int64_t *pnum)
+                                     int64_t bytes, int64_t *pnum,
+                                     int *depth)
 {
     int ret = blk_request_begin(blk, offset, bytes);
+    int layer;
 
     if (ret == 0) {
-        ret = bdrv_co_block_status(blk_bs(blk), offset, bytes, pnum);
+        ret = bdrv_co_block_status_above(blk_bs(blk), NULL, offset, bytes,
+                                         pnum, &layer);
         blk_dec_in_flight(blk);
+    }
+    if (ret >= 0 && layer != 1) {
+        ret &= ~BDRV_BLOCK_ALLOCATED;   /* allocated in a backing node */
+    }
+    if (ret >= 0 && depth) {
+        *depth = layer;
     }
     return ret;
 }

@@ -493,8 +493,15 @@ int coroutine_fn bdrv_co_flush(BlockDriverState *bs)
 
 /* --- block status --- */
 
-int coroutine_fn bdrv_co_block_status(BlockDriverState *bs, int64_t offset,
-                                      int64_t bytes, int64_t *pnum)
+/*
+ * The status of @bs's own layer, as its driver reports it (a driver that
+ * maps a range onto its file is followed there).  BDRV_BLOCK_ALLOCATED
+ * means this layer, not a backing node, decides what the range reads.
+ */
+static int coroutine_fn bdrv_co_block_status_layer(BlockDriverState *bs,
+                                                   int64_t offset,
+                                                   int64_t bytes,
+                                                   int64_t *pnum)
 {
     BlockDriverState *file = NULL;
     int64_t map = 0;
@@ -515,10 +522,59 @@ int coroutine_fn bdrv_co_block_status(BlockDriverState *bs, int64_t offset,
         g_assert(*pnum > 0 && *pnum <= bytes);
     }
     if (ret >= 0 && (ret & BDRV_BLOCK_RAW)) {
-        ret = bdrv_co_block_status(file, map, *pnum, pnum);
+        ret = bdrv_co_block_status_layer(file, map, *pnum, pnum);
     }
     if (--bs->in_flight == 0) {
         co_queue_restart_all(&bs->drain_waiters);
+    }
+    return ret;
+}
+
+int coroutine_fn bdrv_co_block_status_above(BlockDriverState *bs,
+                                            BlockDriverState *base,
+                                            int64_t offset, int64_t bytes,
+                                            int64_t *pnum, int *depth)
+{
+    BlockDriverState *layer = bs;
+    int ret;
+
+    for (*depth = 1;; ++*depth) {
+        BlockDriverState *below;
+
+        ret = bdrv_co_block_status_layer(layer, offset, bytes, pnum);
+        if (ret < 0 || (ret & BDRV_BLOCK_ALLOCATED)) {
+            return ret;
+        }
+        /* Not here: what the layer below says decides these bytes. */
+        bytes = *pnum;
+        below = layer->backing ? layer->backing->bs : NULL;
+        if (!below || below == base) {
+            *depth = 0;
+            /* The end of the chain reads zeroes. */
+            return below ? ret : BDRV_BLOCK_ZERO;
+        }
+        if (offset >= bdrv_getlength(below)) {
+            /*
+             * A short backing node: its zeroes past the end count as its
+             * own, as in QEMU.
+             */
+            ++*depth;
+            return BDRV_BLOCK_ZERO | BDRV_BLOCK_ALLOCATED;
+        }
+        bytes = MIN(bytes, bdrv_getlength(below) - offset);
+        layer = below;
+    }
+}
+
+int coroutine_fn bdrv_co_block_status(BlockDriverState *bs, int64_t offset,
+                                      int64_t bytes, int64_t *pnum)
+{
+    int depth;
+    int ret = bdrv_co_block_status_above(bs, NULL, offset, bytes, pnum,
+                                         &depth);
+
+    if (ret >= 0 && depth != 1) {
+        ret &= ~BDRV_BLOCK_ALLOCATED;
     }
     return ret;
 }

@@ -837,7 +837,6 @@ int coroutine_fn qcow2_co_block_status(BlockDriverState *bs,
 {
     BDRVQcow2State *s = bs->opaque;
     Qcow2Mapping m;
-    int64_t backing_len;
     int ret;
 
     co_mutex_lock(&s->lock);
@@ -858,19 +857,7 @@ int coroutine_fn qcow2_co_block_status(BlockDriverState *bs,
     case QCOW2_CLUSTER_ZERO_ALLOC:
         return BDRV_BLOCK_ZERO | BDRV_BLOCK_ALLOCATED;
     default:
-        break;
+        /* Unallocated: the core asks the backing chain. */
+        return 0;
     }
-    if (!bs->backing) {
-        return BDRV_BLOCK_ZERO;
-    }
-    backing_len = bdrv_getlength(bs->backing->bs);
-    if (offset >= backing_len) {
-        return BDRV_BLOCK_ZERO;
-    }
-    ret = bdrv_co_block_status(bs->backing->bs, offset,
-                               MIN(m.bytes, backing_len - offset), pnum);
-    if (ret < 0) {
-        return ret;
-    }
-    return ret & (BDRV_BLOCK_DATA | BDRV_BLOCK_ZERO);
 }

@@ -19,11 +19,10 @@
  *                         BDRV_BLOCK_DATA (nothing stored: reads come from
  *                         nowhere), NBD_STATE_ZERO when it reports
  *                         BDRV_BLOCK_ZERO (reads return zeroes).
- *   qemu:allocation-depth 0 unallocated in the whole chain, 1 allocated in
- *                         the exported node, 2 allocated below it.  The
- *                         block layer tells "allocated here" apart from
- *                         "has data" but not how deep the data is, so
- *                         every backing level is reported as 2.
+ *   qemu:allocation-depth 0 unallocated in the whole chain, else the
+ *                         place in the backing chain of the layer that
+ *                         allocates it: 1 the exported node, 2 its
+ *                         backing node, and so on.
  */
 #include "nbd/nbd-internal.h"
 #include "block/block-backend.h"
@@ -91,17 +90,14 @@ void nbd_meta_match(NBDExport *exp, const char *query, bool list,
     }
 }
 
-static uint32_t nbd_meta_flags(NBDMetaKind kind, int status)
+static uint32_t nbd_meta_flags(NBDMetaKind kind, int status, int depth)
 {
     switch (kind) {
     case NBD_META_BASE_ALLOCATION:
         return (status & BDRV_BLOCK_DATA ? 0 : NBD_STATE_HOLE) |
                (status & BDRV_BLOCK_ZERO ? NBD_STATE_ZERO : 0);
     case NBD_META_ALLOCATION_DEPTH:
-        if (status & BDRV_BLOCK_ALLOCATED) {
-            return 1;
-        }
-        return status & BDRV_BLOCK_DATA ? 2 : 0;
+        return depth;
     }
     g_assert_not_reached();
 }
@@ -115,15 +111,16 @@ int coroutine_fn nbd_meta_co_extents(NBDExport *exp,
 
     while (length > 0) {
         int64_t pnum = 0;
+        int depth;
         int ret = blk_co_block_status(exp->common->blk, offset, length,
-                                      &pnum);
+                                      &pnum, &depth);
         uint32_t flags;
 
         if (ret < 0) {
             return ret;
         }
         g_assert(pnum > 0 && pnum <= length);
-        flags = nbd_meta_flags(ctx->kind, ret);
+        flags = nbd_meta_flags(ctx->kind, ret, depth);
 
         if (extents->len > 0 &&
             g_array_index(extents, NBDExtent, extents->len - 1).flags ==

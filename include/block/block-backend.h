@@ -47,9 +47,12 @@ int coroutine_fn blk_co_flush(BlockBackend *blk);
 /*
  * Describe [@offset, @offset + @bytes): returns BDRV_BLOCK_* bits (>= 0)
  * valid for the first *@pnum bytes (1 <= *@pnum <= @bytes), or -errno.
+ * @depth (if not NULL) receives the allocation depth: 1 allocated in the
+ * node itself, 2 in its backing node and so on, 0 nowhere in the chain.
  */
 int coroutine_fn blk_co_block_status(BlockBackend *blk, int64_t offset,
-                                     int64_t bytes, int64_t *pnum);
+                                     int64_t bytes, int64_t *pnum,
+                                     int *depth);
 
 /* Wait (iterating the main loop) until no request of @blk is in flight. */
 void blk_drain(BlockBackend *blk);

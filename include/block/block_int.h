@@ -270,6 +270,19 @@ int coroutine_fn bdrv_co_pdiscard(BdrvChild *child, int64_t offset,
 int coroutine_fn bdrv_co_flush(BlockDriverState *bs);
 int coroutine_fn bdrv_co_block_status(BlockDriverState *bs, int64_t offset,
                                       int64_t bytes, int64_t *pnum);
+/*
+ * bdrv_co_block_status_above:
+ * Walk the backing chain from @bs down to, not including, @base (NULL:
+ * the whole chain) for the first layer that allocates [@offset, +@bytes).
+ * Returns its BDRV_BLOCK_* status for the first *@pnum bytes, and in
+ * *@depth that layer's place in the chain (1: @bs itself), or 0 if no
+ * layer above @base allocates them ("allocated above @base" is
+ * *@depth > 0).  qemu:allocation-depth reports *@depth.
+ */
+int coroutine_fn bdrv_co_block_status_above(BlockDriverState *bs,
+                                            BlockDriverState *base,
+                                            int64_t offset, int64_t bytes,
+                                            int64_t *pnum, int *depth);
 /* Iterate the main loop until @bs has no request in flight. */
 void bdrv_drain(BlockDriverState *bs);
 

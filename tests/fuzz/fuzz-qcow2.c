@@ -39,7 +39,7 @@ static void coroutine_fn fuzz_exercise(BlockBackend *blk, const FuzzRun *run)
         int64_t n = MIN(65536 + 511, len - off);
 
         blk_co_pread(blk, off, n, buf, 0);
-        blk_co_block_status(blk, off, n, &pnum);
+        blk_co_block_status(blk, off, n, &pnum, NULL);
     }
     if (len <= 0) {
         return;

@@ -1,7 +1,8 @@
-"""Block status (NBD base:allocation) as seen by nbdinfo --map.
+"""Block status (NBD base:allocation, qemu:allocation-depth) by nbdinfo --map.
 
 The file driver answers from SEEK_DATA/SEEK_HOLE; raw shifts by its offset;
-null-co has no data (and reads as zero only with read-zeroes=on).
+null-co has no data (and reads as zero only with read-zeroes=on); a qcow2
+backing chain reports the depth of the layer that allocates each range.
 
 iotests groups: quick
 """
@@ -117,3 +118,79 @@ def test_map_follows_writes_and_unmap(server, scratch):
     assert block_map(uri) == [(0, 256 * 1024, 0), (256 * 1024, 256 * 1024, HOLE | ZERO),
                               (512 * 1024, 256 * 1024, 0),
                               (768 * 1024, MiB + 256 * 1024, HOLE | ZERO)]
+
+
+def depth_map(uri):
+    require_tool("nbdinfo")
+    extents = json.loads(run(["nbdinfo", "--map=qemu:allocation-depth",
+                              "--json", uri]).stdout)
+    out = []
+    for e in extents:
+        if out and out[-1][2] == e["type"]:
+            out[-1] = (out[-1][0], out[-1][1] + e["length"], e["type"])
+        else:
+            out.append((e["offset"], e["length"], e["type"]))
+    return out
+
+
+def qcow2_chain(scratch, base_size=4 * MiB):
+    """base <- mid <- top, each layer allocating different ranges."""
+    base, mid, top = (os.path.join(scratch, f"{n}.qcow2")
+                      for n in ("base", "mid", "top"))
+    run(["qemu-img", "create", "-q", "-f", "qcow2", base, str(base_size)])
+    run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2",
+         mid, str(4 * MiB)])
+    run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", mid, "-F", "qcow2",
+         top, str(4 * MiB)])
+    if base_size == 4 * MiB:
+        run(["qemu-io", "-c", "write -P 1 0 1M", "-c", "write -P 4 3M 1M", base])
+    else:
+        run(["qemu-io", "-c", "write -P 1 0 4k", base])
+    run(["qemu-io", "-c", "write -P 2 1M 1M", "-c", "write -z 3M 512k", mid])
+    run(["qemu-io", "-c", "write -P 3 2M 512k", top])
+    return top
+
+
+def export_chain(daemon, top):
+    daemon.command("blockdev-add", {
+        "driver": "qcow2", "node-name": "top",
+        "file": {"driver": "file", "filename": top}})
+    sock = daemon.start_nbd_unix()
+    daemon.command("block-export-add", {
+        "type": "nbd", "id": "e", "node-name": "top",
+        "allocation-depth": True})
+    return nbd_uri(sock, "top")
+
+
+def test_allocation_depth_three_levels(daemon, scratch):
+    """Each backing level reports its own depth, as qemu-storage-daemon."""
+    uri = export_chain(daemon, qcow2_chain(scratch))
+    K = 1024
+    assert depth_map(uri) == [
+        (0, MiB, 3),                        # base
+        (MiB, MiB, 2),                      # mid
+        (2 * MiB, 512 * K, 1),              # top
+        (2 * MiB + 512 * K, 512 * K, 0),    # nowhere
+        (3 * MiB, 512 * K, 2),              # mid's zero clusters
+        (3 * MiB + 512 * K, 512 * K, 3),    # base
+    ]
+    assert block_map(uri) == [
+        (0, 2 * MiB + 512 * K, 0),
+        (2 * MiB + 512 * K, MiB, HOLE | ZERO),
+        (3 * MiB + 512 * K, 512 * K, 0),
+    ]
+
+
+def test_allocation_depth_short_backing(daemon, scratch):
+    """Past the end of a short base, its zeroes count as the base's."""
+    uri = export_chain(daemon, qcow2_chain(scratch, base_size=2 * MiB))
+    K = 1024
+    assert depth_map(uri) == [
+        (0, 64 * K, 3),                     # base (one cluster)
+        (64 * K, MiB - 64 * K, 0),          # nowhere (inside the base)
+        (MiB, MiB, 2),                      # mid
+        (2 * MiB, 512 * K, 1),              # top
+        (2 * MiB + 512 * K, 512 * K, 3),    # past the base's end
+        (3 * MiB, 512 * K, 2),              # mid's zero clusters
+        (3 * MiB + 512 * K, 512 * K, 3),    # past the base's end
+    ]
