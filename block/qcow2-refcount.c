@@ -330,8 +330,8 @@ static int coroutine_fn write_reftable_header(BlockDriverState *bs,
 
     memcpy(hdr, &be_offset, 8);
     memcpy(hdr + 8, &be_clusters, 4);
-    return bdrv_co_pwrite(bs->file, QCOW2_HDR_REFTABLE_OFFSET, sizeof(hdr),
-                          hdr, 0);
+    return qcow2_write_metadata(bs, QCOW2_MD_HEADER,
+                                QCOW2_HDR_REFTABLE_OFFSET, sizeof(hdr), hdr);
 }
 
 static bool refblock_missing(BDRVQcow2State *s, int64_t r)
@@ -425,8 +425,10 @@ static int coroutine_fn grow_refcount_table(BlockDriverState *bs,
 
     /* Blocks, refcount cache and table on disk, then the header. */
     if (ret == 0 && needed) {
-        ret = bdrv_co_pwrite(bs->file, start << s->cluster_bits,
-                             needed * s->cluster_size, blocks, 0);
+        /* Not refcount blocks in use yet: checked against all of them. */
+        ret = qcow2_write_metadata(bs, QCOW2_MD_NONE,
+                                   start << s->cluster_bits,
+                                   needed * s->cluster_size, blocks);
     }
     blk_vfree(blocks);
     if (ret == 0) {
@@ -438,8 +440,9 @@ static int coroutine_fn grow_refcount_table(BlockDriverState *bs,
     for (int64_t i = 0; i < entries; i++) {
         table[i] = GUINT64_TO_BE(table[i]);
     }
-    ret = bdrv_co_pwrite(bs->file, table_start << s->cluster_bits,
-                         entries * 8, table, 0);
+    ret = qcow2_write_metadata(bs, QCOW2_MD_NONE,
+                               table_start << s->cluster_bits, entries * 8,
+                               table);
     for (int64_t i = 0; i < entries; i++) {
         table[i] = GUINT64_FROM_BE(table[i]);
     }
@@ -516,8 +519,8 @@ static int coroutine_fn alloc_refcount_block(BlockDriverState *bs, int64_t r)
         return ret;
     }
     be = GUINT64_TO_BE((uint64_t)c << s->cluster_bits);
-    ret = bdrv_co_pwrite(bs->file, s->refcount_table_offset + r * 8, 8, &be,
-                         0);
+    ret = qcow2_write_metadata(bs, QCOW2_MD_REFCOUNT_TABLE,
+                               s->refcount_table_offset + r * 8, 8, &be);
     if (ret < 0) {
         return ret;
     }

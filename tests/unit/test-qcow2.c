@@ -243,7 +243,8 @@ static void coroutine_fn touch(Qcow2Cache *c, int64_t table, bool dirty)
 static void coroutine_fn lru_entry(void *opaque)
 {
     Fixture *f = opaque;
-    Qcow2Cache *c = qcow2_cache_create(&f->parent, 3, TABLE);
+    Qcow2Cache *c = qcow2_cache_create(&f->parent, QCOW2_MD_ACTIVE_L2, 3,
+                                       TABLE);
 
     touch(c, 1, false);
     touch(c, 2, false);
@@ -281,8 +282,10 @@ static void test_cache_lru(void)
 static void coroutine_fn dependency_entry(void *opaque)
 {
     Fixture *f = opaque;
-    Qcow2Cache *l2 = qcow2_cache_create(&f->parent, 4, TABLE);
-    Qcow2Cache *rc = qcow2_cache_create(&f->parent, 4, TABLE);
+    Qcow2Cache *l2 = qcow2_cache_create(&f->parent, QCOW2_MD_ACTIVE_L2, 4,
+                                        TABLE);
+    Qcow2Cache *rc = qcow2_cache_create(&f->parent, QCOW2_MD_REFCOUNT_BLOCK,
+                                        4, TABLE);
     GArray *w = mem_state(f)->writes;
 
     /* Allocation: refcount block 10 before L2 table 20. */
