@@ -28,26 +28,63 @@ pytestmark = [pytest.mark.rw, pytest.mark.quick]
 
 SIZE = 16 * MiB
 TARGETS = ["l1", "l2", "reftable", "refblock"]
+OFFSET_MASK = 0x00fffffffffffe00
+BITMAPS_EXT = 0x23852875
+
+# The names in "Preventing invalid write on metadata (overlaps with %s)".
+KIND = {
+    "l1": "active L1 table",
+    "l2": "active L2 table",
+    "reftable": "refcount table",
+    "refblock": "refcount block",
+    "snapshot-table": "snapshot table",
+    "snapshot-l1": "inactive L1 table",
+    "snapshot-l2": "inactive L2 table",
+    "bitmap-directory": "bitmap directory",
+    "bitmap-table": "bitmap table",
+}
+
+
+def bitmap_directory(data, header_length):
+    """The offset of the bitmap directory, from the header extension."""
+    pos = header_length
+    while True:
+        ext_type, length = struct.unpack_from(">II", data, pos)
+        if ext_type == 0:
+            return None
+        if ext_type == BITMAPS_EXT:
+            return struct.unpack_from(">Q", data, pos + 24)[0]
+        pos += 8 + (length + 7) // 8 * 8
 
 
 def header(img):
-    """The header fields the tests need, and the first L1 and refcount entries."""
+    """Where each kind of metadata lives (its first instance)."""
     with open(img, "rb") as f:
         data = f.read()
+
+    def u64(offset):
+        return struct.unpack_from(">Q", data, offset)[0]
+
     cluster_bits, = struct.unpack_from(">I", data, 20)
-    l1_offset, = struct.unpack_from(">Q", data, 40)
-    reftable_offset, = struct.unpack_from(">Q", data, 48)
-    refcount_order, = struct.unpack_from(">I", data, 96)
-    l2_offset, = struct.unpack_from(">Q", data, l1_offset)
-    refblock_offset, = struct.unpack_from(">Q", data, reftable_offset)
-    return {
+    nb_snapshots, = struct.unpack_from(">I", data, 60)
+    refcount_order, header_length = struct.unpack_from(">II", data, 96)
+    h = {
         "cluster_bits": cluster_bits,
         "refcount_order": refcount_order,
-        "l1": l1_offset,
-        "l2": l2_offset & 0x00fffffffffffe00,
-        "reftable": reftable_offset,
-        "refblock": refblock_offset & ~0x1ff,
+        "l1": u64(40),
+        "l2": u64(u64(40)) & OFFSET_MASK,
+        "reftable": u64(48),
+        "refblock": u64(u64(48)) & ~0x1ff,
     }
+    if nb_snapshots:
+        h["snapshot-table"] = u64(64)
+        h["snapshot-l1"] = u64(u64(64))
+        h["snapshot-l2"] = u64(h["snapshot-l1"]) & OFFSET_MASK
+    directory = bitmap_directory(data, header_length)
+    if directory:
+        h["bitmap-directory"] = directory
+        h["bitmap-table"] = u64(directory)
+    return h
 
 
 def drop_refcount(img, what):
@@ -63,6 +100,11 @@ def drop_refcount(img, what):
         f.seek(h["refblock"] + cluster * 2)
         f.write(struct.pack(">H", 0))
     return h[what]
+
+
+def assert_refused(daemon, what):
+    assert ("Preventing invalid write on metadata (overlaps with "
+            f"{KIND[what]})") in daemon.stderr(), daemon.stderr()
 
 
 def check(img):
@@ -125,8 +167,7 @@ def test_bitmap_directory_not_written_over_metadata(daemon, scratch, what):
     daemon.stop()
     assert_intact(img, before)
     assert bitmap_names(img) == ["bm0"]
-    assert "Preventing invalid write on metadata" in daemon.stderr(), \
-        daemon.stderr()
+    assert_refused(daemon, what)
 
 
 @iotests.blockd_only("qemu-storage-daemon sets in_use by rewriting the "
@@ -147,10 +188,8 @@ def test_bitmap_directory_open_error(scratch):
     assert info["format-specific"]["data"]["corrupt"] is True, info
 
 
-@pytest.mark.parametrize("what", TARGETS)
-def test_guest_write_not_written_over_metadata(daemon, scratch, what):
+def guest_write_refused(daemon, img, before, what):
     """A guest write allocating a new cluster gets EIO instead."""
-    img, before = damaged_image(scratch, what, bitmap=False)
     resp = blockdev_add(daemon, img)
     assert "return" in resp, resp
     sock = daemon.start_nbd_unix()
@@ -160,5 +199,43 @@ def test_guest_write_not_written_over_metadata(daemon, scratch, what):
     assert "Input/output error" in res.output, res
     daemon.stop()
     assert_intact(img, before)
-    assert ("Preventing invalid write on metadata (overlaps with "
-            in daemon.stderr()), daemon.stderr()
+    assert_refused(daemon, what)
+
+
+@pytest.mark.parametrize("what", TARGETS)
+def test_guest_write_not_written_over_metadata(daemon, scratch, what):
+    img, before = damaged_image(scratch, what, bitmap=False)
+    guest_write_refused(daemon, img, before, what)
+
+
+@pytest.mark.parametrize("what", [
+    "snapshot-table",
+    "snapshot-l1",
+    pytest.param("snapshot-l2", marks=iotests.blockd_only(
+        "qemu-storage-daemon checks inactive L2 tables only with "
+        "overlap-check=all")),
+    "bitmap-directory",
+    pytest.param("bitmap-table", marks=iotests.blockd_only(
+        "qemu-storage-daemon does not check bitmap tables")),
+])
+def test_guest_write_not_written_over_snapshots_and_bitmaps(daemon, scratch,
+                                                            what):
+    """The same for what snapshots and (disabled) bitmaps own."""
+    img = os.path.join(scratch, "t.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", img, SIZE)
+    qemu_io("-f", "qcow2", "-c", "write -q -P 1 0 1M", img)
+    qemu_img("snapshot", "-c", "s0", img)
+    # The active L1 table gets its own copy of the first L2 table: the
+    # snapshot's one is used by the snapshot alone.
+    qemu_io("-f", "qcow2", "-c", "write -q -P 1 0 64k", img)
+    # Disabled: blockd leaves the directory alone at open.
+    qemu_img("bitmap", "--add", "--disable", img, "bm0")
+    drop_refcount(img, what)
+    before = check(img)
+    assert before.get("corruptions") == 1, before
+    guest_write_refused(daemon, img, before, what)
+    # The snapshot reads back too.
+    raw = os.path.join(scratch, "s0.raw")
+    qemu_img("convert", "-f", "qcow2", "-l", "s0", "-O", "raw", img, raw)
+    with open(raw, "rb") as f:
+        assert f.read(MiB) == b"\x01" * MiB
