@@ -24,10 +24,11 @@
  * allocated clusters (a new L2 table, a new bitmap directory) is not
  * the metadata in use yet and is compared with everything.
  *
- * Costs: one linear scan of the L1 table, the refcount table, the
+ * Costs: one linear scan of the L1 table, the used part of the refcount
+ * table (up to its last nonzero entry: a table is mostly empty), the
  * snapshot list and the bitmap directory per write, and a binary search
  * of the inactive L2 tables; the same order of work as QEMU's "cached"
- * mode, which also scans the L1 and refcount tables.  Bitmap data
+ * mode, which scans the whole L1 and refcount tables.  Bitmap data
  * clusters are not compared (that would take reading every bitmap
  * table).
  */
@@ -82,18 +83,23 @@ static bool overlaps(int64_t start, int64_t end, int64_t offset,
     return bytes > 0 && offset < end && start < offset + bytes;
 }
 
-/* Tables of whole clusters named by @n entries (0: none). */
+/*
+ * Whether one of the cluster-sized tables named by @n entries (offset
+ * bits @mask; 0: none) lies in the clusters [@start, @end), @start > 0.
+ * This scan runs before every write: it has no branch in the loop, so
+ * the compiler vectorises it (one unsigned compare per entry; an entry
+ * of 0 wraps around to a huge distance).
+ */
 static bool table_entries_hit(const uint64_t *entries, size_t n,
                               uint64_t mask, int64_t start, int64_t end)
 {
-    for (size_t i = 0; i < n; i++) {
-        int64_t table = entries[i] & mask;
+    uint64_t len = end - start;
+    bool hit = false;
 
-        if (table && table >= start && table < end) {
-            return true;
-        }
+    for (size_t i = 0; i < n; i++) {
+        hit |= (entries[i] & mask) - (uint64_t)start < len;
     }
-    return false;
+    return hit;
 }
 
 static bool inactive_l2_hit(BDRVQcow2State *s, int64_t start, int64_t end)
@@ -130,7 +136,7 @@ static bool inactive_l1_hit(BDRVQcow2State *s, int64_t start, int64_t end)
 Qcow2Metadata qcow2_metadata_overlap(BDRVQcow2State *s, unsigned checks,
                                      int64_t offset, int64_t bytes)
 {
-    int64_t start, end;
+    int64_t start, end, table_start;
 
     if (bytes <= 0 || !checks) {
         return QCOW2_MD_NONE;
@@ -141,13 +147,15 @@ Qcow2Metadata qcow2_metadata_overlap(BDRVQcow2State *s, unsigned checks,
     if ((checks & QCOW2_MD_HEADER) && start == 0) {
         return QCOW2_MD_HEADER;
     }
+    /* No table lives in the header cluster (offset 0 means "none"). */
+    table_start = MAX(start, s->cluster_size);
     if ((checks & QCOW2_MD_ACTIVE_L1) &&
         overlaps(start, end, s->l1_table_offset, (int64_t)s->l1_size * 8)) {
         return QCOW2_MD_ACTIVE_L1;
     }
-    if ((checks & QCOW2_MD_ACTIVE_L2) && s->l1_table &&
+    if ((checks & QCOW2_MD_ACTIVE_L2) && s->l1_table && table_start < end &&
         table_entries_hit(s->l1_table, s->l1_size, QCOW2_L1E_OFFSET_MASK,
-                          start, end)) {
+                          table_start, end)) {
         return QCOW2_MD_ACTIVE_L2;
     }
     if ((checks & QCOW2_MD_REFCOUNT_TABLE) &&
@@ -156,8 +164,9 @@ Qcow2Metadata qcow2_metadata_overlap(BDRVQcow2State *s, unsigned checks,
         return QCOW2_MD_REFCOUNT_TABLE;
     }
     if ((checks & QCOW2_MD_REFCOUNT_BLOCK) && s->refcount_table &&
-        table_entries_hit(s->refcount_table, s->refcount_table_size,
-                          QCOW2_REFT_OFFSET_MASK, start, end)) {
+        table_start < end &&
+        table_entries_hit(s->refcount_table, s->refcount_table_used,
+                          QCOW2_REFT_OFFSET_MASK, table_start, end)) {
         return QCOW2_MD_REFCOUNT_BLOCK;
     }
     if ((checks & QCOW2_MD_SNAPSHOT_TABLE) && s->nb_snapshots &&

@@ -94,6 +94,16 @@ void qcow2_refcount_set(void *block, int order, uint64_t index,
     }
 }
 
+void qcow2_refcount_table_changed(BDRVQcow2State *s)
+{
+    uint32_t used = s->refcount_table_size;
+
+    while (used && !s->refcount_table[used - 1]) {
+        used--;
+    }
+    s->refcount_table_used = used;
+}
+
 int coroutine_fn qcow2_refcount_init(BlockDriverState *bs, int64_t file_len,
                                      Error **errp)
 {
@@ -134,6 +144,7 @@ int coroutine_fn qcow2_refcount_init(BlockDriverState *bs, int64_t file_len,
             return -EINVAL;
         }
     }
+    qcow2_refcount_table_changed(s);
     return 0;
 }
 
@@ -463,6 +474,7 @@ static int coroutine_fn grow_refcount_table(BlockDriverState *bs,
     g_free(s->refcount_table);
     s->refcount_table = g_steal_pointer(&table);
     s->refcount_table_size = entries;
+    qcow2_refcount_table_changed(s);
     s->refcount_table_offset = table_start << s->cluster_bits;
 
     /* The header no longer points to the old table: free it. */
@@ -525,6 +537,7 @@ static int coroutine_fn alloc_refcount_block(BlockDriverState *bs, int64_t r)
         return ret;
     }
     s->refcount_table[r] = c << s->cluster_bits;
+    qcow2_refcount_table_changed(s);
     return bdrv_co_flush(bs->file->bs);
 }
 

@@ -314,6 +314,7 @@ static int coroutine_fn repair_write(Qcow2Repair *r, uint64_t *new_table,
             return ret;
         }
         memcpy(s->refcount_table, new_table, bytes);
+        qcow2_refcount_table_changed(s);
     }
     ret = bdrv_co_flush(bs->file->bs);
     if (ret < 0) {

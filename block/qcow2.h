@@ -165,6 +165,12 @@ typedef struct BDRVQcow2State {
     int64_t l1_table_offset;
     uint64_t *refcount_table;       /* host byte order */
     uint32_t refcount_table_size;   /* entries */
+    /*
+     * Entries up to the last nonzero one (all later ones are 0), so the
+     * overlap check scans only those; whoever changes refcount_table
+     * calls qcow2_refcount_table_changed().
+     */
+    uint32_t refcount_table_used;
     int64_t refcount_table_offset;
     Qcow2Cache *l2_cache;
     Qcow2Cache *refcount_cache;
@@ -359,6 +365,9 @@ void qcow2_refcount_set(void *block, int order, uint64_t index,
 /* Read the refcount table at open; checks every entry. */
 int coroutine_fn qcow2_refcount_init(BlockDriverState *bs, int64_t file_len,
                                      Error **errp);
+
+/* Recompute s->refcount_table_used after a change of the table. */
+void qcow2_refcount_table_changed(BDRVQcow2State *s);
 
 /* Refcount of host cluster @cluster_index (0 past the table). */
 int coroutine_fn qcow2_get_refcount(BlockDriverState *bs,

@@ -382,6 +382,7 @@ static void overlap_layout_init(OverlapLayout *o)
          sizeof(o->reftable));
     o->reftable[0] = 7 * TABLE;
     o->reftable[3] = 50 * TABLE;
+    qcow2_refcount_table_changed(s);
     mark(o, QCOW2_MD_REFCOUNT_BLOCK, 7 * TABLE, TABLE);
     mark(o, QCOW2_MD_REFCOUNT_BLOCK, 50 * TABLE, TABLE);
     s->nb_snapshots = G_N_ELEMENTS(o->snapshot_l1);
