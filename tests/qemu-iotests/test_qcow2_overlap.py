@@ -164,7 +164,7 @@ def test_bitmap_directory_not_written_over_metadata(daemon, scratch, what):
     if "error" in resp:
         # blockd rewrites the directory at open: the open fails.
         assert "could not mark bitmaps in use" in resp["error"]["desc"], resp
-    daemon.stop()
+    assert daemon.stop(), daemon.stderr()
     assert_intact(img, before)
     assert bitmap_names(img) == ["bm0"]
     assert_refused(daemon, what)
@@ -197,7 +197,7 @@ def guest_write_refused(daemon, img, before, what):
     res = qemu_io_cmds(nbd_uri(sock, "n"), ["write -q -P 2 8M 64k"],
                        check=False)
     assert "Input/output error" in res.output, res
-    daemon.stop()
+    assert daemon.stop(), daemon.stderr()
     assert_intact(img, before)
     assert_refused(daemon, what)
 
