@@ -144,17 +144,18 @@ int coroutine_fn qcow2_read_snapshots(BlockDriverState *bs, int64_t file_len,
                        "entry %" PRIu32, i);
             return -EFBIG;
         }
-        len = ALIGN_UP(SNAPSHOT_ENTRY_FIXED + extra + qcow2_get_be16(e + 12) +
-                       qcow2_get_be16(e + 14), 8);
-        pos += len;
-        if (pos - s->snapshots_offset > SNAPSHOT_MAX_TABLE_BYTES) {
-            error_setg(errp, "Snapshot table is too big");
-            return -EFBIG;
-        }
-        if (pos > file_len) {
+        len = SNAPSHOT_ENTRY_FIXED + extra + qcow2_get_be16(e + 12) +
+              qcow2_get_be16(e + 14);
+        /* The padding of the last entry need not be in the file. */
+        if (pos + len > file_len) {
             error_setg(errp, "qcow2: snapshot table entry %" PRIu32 " lies "
                        "beyond the end of the image file", i);
             return -EINVAL;
+        }
+        pos += ALIGN_UP(len, 8);
+        if (pos - s->snapshots_offset > SNAPSHOT_MAX_TABLE_BYTES) {
+            error_setg(errp, "Snapshot table is too big");
+            return -EFBIG;
         }
     }
     s->snapshots_size = pos - s->snapshots_offset;

@@ -239,3 +239,65 @@ def test_guest_write_not_written_over_snapshots_and_bitmaps(daemon, scratch,
     qemu_img("convert", "-f", "qcow2", "-l", "s0", "-O", "raw", img, raw)
     with open(raw, "rb") as f:
         assert f.read(MiB) == b"\x01" * MiB
+
+
+# --- The snapshot table, read at open for the check ---
+
+def snapshot_image(scratch):
+    img = os.path.join(scratch, "s.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", img, SIZE)
+    qemu_io("-f", "qcow2", "-c", "write -q -P 1 0 1M", img)
+    qemu_img("snapshot", "-c", "s0", img)
+    return img
+
+
+def patch(img, offset, fmt, value):
+    with open(img, "r+b") as f:
+        f.seek(offset)
+        f.write(struct.pack(fmt, value))
+
+
+def test_snapshot_table_at_end_of_file(daemon, scratch):
+    """qemu-img leaves out the padding of the last entry at the file end."""
+    img = snapshot_image(scratch)
+    assert os.path.getsize(img) % 8, "the table ends the file, unpadded"
+    resp = blockdev_add(daemon, img)
+    assert "return" in resp, resp
+    sock = daemon.start_nbd_unix()
+    daemon.export("n", writable=True)
+    qemu_io_cmds(nbd_uri(sock, "n"), ["write -q -P 2 0 64k",
+                                      "write -q -P 2 8M 64k"])
+    assert daemon.stop(), daemon.stderr()
+    res = qemu_img("check", img, check=False)
+    assert "No errors were found" in res.stdout, res
+
+
+def test_snapshot_extra_data_refused(daemon, scratch):
+    img = snapshot_image(scratch)
+    patch(img, header(img)["snapshot-table"] + 36, ">I", 1025)
+    resp = blockdev_add(daemon, img)
+    assert "Too much extra metadata in snapshot table entry 0" in \
+        resp["error"]["desc"], resp
+
+
+@iotests.blockd_only("QEMU reads a snapshot table past the end of the file")
+def test_snapshot_table_past_eof_refused(daemon, scratch):
+    img = snapshot_image(scratch)
+    patch(img, 60, ">I", 1000)          # nb_snapshots
+    resp = blockdev_add(daemon, img)
+    assert "qcow2: snapshot table entry" in resp["error"]["desc"], resp
+    assert "beyond the end of the image file" in resp["error"]["desc"], resp
+
+
+@iotests.blockd_only("QEMU checks a snapshot's L1 table only when it is used")
+def test_snapshot_l1_invalid_refused_read_write(daemon, scratch):
+    img = snapshot_image(scratch)
+    patch(img, header(img)["snapshot-table"], ">Q", 0x30200)
+    resp = blockdev_add(daemon, img)
+    assert resp["error"]["desc"] == \
+        "qcow2: snapshot 0: Snapshot L1 table offset invalid", resp
+    # Read-only, nothing is written: the L1 table is not needed.
+    resp = daemon.cmd("blockdev-add", {
+        "driver": "qcow2", "node-name": "ro", "read-only": True,
+        "file": {"driver": "file", "filename": img}})
+    assert "return" in resp, resp
