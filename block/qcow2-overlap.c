@@ -86,9 +86,9 @@ static bool overlaps(int64_t start, int64_t end, int64_t offset,
 /*
  * Whether one of the cluster-sized tables named by @n entries (offset
  * bits @mask; 0: none) lies in the clusters [@start, @end), @start > 0.
- * This scan runs before every write: it has no branch in the loop, so
- * the compiler vectorises it (one unsigned compare per entry; an entry
- * of 0 wraps around to a huge distance).
+ * This scan runs before every write, so its loop has no branch: one
+ * unsigned compare per entry (an entry of 0 wraps around to a huge
+ * distance from @start).
  */
 static bool table_entries_hit(const uint64_t *entries, size_t n,
                               uint64_t mask, int64_t start, int64_t end)
