@@ -154,6 +154,46 @@ bool qcow2_bitmaps_read_ext(BlockDriverState *bs, const uint8_t *data,
     return true;
 }
 
+/*
+ * [@offset, @offset + @len) meets [@start, @end); no overflow for the
+ * directory location of an extension not checked against the file yet.
+ */
+static bool range_hit(uint64_t offset, uint64_t len, int64_t start,
+                      int64_t end)
+{
+    if (!len) {
+        return false;
+    }
+    return offset < (uint64_t)start ? (uint64_t)start - offset < len
+                                    : offset < (uint64_t)end;
+}
+
+Qcow2Metadata qcow2_bitmaps_overlap(BDRVQcow2State *s, unsigned checks,
+                                    int64_t start, int64_t end)
+{
+    Qcow2Bitmaps *b = s->bitmaps;
+
+    if (!b || !b->ext_pos || b->ext_ignored) {
+        return QCOW2_MD_NONE;
+    }
+    if ((checks & QCOW2_MD_BITMAP_DIRECTORY) &&
+        range_hit(b->dir_offset, b->dir_size, start, end)) {
+        return QCOW2_MD_BITMAP_DIRECTORY;
+    }
+    if (!(checks & QCOW2_MD_BITMAP_TABLE)) {
+        return QCOW2_MD_NONE;
+    }
+    for (guint i = 0; i < b->dir->len; i++) {
+        const Qcow2BitmapEntry *e = b->dir->pdata[i];
+
+        if (range_hit(e->table_offset, (uint64_t)e->table_size * 8, start,
+                      end)) {
+            return QCOW2_MD_BITMAP_TABLE;
+        }
+    }
+    return QCOW2_MD_NONE;
+}
+
 /* Write the extension's 24 bytes in place (no flush). */
 static int coroutine_fn write_ext_in_place(BlockDriverState *bs,
                                            uint32_t nb, uint64_t size,
@@ -165,7 +205,8 @@ static int coroutine_fn write_ext_in_place(BlockDriverState *bs,
     qcow2_put_be32(data, nb);
     qcow2_put_be64(data + 8, size);
     qcow2_put_be64(data + 16, offset);
-    return bdrv_co_pwrite(bs->file, b->ext_pos, sizeof(data), data, 0);
+    return qcow2_write_metadata(bs, QCOW2_MD_HEADER, b->ext_pos,
+                                sizeof(data), data);
 }
 
 /*
@@ -240,7 +281,8 @@ static int coroutine_fn rewrite_extensions(BlockDriverState *bs, uint32_t nb,
         qcow2_put_be64(new + 8, out);
         out += backing_len;
     }
-    ret = bdrv_co_pwrite(bs->file, 0, MAX(out, old_end), new, 0);
+    ret = qcow2_write_metadata(bs, QCOW2_MD_HEADER, 0, MAX(out, old_end),
+                               new);
     if (ret < 0) {
         error_setg_errno(errp, -ret, "qcow2: could not write the header");
         return ret;
@@ -332,7 +374,9 @@ static int coroutine_fn write_directory(BlockDriverState *bs, GPtrArray *dir,
                              "the bitmap directory");
             return offset;
         }
-        ret = bdrv_co_pwrite(bs->file, offset, alloc_bytes, buf, 0);
+        /* New clusters: checked against the directory in use too. */
+        ret = qcow2_write_metadata(bs, QCOW2_MD_NONE, offset, alloc_bytes,
+                                   buf);
         if (ret == 0) {
             ret = qcow2_cache_write(s->refcount_cache);
         }
@@ -780,7 +824,8 @@ static int coroutine_fn write_bitmap_data(BlockDriverState *bs,
             return off;
         }
         table[c] = off;
-        ret = bdrv_co_pwrite(bs->file, off, s->cluster_size, chunk, 0);
+        ret = qcow2_write_metadata(bs, QCOW2_MD_NONE, off, s->cluster_size,
+                                   chunk);
         if (ret < 0) {
             error_setg_errno(errp, -ret, "qcow2: could not write bitmap "
                              "data");
@@ -800,8 +845,8 @@ static int coroutine_fn write_bitmap_data(BlockDriverState *bs,
     for (uint32_t c = 0; c < e->table_size; c++) {
         table[c] = GUINT64_TO_BE(table[c]);
     }
-    ret = bdrv_co_pwrite(bs->file, off, (int64_t)e->table_size * 8, table,
-                         0);
+    ret = qcow2_write_metadata(bs, QCOW2_MD_NONE, off,
+                               (int64_t)e->table_size * 8, table);
     if (ret < 0) {
         error_setg_errno(errp, -ret, "qcow2: could not write a bitmap "
                          "table");

@@ -31,6 +31,7 @@ typedef struct Qcow2CacheSlot {
 
 struct Qcow2Cache {
     BlockDriverState *bs;           /* the qcow2 node (writes via bs->file) */
+    Qcow2Metadata kind;             /* of the tables, rewritten in place */
     int num_tables;
     int64_t table_size;
     Qcow2CacheSlot *slots;
@@ -54,12 +55,13 @@ static int table_slot(Qcow2Cache *c, const void *table)
     return diff / c->table_size;
 }
 
-Qcow2Cache *qcow2_cache_create(BlockDriverState *bs, int num_tables,
-                               int64_t table_size)
+Qcow2Cache *qcow2_cache_create(BlockDriverState *bs, Qcow2Metadata kind,
+                               int num_tables, int64_t table_size)
 {
     Qcow2Cache *c = g_new0(Qcow2Cache, 1);
 
     c->bs = bs;
+    c->kind = kind;
     c->num_tables = num_tables;
     c->table_size = table_size;
     c->slots = g_new0(Qcow2CacheSlot, num_tables);
@@ -108,12 +110,8 @@ static int coroutine_fn cache_write_slot(Qcow2Cache *c, int i)
             return ret;
         }
     }
-    ret = qcow2_check_metadata_overlap(c->bs, slot->offset, c->table_size);
-    if (ret < 0) {
-        return ret;
-    }
-    ret = bdrv_co_pwrite(c->bs->file, slot->offset, c->table_size,
-                         slot_table(c, i), 0);
+    ret = qcow2_write_metadata(c->bs, c->kind, slot->offset, c->table_size,
+                               slot_table(c, i));
     if (ret < 0) {
         return ret;
     }

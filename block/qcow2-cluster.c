@@ -385,8 +385,8 @@ static int coroutine_fn get_l2_for_write(BlockDriverState *bs,
         return ret;     /* the new cluster leaks at worst */
     }
     be = GUINT64_TO_BE((uint64_t)new | QCOW2_OFLAG_COPIED);
-    ret = bdrv_co_pwrite(bs->file, s->l1_table_offset + l1_index * 8, 8,
-                         &be, 0);
+    ret = qcow2_write_metadata(bs, QCOW2_MD_ACTIVE_L1,
+                               s->l1_table_offset + l1_index * 8, 8, &be);
     if (ret < 0) {
         return ret;
     }
@@ -450,7 +450,7 @@ static int coroutine_fn link_clusters(BlockDriverState *bs,
     return 0;
 }
 
-/* Write @bytes of @buf (NULL: zeroes) at @host, checking overlaps. */
+/* Write @bytes of @buf (NULL: zeroes) at @host (overlap-checked). */
 static int coroutine_fn write_host(BlockDriverState *bs, int64_t host,
                                    int64_t bytes, const void *buf)
 {
@@ -467,7 +467,8 @@ static int coroutine_fn write_host(BlockDriverState *bs, int64_t host,
 
 /*
  * Write guest data and the copy-on-write head and tail of its first and
- * last cluster into the new clusters at @host.
+ * last cluster into the new clusters at @host, which the caller
+ * overlap-checked under s->lock.
  */
 static int coroutine_fn write_with_cow(BlockDriverState *bs,
                                        int64_t cluster_start, int64_t n,
@@ -482,10 +483,6 @@ static int coroutine_fn write_with_cow(BlockDriverState *bs,
     uint8_t *cow;
     int ret;
 
-    ret = qcow2_check_metadata_overlap(bs, host, run);
-    if (ret < 0) {
-        return ret;
-    }
     if (!head && !tail) {
         return bdrv_co_pwrite(bs->file, host, bytes, buf, 0);
     }
@@ -573,6 +570,14 @@ static int coroutine_fn alloc_write(BlockDriverState *bs, int64_t offset,
         co_mutex_unlock(&s->lock);
         return host;
     }
+    ret = qcow2_check_metadata_overlap(bs, QCOW2_MD_NONE, host,
+                                       n << s->cluster_bits);
+    if (ret < 0) {
+        /* The image is corrupt now: nothing is written any more. */
+        qcow2_free_clusters(bs, host, n << s->cluster_bits, false);
+        co_mutex_unlock(&s->lock);
+        return ret;
+    }
     alloc.guest_start = cluster_start;
     alloc.guest_end = cluster_start + (n << s->cluster_bits);
     alloc.link = (GList) { .data = &alloc };
@@ -622,7 +627,8 @@ int coroutine_fn qcow2_co_pwrite(BlockDriverState *bs, int64_t offset,
             return ret;
         }
         if (m.type == QCOW2_CLUSTER_NORMAL && m.copied) {
-            ret = qcow2_check_metadata_overlap(bs, m.host, m.bytes);
+            ret = qcow2_check_metadata_overlap(bs, QCOW2_MD_NONE, m.host,
+                                               m.bytes);
             inflight_begin(s, &io, m.host, m.bytes);
             co_mutex_unlock(&s->lock);
             if (ret == 0) {

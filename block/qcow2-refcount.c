@@ -94,6 +94,16 @@ void qcow2_refcount_set(void *block, int order, uint64_t index,
     }
 }
 
+void qcow2_refcount_table_changed(BDRVQcow2State *s)
+{
+    uint32_t used = s->refcount_table_size;
+
+    while (used && !s->refcount_table[used - 1]) {
+        used--;
+    }
+    s->refcount_table_used = used;
+}
+
 int coroutine_fn qcow2_refcount_init(BlockDriverState *bs, int64_t file_len,
                                      Error **errp)
 {
@@ -134,6 +144,7 @@ int coroutine_fn qcow2_refcount_init(BlockDriverState *bs, int64_t file_len,
             return -EINVAL;
         }
     }
+    qcow2_refcount_table_changed(s);
     return 0;
 }
 
@@ -330,8 +341,8 @@ static int coroutine_fn write_reftable_header(BlockDriverState *bs,
 
     memcpy(hdr, &be_offset, 8);
     memcpy(hdr + 8, &be_clusters, 4);
-    return bdrv_co_pwrite(bs->file, QCOW2_HDR_REFTABLE_OFFSET, sizeof(hdr),
-                          hdr, 0);
+    return qcow2_write_metadata(bs, QCOW2_MD_HEADER,
+                                QCOW2_HDR_REFTABLE_OFFSET, sizeof(hdr), hdr);
 }
 
 static bool refblock_missing(BDRVQcow2State *s, int64_t r)
@@ -425,8 +436,10 @@ static int coroutine_fn grow_refcount_table(BlockDriverState *bs,
 
     /* Blocks, refcount cache and table on disk, then the header. */
     if (ret == 0 && needed) {
-        ret = bdrv_co_pwrite(bs->file, start << s->cluster_bits,
-                             needed * s->cluster_size, blocks, 0);
+        /* Not refcount blocks in use yet: checked against all of them. */
+        ret = qcow2_write_metadata(bs, QCOW2_MD_NONE,
+                                   start << s->cluster_bits,
+                                   needed * s->cluster_size, blocks);
     }
     blk_vfree(blocks);
     if (ret == 0) {
@@ -438,8 +451,9 @@ static int coroutine_fn grow_refcount_table(BlockDriverState *bs,
     for (int64_t i = 0; i < entries; i++) {
         table[i] = GUINT64_TO_BE(table[i]);
     }
-    ret = bdrv_co_pwrite(bs->file, table_start << s->cluster_bits,
-                         entries * 8, table, 0);
+    ret = qcow2_write_metadata(bs, QCOW2_MD_NONE,
+                               table_start << s->cluster_bits, entries * 8,
+                               table);
     for (int64_t i = 0; i < entries; i++) {
         table[i] = GUINT64_FROM_BE(table[i]);
     }
@@ -460,6 +474,7 @@ static int coroutine_fn grow_refcount_table(BlockDriverState *bs,
     g_free(s->refcount_table);
     s->refcount_table = g_steal_pointer(&table);
     s->refcount_table_size = entries;
+    qcow2_refcount_table_changed(s);
     s->refcount_table_offset = table_start << s->cluster_bits;
 
     /* The header no longer points to the old table: free it. */
@@ -516,12 +531,13 @@ static int coroutine_fn alloc_refcount_block(BlockDriverState *bs, int64_t r)
         return ret;
     }
     be = GUINT64_TO_BE((uint64_t)c << s->cluster_bits);
-    ret = bdrv_co_pwrite(bs->file, s->refcount_table_offset + r * 8, 8, &be,
-                         0);
+    ret = qcow2_write_metadata(bs, QCOW2_MD_REFCOUNT_TABLE,
+                               s->refcount_table_offset + r * 8, 8, &be);
     if (ret < 0) {
         return ret;
     }
     s->refcount_table[r] = c << s->cluster_bits;
+    qcow2_refcount_table_changed(s);
     return bdrv_co_flush(bs->file->bs);
 }
 

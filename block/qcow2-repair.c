@@ -293,8 +293,8 @@ static int coroutine_fn repair_write(Qcow2Repair *r, uint64_t *new_table,
             qcow2_refcount_set(block, s->refcount_order, i,
                                r->refs[first + i]);
         }
-        ret = bdrv_co_pwrite(bs->file, new_table[b], s->cluster_size, block,
-                             0);
+        ret = qcow2_write_metadata(bs, QCOW2_MD_REFCOUNT_BLOCK,
+                                   new_table[b], s->cluster_size, block);
         if (ret < 0) {
             error_setg_errno(errp, -ret, "qcow2: could not write a "
                              "refcount block");
@@ -306,14 +306,15 @@ static int coroutine_fn repair_write(Qcow2Repair *r, uint64_t *new_table,
         for (uint32_t i = 0; i < s->refcount_table_size; i++) {
             be[i] = GUINT64_TO_BE(new_table[i]);
         }
-        ret = bdrv_co_pwrite(bs->file, s->refcount_table_offset, bytes, be,
-                             0);
+        ret = qcow2_write_metadata(bs, QCOW2_MD_REFCOUNT_TABLE,
+                                   s->refcount_table_offset, bytes, be);
         if (ret < 0) {
             error_setg_errno(errp, -ret, "qcow2: could not write the "
                              "refcount table");
             return ret;
         }
         memcpy(s->refcount_table, new_table, bytes);
+        qcow2_refcount_table_changed(s);
     }
     ret = bdrv_co_flush(bs->file->bs);
     if (ret < 0) {

@@ -68,7 +68,7 @@ int coroutine_fn qcow2_write_header_u64(BlockDriverState *bs, int offset,
 {
     uint64_t be = GUINT64_TO_BE(value);
 
-    return bdrv_co_pwrite(bs->file, offset, 8, &be, 0);
+    return qcow2_write_metadata(bs, QCOW2_MD_HEADER, offset, 8, &be);
 }
 
 int coroutine_fn qcow2_signal_corruption(BlockDriverState *bs,
@@ -93,10 +93,13 @@ int coroutine_fn qcow2_signal_corruption(BlockDriverState *bs,
     error_report("qcow2: Marking image as corrupt: %s; further corruption "
                  "events will be suppressed", msg);
     s->incompatible_features |= QCOW2_INCOMPAT_CORRUPT;
-    if (s->version >= 3 &&
-        qcow2_write_header_u64(bs, QCOW2_HDR_INCOMPAT,
-                               s->incompatible_features) == 0) {
-        bdrv_co_flush(bs->file->bs);
+    if (s->version >= 3) {
+        /* The last write of a corrupt image: past the overlap check. */
+        uint64_t be = GUINT64_TO_BE(s->incompatible_features);
+
+        if (bdrv_co_pwrite(bs->file, QCOW2_HDR_INCOMPAT, 8, &be, 0) == 0) {
+            bdrv_co_flush(bs->file->bs);
+        }
     }
     return -EIO;
 }
@@ -104,34 +107,6 @@ int coroutine_fn qcow2_signal_corruption(BlockDriverState *bs,
 static bool ranges_overlap(int64_t a, int64_t alen, int64_t b, int64_t blen)
 {
     return a < b + blen && b < a + alen;
-}
-
-int coroutine_fn qcow2_check_metadata_overlap(BlockDriverState *bs,
-                                              int64_t offset, int64_t bytes)
-{
-    BDRVQcow2State *s = bs->opaque;
-    const char *what = NULL;
-
-    if (s->corrupt) {
-        return -EIO;
-    }
-    if (!s->overlap_check) {
-        return 0;
-    }
-    if (ranges_overlap(offset, bytes, 0, s->cluster_size)) {
-        what = "qcow2_header";
-    } else if (ranges_overlap(offset, bytes, s->l1_table_offset,
-                              (int64_t)s->l1_size * 8)) {
-        what = "active L1 table";
-    } else if (ranges_overlap(offset, bytes, s->refcount_table_offset,
-                              (int64_t)s->refcount_table_size * 8)) {
-        what = "refcount table";
-    }
-    if (what) {
-        return qcow2_signal_corruption(bs, "Preventing invalid write on "
-                                       "metadata (overlaps with %s)", what);
-    }
-    return 0;
 }
 
 /* "Unsupported qcow2 feature(s): ..." from the feature name table. */
@@ -305,8 +280,9 @@ static bool qcow2_parse_options(BlockDriverState *bs,
                               : bs->discard_unmap;
     s->pass_discard_other = opts->has_pass_discard_other &&
                             opts->pass_discard_other;
-    s->overlap_check = !opts->has_overlap_check ||
-                       opts->overlap_check != QCOW2_OVERLAP_CHECK_MODE_NONE;
+    s->overlap_checks = qcow2_overlap_checks_for_mode(
+        opts->has_overlap_check ? opts->overlap_check
+                                : QCOW2_OVERLAP_CHECK_MODE_CACHED);
 
     if ((opts->has_cache_size && opts->cache_size < 0) ||
         (opts->has_l2_cache_size && opts->l2_cache_size < 0) ||
@@ -353,6 +329,7 @@ static void qcow2_free_state(BDRVQcow2State *s)
     g_free(s->l1_table);
     g_free(s->refcount_table);
     qcow2_bitmaps_free(s);
+    qcow2_snapshots_free(s);
     s->l1_table = NULL;
     s->refcount_table = NULL;
 }
@@ -651,16 +628,20 @@ static int coroutine_fn qcow2_open(BlockDriverState *bs,
     if (ret < 0) {
         goto fail;
     }
+    ret = qcow2_read_snapshots(bs, file_len, errp);
+    if (ret < 0) {
+        goto fail;
+    }
     /* Dirty (lazy refcounts), read/write: rebuild the refcounts. */
     ret = qcow2_repair_dirty(bs, file_len, errp);
     if (ret < 0) {
         goto fail;
     }
-    s->l2_cache = qcow2_cache_create(bs,
+    s->l2_cache = qcow2_cache_create(bs, QCOW2_MD_ACTIVE_L2,
                                      MAX(l2_cache / s->cluster_size,
                                          QCOW2_MIN_L2_CACHE_TABLES),
                                      s->cluster_size);
-    s->refcount_cache = qcow2_cache_create(bs,
+    s->refcount_cache = qcow2_cache_create(bs, QCOW2_MD_REFCOUNT_BLOCK,
                                            MAX(rc_cache / s->cluster_size,
                                                QCOW2_MIN_REFCOUNT_CACHE_TABLES),
                                            s->cluster_size);

@@ -81,6 +81,33 @@ typedef enum Qcow2ClusterType {
 typedef struct Qcow2Cache Qcow2Cache;
 typedef struct Qcow2Bitmaps Qcow2Bitmaps;    /* qcow2-bitmap.c */
 
+/*
+ * The kinds of metadata the overlap check protects, as bits of a mask
+ * (see qcow2-overlap.c).  A writer names the kind it rewrites in place,
+ * if any; QCOW2_MD_NONE for guest data and for metadata written into
+ * newly allocated clusters.
+ */
+typedef enum Qcow2Metadata {
+    QCOW2_MD_NONE = 0,
+    QCOW2_MD_HEADER = 1 << 0,
+    QCOW2_MD_ACTIVE_L1 = 1 << 1,
+    QCOW2_MD_ACTIVE_L2 = 1 << 2,
+    QCOW2_MD_REFCOUNT_TABLE = 1 << 3,
+    QCOW2_MD_REFCOUNT_BLOCK = 1 << 4,
+    QCOW2_MD_SNAPSHOT_TABLE = 1 << 5,
+    QCOW2_MD_INACTIVE_L1 = 1 << 6,
+    QCOW2_MD_INACTIVE_L2 = 1 << 7,
+    QCOW2_MD_BITMAP_DIRECTORY = 1 << 8,
+    QCOW2_MD_BITMAP_TABLE = 1 << 9,
+    QCOW2_MD_ALL = (1 << 10) - 1,
+} Qcow2Metadata;
+
+/* The location of an internal snapshot's L1 table (an inactive one). */
+typedef struct Qcow2SnapshotL1 {
+    int64_t offset;
+    uint32_t size;                  /* entries */
+} Qcow2SnapshotL1;
+
 /* A run of guest clusters being allocated (see qcow2-cluster.c). */
 typedef struct Qcow2Alloc {
     int64_t guest_start;            /* bytes, cluster aligned */
@@ -114,7 +141,17 @@ typedef struct BDRVQcow2State {
     int compression_type;           /* 0 zlib (deflate), 1 zstd */
     bool pass_discard_request;
     bool pass_discard_other;
-    bool overlap_check;
+    unsigned overlap_checks;        /* Qcow2Metadata mask checked */
+    int64_t snapshots_size;         /* bytes of the snapshot table */
+    Qcow2SnapshotL1 *snapshot_l1;   /* nb_snapshots of them */
+    /*
+     * The L2 tables the snapshots' L1 tables name, cluster aligned,
+     * sorted and distinct; read only for read/write opens (when metadata
+     * can be written), else NULL.  No snapshot operations exist, so they
+     * do not change while the image is open.
+     */
+    int64_t *inactive_l2;
+    size_t nb_inactive_l2;
 
     /* Protected by lock. */
     CoMutex lock;
@@ -125,6 +162,12 @@ typedef struct BDRVQcow2State {
     int64_t l1_table_offset;
     uint64_t *refcount_table;       /* host byte order */
     uint32_t refcount_table_size;   /* entries */
+    /*
+     * Entries up to the last nonzero one (all later ones are 0), so the
+     * overlap check scans only those; whoever changes refcount_table
+     * calls qcow2_refcount_table_changed().
+     */
+    uint32_t refcount_table_used;
     int64_t refcount_table_offset;
     Qcow2Cache *l2_cache;
     Qcow2Cache *refcount_cache;
@@ -247,18 +290,67 @@ int coroutine_fn qcow2_signal_corruption(BlockDriverState *bs,
                                          const char *fmt, ...)
     G_GNUC_PRINTF(2, 3);
 
-/*
- * qcow2_check_metadata_overlap:
- * With overlap checks on, fail (signalling corruption) if a write of
- * [@offset, @offset + @bytes) to the image file would hit the header,
- * the active L1 table or the refcount table.
- */
-int coroutine_fn qcow2_check_metadata_overlap(BlockDriverState *bs,
-                                              int64_t offset, int64_t bytes);
-
-/* Write an 8-byte header field in place (no flush). */
+/* Write an 8-byte header field in place (overlap-checked, no flush). */
 int coroutine_fn qcow2_write_header_u64(BlockDriverState *bs, int offset,
                                         uint64_t value);
+
+/* qcow2-overlap.c */
+
+/* The overlap checks of an overlap-check mode (QCOW2_MD_* mask). */
+unsigned qcow2_overlap_checks_for_mode(int mode);
+
+/* QEMU's name of one kind of metadata, as in its messages. */
+const char *qcow2_metadata_name(Qcow2Metadata kind);
+
+/*
+ * qcow2_metadata_overlap:
+ * The first kind in @checks (a QCOW2_MD_* mask) of metadata in use that
+ * shares a cluster with [@offset, @offset + @bytes), or QCOW2_MD_NONE.
+ * Reads only in-memory state: a linear scan of the L1 table, the
+ * refcount table, the snapshots and the bitmap directory, and a binary
+ * search of the inactive L2 tables.  Called with s->lock held (or
+ * during open).
+ */
+Qcow2Metadata qcow2_metadata_overlap(BDRVQcow2State *s, unsigned checks,
+                                     int64_t offset, int64_t bytes);
+
+/*
+ * qcow2_check_metadata_overlap:
+ * Fail before a write of [@offset, @offset + @bytes) to the image file
+ * that would hit metadata in use other than @in_place (the kind the
+ * caller legitimately rewrites in place; QCOW2_MD_NONE for guest data
+ * and for new clusters): the image is marked corrupt ("Preventing
+ * invalid write on metadata (overlaps with <kind>)") and -EIO returned.
+ * Also -EIO once the image is corrupt, so nothing more is written.
+ * Called with s->lock held (or during open).
+ */
+int coroutine_fn qcow2_check_metadata_overlap(BlockDriverState *bs,
+                                              Qcow2Metadata in_place,
+                                              int64_t offset, int64_t bytes);
+
+/*
+ * qcow2_write_metadata:
+ * qcow2_check_metadata_overlap(), then write @buf to the image file.
+ * Every metadata write of the driver goes through it (the caches
+ * check, then write, the same way).
+ */
+int coroutine_fn qcow2_write_metadata(BlockDriverState *bs,
+                                      Qcow2Metadata in_place,
+                                      int64_t offset, int64_t bytes,
+                                      const void *buf);
+
+/* qcow2-snapshot.c */
+
+/*
+ * qcow2_read_snapshots:
+ * Walk the snapshot table (its size, each snapshot's L1 table location)
+ * and, read/write, collect the snapshots' L2 tables for the overlap
+ * check.  Fails on a table past the end of the file, QEMU's limits, or
+ * (read/write) an L1 table that is misaligned or outside the file.
+ */
+int coroutine_fn qcow2_read_snapshots(BlockDriverState *bs, int64_t file_len,
+                                      Error **errp);
+void qcow2_snapshots_free(BDRVQcow2State *s);
 
 /* qcow2-refcount.c */
 
@@ -270,6 +362,9 @@ void qcow2_refcount_set(void *block, int order, uint64_t index,
 /* Read the refcount table at open; checks every entry. */
 int coroutine_fn qcow2_refcount_init(BlockDriverState *bs, int64_t file_len,
                                      Error **errp);
+
+/* Recompute s->refcount_table_used after a change of the table. */
+void qcow2_refcount_table_changed(BDRVQcow2State *s);
 
 /* Refcount of host cluster @cluster_index (0 past the table). */
 int coroutine_fn qcow2_get_refcount(BlockDriverState *bs,
@@ -311,11 +406,13 @@ int coroutine_fn qcow2_ref_clusters(BlockDriverState *bs, int64_t offset,
 /*
  * qcow2_cache_create:
  * A cache of @num_tables cluster-sized tables of the image file of @bs,
- * evicted least recently used first.  Dirty tables are written back on
- * eviction and on qcow2_cache_write(), after their dependency.
+ * evicted least recently used first, holding metadata of kind @kind
+ * (which its write-back may rewrite in place; everything else is
+ * overlap-checked).  Dirty tables are written back on eviction and on
+ * qcow2_cache_write(), after their dependency.
  */
-Qcow2Cache *qcow2_cache_create(BlockDriverState *bs, int num_tables,
-                               int64_t table_size);
+Qcow2Cache *qcow2_cache_create(BlockDriverState *bs, Qcow2Metadata kind,
+                               int num_tables, int64_t table_size);
 void qcow2_cache_destroy(Qcow2Cache *c);
 
 /*
@@ -481,6 +578,14 @@ void qcow2_bitmaps_free(BDRVQcow2State *s);
  */
 bool qcow2_bitmaps_dir_location(BDRVQcow2State *s, uint32_t *nb,
                                 uint64_t *offset, uint64_t *size);
+
+/*
+ * The first of QCOW2_MD_BITMAP_DIRECTORY and QCOW2_MD_BITMAP_TABLE in
+ * @checks that overlaps the cluster-aligned range [@start, @end), or
+ * QCOW2_MD_NONE.  For qcow2_metadata_overlap().
+ */
+Qcow2Metadata qcow2_bitmaps_overlap(BDRVQcow2State *s, unsigned checks,
+                                    int64_t start, int64_t end);
 
 /* qcow2-repair.c */
 

@@ -6,9 +6,14 @@
  *
  * The cache runs over a tiny in-test memory driver that logs the offset
  * of every write and counts flushes, under a fake qcow2 parent node.
+ *
+ * The metadata overlap check is compared with a model that lists the
+ * kinds of metadata in each cluster of a made-up layout, and a refused
+ * write is checked to mark the image corrupt and stop all writes.
  */
 #undef NDEBUG
 #include "block/qcow2.h"
+#include "qapi/qapi-types.h"
 
 enum {
     TABLE = 512,
@@ -243,7 +248,8 @@ static void coroutine_fn touch(Qcow2Cache *c, int64_t table, bool dirty)
 static void coroutine_fn lru_entry(void *opaque)
 {
     Fixture *f = opaque;
-    Qcow2Cache *c = qcow2_cache_create(&f->parent, 3, TABLE);
+    Qcow2Cache *c = qcow2_cache_create(&f->parent, QCOW2_MD_ACTIVE_L2, 3,
+                                       TABLE);
 
     touch(c, 1, false);
     touch(c, 2, false);
@@ -281,8 +287,10 @@ static void test_cache_lru(void)
 static void coroutine_fn dependency_entry(void *opaque)
 {
     Fixture *f = opaque;
-    Qcow2Cache *l2 = qcow2_cache_create(&f->parent, 4, TABLE);
-    Qcow2Cache *rc = qcow2_cache_create(&f->parent, 4, TABLE);
+    Qcow2Cache *l2 = qcow2_cache_create(&f->parent, QCOW2_MD_ACTIVE_L2, 4,
+                                        TABLE);
+    Qcow2Cache *rc = qcow2_cache_create(&f->parent, QCOW2_MD_REFCOUNT_BLOCK,
+                                        4, TABLE);
     GArray *w = mem_state(f)->writes;
 
     /* Allocation: refcount block 10 before L2 table 20. */
@@ -322,6 +330,186 @@ static void test_cache_dependency(void)
     fixture_free(f);
 }
 
+/* --- metadata overlap check --- */
+
+enum {
+    OL_CLUSTERS = 64,
+};
+
+/*
+ * A made-up layout over OL_CLUSTERS clusters of TABLE bytes, and its
+ * naive model: the kinds of metadata in each cluster.
+ */
+typedef struct OverlapLayout {
+    BDRVQcow2State s;
+    uint64_t l1[70];                /* 560 bytes: spans two clusters */
+    uint64_t reftable[4];
+    Qcow2SnapshotL1 snapshot_l1[2];
+    int64_t inactive_l2[3];
+    unsigned model[OL_CLUSTERS];
+} OverlapLayout;
+
+static void mark(OverlapLayout *o, Qcow2Metadata kind, int64_t offset,
+                 int64_t bytes)
+{
+    for (int64_t c = offset / TABLE; c * TABLE < offset + bytes; c++) {
+        o->model[c] |= kind;
+    }
+}
+
+static void overlap_layout_init(OverlapLayout *o)
+{
+    BDRVQcow2State *s = &o->s;
+
+    memset(o, 0, sizeof(*o));
+    s->cluster_bits = 9;
+    s->cluster_size = TABLE;
+    mark(o, QCOW2_MD_HEADER, 0, 1);
+    s->l1_table = o->l1;
+    s->l1_size = G_N_ELEMENTS(o->l1);
+    s->l1_table_offset = 3 * TABLE;
+    mark(o, QCOW2_MD_ACTIVE_L1, s->l1_table_offset, sizeof(o->l1));
+    o->l1[0] = 10 * TABLE | QCOW2_OFLAG_COPIED;
+    o->l1[7] = 11 * TABLE;
+    o->l1[69] = 40 * TABLE | QCOW2_OFLAG_COPIED;
+    mark(o, QCOW2_MD_ACTIVE_L2, 10 * TABLE, TABLE);
+    mark(o, QCOW2_MD_ACTIVE_L2, 11 * TABLE, TABLE);
+    mark(o, QCOW2_MD_ACTIVE_L2, 40 * TABLE, TABLE);
+    s->refcount_table = o->reftable;
+    s->refcount_table_size = G_N_ELEMENTS(o->reftable);
+    s->refcount_table_offset = 6 * TABLE;
+    mark(o, QCOW2_MD_REFCOUNT_TABLE, s->refcount_table_offset,
+         sizeof(o->reftable));
+    o->reftable[0] = 7 * TABLE;
+    o->reftable[3] = 50 * TABLE;
+    qcow2_refcount_table_changed(s);
+    mark(o, QCOW2_MD_REFCOUNT_BLOCK, 7 * TABLE, TABLE);
+    mark(o, QCOW2_MD_REFCOUNT_BLOCK, 50 * TABLE, TABLE);
+    s->nb_snapshots = G_N_ELEMENTS(o->snapshot_l1);
+    s->snapshots_offset = 20 * TABLE;
+    s->snapshots_size = TABLE + 8;
+    mark(o, QCOW2_MD_SNAPSHOT_TABLE, s->snapshots_offset, s->snapshots_size);
+    s->snapshot_l1 = o->snapshot_l1;
+    o->snapshot_l1[0] = (Qcow2SnapshotL1) { 25 * TABLE, 3 };
+    o->snapshot_l1[1] = (Qcow2SnapshotL1) { 26 * TABLE, 0 };  /* empty */
+    mark(o, QCOW2_MD_INACTIVE_L1, 25 * TABLE, 3 * 8);
+    s->inactive_l2 = o->inactive_l2;
+    s->nb_inactive_l2 = G_N_ELEMENTS(o->inactive_l2);
+    o->inactive_l2[0] = 10 * TABLE;     /* shared with the active L1 */
+    o->inactive_l2[1] = 30 * TABLE;
+    o->inactive_l2[2] = 63 * TABLE;
+    for (int i = 0; i < 3; i++) {
+        mark(o, QCOW2_MD_INACTIVE_L2, o->inactive_l2[i], TABLE);
+    }
+}
+
+/* Every range of up to 4 clusters, every check mask, against the model. */
+static void test_overlap_model(void)
+{
+    OverlapLayout *o = g_new(OverlapLayout, 1);
+    GRand *rng = g_rand_new_with_seed(1);
+
+    overlap_layout_init(o);
+    for (int i = 0; i < 20000; i++) {
+        int64_t offset = g_rand_int_range(rng, 0, OL_CLUSTERS * TABLE);
+        int64_t bytes = g_rand_int_range(rng, 1, 4 * TABLE);
+        unsigned checks = g_rand_int(rng) & QCOW2_MD_ALL;
+        unsigned expected = 0;
+        Qcow2Metadata hit;
+
+        bytes = MIN(bytes, OL_CLUSTERS * TABLE - offset);
+        for (int64_t c = offset / TABLE; c * TABLE < offset + bytes; c++) {
+            expected |= o->model[c];
+        }
+        expected &= checks;
+        hit = qcow2_metadata_overlap(&o->s, checks, offset, bytes);
+        if (!expected) {
+            g_assert_cmpint(hit, ==, QCOW2_MD_NONE);
+        } else {
+            /* One of the kinds there, the first in enum order. */
+            g_assert_cmpint(hit, ==, expected & -expected);
+        }
+    }
+    /* Nothing to write, nothing to hit. */
+    g_assert_cmpint(qcow2_metadata_overlap(&o->s, QCOW2_MD_ALL, 0, 0), ==,
+                    QCOW2_MD_NONE);
+    g_rand_free(rng);
+    g_free(o);
+}
+
+static void test_overlap_modes(void)
+{
+    unsigned constant =
+        qcow2_overlap_checks_for_mode(QCOW2_OVERLAP_CHECK_MODE_CONSTANT);
+
+    g_assert_cmpuint(qcow2_overlap_checks_for_mode(
+                         QCOW2_OVERLAP_CHECK_MODE_NONE), ==, 0);
+    g_assert_cmpuint(constant, ==,
+                     QCOW2_MD_HEADER | QCOW2_MD_ACTIVE_L1 |
+                     QCOW2_MD_REFCOUNT_TABLE | QCOW2_MD_SNAPSHOT_TABLE |
+                     QCOW2_MD_BITMAP_DIRECTORY);
+    g_assert_cmpuint(qcow2_overlap_checks_for_mode(
+                         QCOW2_OVERLAP_CHECK_MODE_CACHED), ==, QCOW2_MD_ALL);
+    g_assert_cmpuint(qcow2_overlap_checks_for_mode(
+                         QCOW2_OVERLAP_CHECK_MODE_ALL), ==, QCOW2_MD_ALL);
+    g_assert_cmpstr(qcow2_metadata_name(QCOW2_MD_HEADER), ==,
+                    "qcow2_header");
+    g_assert_cmpstr(qcow2_metadata_name(QCOW2_MD_ACTIVE_L2), ==,
+                    "active L2 table");
+    g_assert_cmpstr(qcow2_metadata_name(QCOW2_MD_INACTIVE_L1), ==,
+                    "inactive L1 table");
+    g_assert_cmpstr(qcow2_metadata_name(QCOW2_MD_BITMAP_DIRECTORY), ==,
+                    "bitmap directory");
+}
+
+/*
+ * A refused write marks the image corrupt (the one header write) and
+ * writes nothing; every later metadata write fails without writing.
+ */
+static void coroutine_fn refused_entry(void *opaque)
+{
+    Fixture *f = opaque;
+    BDRVQcow2State *s = &f->state;
+    GArray *w = mem_state(f)->writes;
+    uint64_t l1[1] = { 5 * TABLE | QCOW2_OFLAG_COPIED };
+    uint8_t buf[TABLE] = { 0 };
+
+    s->version = 3;
+    s->cluster_bits = 9;
+    s->l1_table = l1;
+    s->l1_size = 1;
+    s->l1_table_offset = 2 * TABLE;
+    s->overlap_checks = QCOW2_MD_ALL;
+
+    /* An L2 table written back in place, a new cluster: allowed. */
+    g_assert_cmpint(qcow2_write_metadata(&f->parent, QCOW2_MD_ACTIVE_L2,
+                                         5 * TABLE, TABLE, buf), ==, 0);
+    g_assert_cmpint(qcow2_write_metadata(&f->parent, QCOW2_MD_NONE,
+                                         6 * TABLE, TABLE, buf), ==, 0);
+    g_assert_cmpuint(w->len, ==, 2);
+    /* New metadata over the L2 table: refused, image marked corrupt. */
+    g_assert_cmpint(qcow2_write_metadata(&f->parent, QCOW2_MD_NONE,
+                                         5 * TABLE + 8, 8, buf), ==, -EIO);
+    g_assert_true(s->corrupt);
+    g_assert_cmpuint(w->len, ==, 3);
+    g_assert_cmpint(g_array_index(w, int64_t, 2), ==, QCOW2_HDR_INCOMPAT);
+    g_assert_cmpuint(qcow2_get_be64(mem_state(f)->data + QCOW2_HDR_INCOMPAT),
+                     ==, QCOW2_INCOMPAT_CORRUPT);
+    /* From now on nothing is written. */
+    g_assert_cmpint(qcow2_write_metadata(&f->parent, QCOW2_MD_NONE,
+                                         6 * TABLE, TABLE, buf), ==, -EIO);
+    g_assert_cmpuint(w->len, ==, 3);
+    s->l1_table = NULL;
+}
+
+static void test_overlap_refused(void)
+{
+    Fixture *f = fixture_new();
+
+    co_run_sync(refused_entry, f);
+    fixture_free(f);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -331,5 +519,8 @@ int main(int argc, char **argv)
     g_test_add_func("/qcow2/l2-entry/compressed", test_compressed_range);
     g_test_add_func("/qcow2/cache/lru", test_cache_lru);
     g_test_add_func("/qcow2/cache/dependency", test_cache_dependency);
+    g_test_add_func("/qcow2/overlap/model", test_overlap_model);
+    g_test_add_func("/qcow2/overlap/modes", test_overlap_modes);
+    g_test_add_func("/qcow2/overlap/refused", test_overlap_refused);
     return g_test_run();
 }
