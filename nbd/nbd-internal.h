@@ -140,7 +140,10 @@ struct NBDClient {
 /* Accept a client on @fd (already non-blocking) and start serving it. */
 void nbd_client_new(NBDServer *server, int fd);
 
-/* Make the client go away soon: stop reading, end its socket. */
+/*
+ * Make the client go away soon: stop reading and shut its socket down, so
+ * that nothing it queued is read and replies still due are not sent.
+ */
 void nbd_client_kick(NBDClient *client);
 
 /*

@@ -29,10 +29,16 @@
  * consumed first.  Anything that loses the framing (bad magic, a write
  * payload over NBD_MAX_PAYLOAD_SIZE, end of file) ends this client only.
  *
- * Teardown: the client stops reading, waits until its request coroutines
- * have finished (they may still reply), detaches from its export, and
- * closes the socket.  nbd_client_kick() forces this from outside by
- * shutting the socket down, which wakes whatever is waiting on it.
+ * Teardown: after NBD_CMD_DISC the client stops reading, waits until its
+ * request coroutines have finished and replied, detaches from its export,
+ * and closes the socket.  Any failure of the socket instead (end of file,
+ * a receive or send error, a request that loses the framing) kicks the
+ * client: nbd_client_kick() shuts the socket down, which wakes whatever
+ * waits on it, so the requests still queued in the socket are never read,
+ * and those in flight finish without replying (their sends fail at once).
+ * Without that, a client that queued thousands of requests and went away
+ * would have the server run every one of them.  Other parts of the server
+ * kick clients too (export deletion, the handshake timeout).
  */
 #include "nbd/nbd-internal.h"
 #include "block/block-backend.h"
@@ -211,6 +217,13 @@ static int coroutine_fn nbd_co_send_locked(NBDClient *client,
     co_mutex_lock(&client->send_lock);
     ret = nbd_co_sendv(client, iov, iovcnt);
     co_mutex_unlock(&client->send_lock);
+    if (ret < 0) {
+        /*
+         * The client is gone, or a reply went out in part and the framing
+         * is lost: either way, nothing it still queued may run.
+         */
+        nbd_client_kick(client);
+    }
     return ret;
 }
 
@@ -455,8 +468,6 @@ static void coroutine_fn nbd_request_co(void *opaque)
         }
         nbd_co_send_simple(client, req->cookie, error, NULL, 0);
     }
-    /* A failed send needs no action: the receive loop sees the socket. */
-
     if (rd->buf) {
         nbd_buf_put(rd->buf, rd->buf_size);
     }
@@ -656,13 +667,15 @@ static void coroutine_fn nbd_client_co_main(void *opaque)
         g_source_remove(client->handshake_timer);
         client->handshake_timer = 0;
     }
-    if (ret == 0 && !client->closing) {
-        do {
-            ret = nbd_co_receive_one(client);
-        } while (ret == 0 && !client->closing);
+    while (ret == 0) {
+        ret = client->closing ? -ESHUTDOWN : nbd_co_receive_one(client);
+    }
+    if (ret < 0) {
+        /* Drop the client now: see "Teardown" at the top of the file. */
+        nbd_client_kick(client);
     }
 
-    /* Let the requests in flight finish (they may still reply). */
+    /* Let the requests in flight finish (after NBD_CMD_DISC they reply). */
     client->closing = true;
     while (client->in_flight > 0) {
         client->recv_co = coroutine_self();

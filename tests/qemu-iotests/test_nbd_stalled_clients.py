@@ -1,0 +1,134 @@
+"""NBD clients that stop reading replies, or vanish with requests queued.
+
+A client may queue far more requests in its socket than the server should
+ever run, stop reading replies, or close the connection with all of that
+still pending.  None of this may cost other clients: the server must drop a
+client whose socket failed without running what it had queued, and a client
+that does not read must not pin more than a few MiB of the daemon's memory.
+
+The export is a null-co node with read-zeroes=on, so every read really
+fills its buffer (32 MiB of memset for the largest read) and touches the
+pages it pins, the same in both daemons.
+
+iotests groups: quick
+"""
+
+import os
+import socket
+import struct
+import time
+from typing import List
+
+import pytest
+
+from iotests import MiB, Daemon, blockd_only
+import nbd_client as N
+from nbd_client import NBDClient
+
+pytestmark = pytest.mark.quick
+
+EXPORT_SIZE = 64 * MiB
+MAX_READ = 32 * MiB            # the largest read the protocol lets us ask for
+
+
+@pytest.fixture
+def env(daemon):
+    daemon.command("blockdev-add", {"driver": "null-co", "node-name": "n",
+                                    "size": EXPORT_SIZE, "read-zeroes": True})
+    sock = daemon.start_nbd_unix()
+    daemon.export("n", name="disk")
+    return daemon, sock
+
+
+def cpu_seconds(daemon: Daemon) -> float:
+    """User plus system CPU time the daemon has used so far."""
+    with open(f"/proc/{daemon.pid}/stat") as f:
+        stat = f.read()
+    # Fields after the command name, which is in parentheses; utime and
+    # stime are the 14th and 15th fields of the whole line.
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def queue_reads(c: NBDClient, length: int, count: int) -> int:
+    """Queue up to ``count`` reads of ``length`` bytes in the socket without
+    waiting for the server; returns how many went into the kernel."""
+    blob = b"".join(struct.pack(">IHHQQI", N.REQUEST_MAGIC, 0, N.CMD_READ,
+                                i + 1, 0, length) for i in range(count))
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    # Non-blocking sends fill the socket buffer completely; a timeout would
+    # poll(), which reports a UNIX socket writable only while it is at most
+    # a quarter full.
+    c.sock.setblocking(False)
+    sent = 0
+    try:
+        while sent < len(blob):
+            sent += c.sock.send(blob[sent:sent + 65536])
+    except BlockingIOError:
+        pass
+    c.sock.settimeout(10)
+    return sent // 28
+
+
+def timed_small_read(sock: str, timeout: float = 30) -> float:
+    """Connect, read 4 KiB, disconnect; returns the seconds it took."""
+    start = time.monotonic()
+    try:
+        with NBDClient(sock, timeout=timeout) as c:
+            c.connect_export("disk")
+            error, data = c.read(0, 4096)
+            assert error == 0
+            assert data == bytes(4096)
+            c.disconnect()
+    except socket.timeout:
+        pytest.fail(f"a fresh client got no answer within {timeout} s")
+    return time.monotonic() - start
+
+
+def test_disconnected_clients_queue_is_dropped(env):
+    """Clients that queue thousands of 32 MiB reads and then close must not
+    make the daemon run those reads: another client is served at once."""
+    d, sock = env
+    flooders: List[NBDClient] = []
+    for _ in range(2):
+        c = NBDClient(sock)
+        c.connect_export("disk")
+        queued = queue_reads(c, MAX_READ, 12000)
+        assert queued >= 6000, f"only {queued} requests fit in the socket"
+        flooders.append(c)
+
+    cpu_before = cpu_seconds(d)
+    start = time.monotonic()
+    for c in flooders:
+        c.close()
+    # Running what they queued would take the daemon many seconds of memset
+    # (over 5 s here before the fix).
+    latency = timed_small_read(sock)
+    assert latency < 2.0, f"a fresh client waited {latency:.1f} s"
+    # Whatever is left of a 3 s window after the read: enough to see a
+    # daemon that is still working through the dead clients' requests.
+    time.sleep(max(0.0, 3.0 - (time.monotonic() - start)))
+    burnt = cpu_seconds(d) - cpu_before
+    assert burnt < 1.0, f"{burnt:.2f} s of CPU spent after the clients left"
+    d.assert_alive()
+
+
+@blockd_only("QEMU 7.2 shuts the socket down on NBD_CMD_DISC, dropping the "
+             "replies still in flight; the protocol says the server MUST "
+             "handle all outstanding requests")
+def test_disconnect_after_requests_in_flight_replies(env):
+    """NBD_CMD_DISC is graceful: requests sent before it are answered."""
+    d, sock = env
+    with NBDClient(sock) as c:
+        c.connect_export("disk")
+        handles = [c.send_request(N.CMD_READ, i * MiB, MiB) for i in range(8)]
+        c.send_request(N.CMD_DISC, 0, 0)
+        c.sock.shutdown(socket.SHUT_WR)
+        seen = set()
+        for _ in handles:
+            error, handle, data = c.read_simple_reply(MiB)
+            assert error == 0 and data == bytes(MiB)
+            seen.add(handle)
+        assert seen == set(handles)
+        assert c.is_closed_by_peer(10)
+    d.assert_alive()
