@@ -85,6 +85,21 @@ def timed_small_read(sock: str, timeout: float = 30) -> float:
     return time.monotonic() - start
 
 
+def settled_rss_kib(daemon: Daemon, timeout: float = 20) -> int:
+    """RSS once it has not grown for a second (the daemon stopped reading)."""
+    deadline = time.monotonic() + timeout
+    last = daemon.rss_kib()
+    stable_since = time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = daemon.rss_kib()
+        if now > last:
+            last, stable_since = now, time.monotonic()
+        elif time.monotonic() - stable_since >= 1.0:
+            break
+    return last
+
+
 def test_disconnected_clients_queue_is_dropped(env):
     """Clients that queue thousands of 32 MiB reads and then close must not
     make the daemon run those reads: another client is served at once."""
@@ -110,6 +125,26 @@ def test_disconnected_clients_queue_is_dropped(env):
     time.sleep(max(0.0, 3.0 - (time.monotonic() - start)))
     burnt = cpu_seconds(d) - cpu_before
     assert burnt < 1.0, f"{burnt:.2f} s of CPU spent after the clients left"
+    d.assert_alive()
+
+
+def test_client_that_never_reads(env):
+    """A client that sends reads and never reads the replies pins a bounded
+    amount of memory, does not hold up others, and is dropped cleanly."""
+    d, sock = env
+    with NBDClient(sock) as c:
+        c.connect_export("disk")
+        base = settled_rss_kib(d)
+        queued = queue_reads(c, 512 * 1024, 2000)
+        assert queued == 2000
+        grown = (settled_rss_kib(d) - base) / 1024
+        # qemu-storage-daemon: 16 requests in flight, 8 MiB; blockd before
+        # the fix kept 64 requests, 32 MiB.
+        assert grown < 16, f"RSS grew by {grown:.1f} MiB"
+        # Other clients are served while this one is stuck.
+        assert timed_small_read(sock) < 2.0
+    # It is gone; the daemon goes on serving.
+    assert timed_small_read(sock) < 2.0
     d.assert_alive()
 
 
