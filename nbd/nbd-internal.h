@@ -32,9 +32,11 @@ typedef struct NBDClient NBDClient;
 typedef struct NBDMetaContext NBDMetaContext;
 
 /*
- * Most requests in flight per client.  The receive loop stops reading when
- * the limit is reached, so a client can pin at most this many payload
- * buffers (of at most NBD_MAX_PAYLOAD_SIZE each).
+ * Most requests in flight per client; the receive loop stops reading at
+ * the limit.  Payload memory has its own, tighter bound (see server.c), so
+ * this only limits small requests, each of which pins little more than a
+ * few pages of coroutine stack.  QEMU allows 16; clients such as nbdcopy
+ * keep 64 in flight.
  */
 #define NBD_MAX_IN_FLIGHT 64
 
@@ -131,16 +133,20 @@ struct NBDClient {
     /* Main loop. */
     bool closing;               /* no more requests are read */
     unsigned in_flight;         /* request coroutines running */
-    size_t in_flight_bytes;     /* their payload buffers */
-    Coroutine *recv_co;         /* set while waiting for a free slot or
-                                 * for the last request at teardown */
+    size_t pinned_bytes;        /* their buffers and block status replies */
+    Coroutine *recv_co;         /* set while waiting for room for a new
+                                 * request or for the last request at
+                                 * teardown */
     CoMutex send_lock;          /* one reply at a time on the socket */
 };
 
 /* Accept a client on @fd (already non-blocking) and start serving it. */
 void nbd_client_new(NBDServer *server, int fd);
 
-/* Make the client go away soon: stop reading, end its socket. */
+/*
+ * Make the client go away soon: stop reading and shut its socket down, so
+ * that nothing it queued is read and replies still due are not sent.
+ */
 void nbd_client_kick(NBDClient *client);
 
 /*

@@ -7,10 +7,12 @@
  * for writes, the payload, checks the request, and starts one coroutine
  * per request, so many requests of one client are in flight at once.
  *
- * Flow control: at most NBD_MAX_IN_FLIGHT requests and
- * NBD_MAX_IN_FLIGHT_BYTES of payload buffers per client.  At the limit
- * the receive loop stops reading (the kernel's socket buffer then pushes
- * back on the client) and is woken by the next request that finishes.
+ * Flow control: the receive loop reads no new request while a client has
+ * NBD_MAX_IN_FLIGHT requests in flight or while they pin
+ * NBD_MAX_PINNED_BYTES or more (see nbd_co_wait_for_room()).  Requests
+ * then queue up in the kernel's socket buffer, which pushes back on the
+ * client, and the loop is woken by the next request that finishes.  So a
+ * client that never reads its replies holds a few MiB, not more.
  *
  * Replies are serialized by client->send_lock and go out with one
  * sendmsg() each: header and data from the request's own buffer (from a
@@ -29,10 +31,16 @@
  * consumed first.  Anything that loses the framing (bad magic, a write
  * payload over NBD_MAX_PAYLOAD_SIZE, end of file) ends this client only.
  *
- * Teardown: the client stops reading, waits until its request coroutines
- * have finished (they may still reply), detaches from its export, and
- * closes the socket.  nbd_client_kick() forces this from outside by
- * shutting the socket down, which wakes whatever is waiting on it.
+ * Teardown: after NBD_CMD_DISC the client stops reading, waits until its
+ * request coroutines have finished and replied, detaches from its export,
+ * and closes the socket.  Any failure of the socket instead (end of file,
+ * a receive or send error, a request that loses the framing) kicks the
+ * client: nbd_client_kick() shuts the socket down, which wakes whatever
+ * waits on it, so the requests still queued in the socket are never read,
+ * and those in flight finish without replying (their sends fail at once).
+ * Without that, a client that queued thousands of requests and went away
+ * would have the server run every one of them.  Other parts of the server
+ * kick clients too (export deletion, the handshake timeout).
  */
 #include "nbd/nbd-internal.h"
 #include "block/block-backend.h"
@@ -41,8 +49,14 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
-/* Payload bytes a client may have in flight (one request may exceed it). */
-#define NBD_MAX_IN_FLIGHT_BYTES (64u << 20)
+/*
+ * No new request is read while a client's requests in flight pin this many
+ * bytes or more.  The next request may add up to NBD_MAX_PAYLOAD_SIZE, so
+ * one request of the largest size is always served, and a client pins less
+ * than NBD_MAX_PINNED_BYTES + NBD_MAX_PAYLOAD_SIZE.  8 MiB still lets a
+ * client keep eight 1 MiB requests in flight.
+ */
+#define NBD_MAX_PINNED_BYTES (8u << 20)
 
 /* Read-ahead buffer size. */
 #define NBD_RBUF_SIZE (16 * 1024)
@@ -64,7 +78,8 @@ typedef struct NBDRequestData {
     NBDClient *client;
     NBDRequest req;
     void *buf;              /* payload buffer (READ, WRITE) or NULL */
-    size_t buf_size;        /* accounted in client->in_flight_bytes */
+    size_t buf_size;
+    size_t pinned;          /* accounted in client->pinned_bytes */
     int error;              /* NBD errno found by the checks, or 0 */
 } NBDRequestData;
 
@@ -211,6 +226,13 @@ static int coroutine_fn nbd_co_send_locked(NBDClient *client,
     co_mutex_lock(&client->send_lock);
     ret = nbd_co_sendv(client, iov, iovcnt);
     co_mutex_unlock(&client->send_lock);
+    if (ret < 0) {
+        /*
+         * The client is gone, or a reply went out in part and the framing
+         * is lost: either way, nothing it still queued may run.
+         */
+        nbd_client_kick(client);
+    }
     return ret;
 }
 
@@ -455,13 +477,11 @@ static void coroutine_fn nbd_request_co(void *opaque)
         }
         nbd_co_send_simple(client, req->cookie, error, NULL, 0);
     }
-    /* A failed send needs no action: the receive loop sees the socket. */
-
     if (rd->buf) {
         nbd_buf_put(rd->buf, rd->buf_size);
     }
     client->in_flight--;
-    client->in_flight_bytes -= rd->buf_size;
+    client->pinned_bytes -= rd->pinned;
     g_free(rd);
     if (client->recv_co) {
         Coroutine *co = client->recv_co;
@@ -531,13 +551,36 @@ static uint32_t nbd_request_check(NBDClient *client, const NBDRequest *req)
     return 0;
 }
 
-/* Wait until a request slot (and @bytes of buffer budget) is free. */
-static void coroutine_fn nbd_co_wait_slot(NBDClient *client, size_t bytes)
+/*
+ * Memory @req holds until it has replied: its payload buffer of
+ * @buf_size bytes, or for a block status request the largest reply it
+ * can build (every extent covers at least one byte).
+ */
+static size_t nbd_request_pinned_bytes(NBDClient *client,
+                                       const NBDRequest *req, uint32_t error,
+                                       size_t buf_size)
+{
+    size_t extents;
+
+    if (req->type != NBD_CMD_BLOCK_STATUS || error) {
+        return buf_size;
+    }
+    extents = req->flags & NBD_CMD_FLAG_REQ_ONE
+              ? 1 : MIN(req->length, NBD_MAX_BLOCK_STATUS_EXTENTS);
+    return client->meta.ids->len *
+           (sizeof(NBDStructuredReply) + 4 + extents * sizeof(NBDExtent));
+}
+
+/*
+ * Wait until the client may have another request read: while it is at
+ * the request limit or pins NBD_MAX_PINNED_BYTES, the next request stays
+ * in the socket.  Returns at once when the client is closing.
+ */
+static void coroutine_fn nbd_co_wait_for_room(NBDClient *client)
 {
     while (!client->closing &&
            (client->in_flight >= NBD_MAX_IN_FLIGHT ||
-            (client->in_flight > 0 &&
-             client->in_flight_bytes + bytes > NBD_MAX_IN_FLIGHT_BYTES))) {
+            client->pinned_bytes >= NBD_MAX_PINNED_BYTES)) {
         client->recv_co = coroutine_self();
         coroutine_yield();
     }
@@ -582,16 +625,12 @@ static int coroutine_fn nbd_co_receive_one(NBDClient *client)
         (req.type == NBD_CMD_READ && !error)) {
         buf_size = req.length;
     }
-    nbd_co_wait_slot(client, buf_size);
-    if (client->closing) {
-        return -ESHUTDOWN;
-    }
-
     rd = g_new0(NBDRequestData, 1);
     rd->client = client;
     rd->req = req;
     rd->error = error;
     rd->buf_size = buf_size;
+    rd->pinned = nbd_request_pinned_bytes(client, &req, error, buf_size);
     if (buf_size > 0) {
         rd->buf = nbd_buf_get(buf_size);
     }
@@ -606,7 +645,7 @@ static int coroutine_fn nbd_co_receive_one(NBDClient *client)
     }
 
     client->in_flight++;
-    client->in_flight_bytes += buf_size;
+    client->pinned_bytes += rd->pinned;
     coroutine_enter(coroutine_create(nbd_request_co, rd));
     return 0;
 }
@@ -656,13 +695,16 @@ static void coroutine_fn nbd_client_co_main(void *opaque)
         g_source_remove(client->handshake_timer);
         client->handshake_timer = 0;
     }
-    if (ret == 0 && !client->closing) {
-        do {
-            ret = nbd_co_receive_one(client);
-        } while (ret == 0 && !client->closing);
+    while (ret == 0) {
+        nbd_co_wait_for_room(client);
+        ret = client->closing ? -ESHUTDOWN : nbd_co_receive_one(client);
+    }
+    if (ret < 0) {
+        /* Drop the client now: see "Teardown" at the top of the file. */
+        nbd_client_kick(client);
     }
 
-    /* Let the requests in flight finish (they may still reply). */
+    /* Let the requests in flight finish (after NBD_CMD_DISC they reply). */
     client->closing = true;
     while (client->in_flight > 0) {
         client->recv_co = coroutine_self();

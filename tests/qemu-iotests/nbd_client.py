@@ -1,8 +1,9 @@
 """A deliberately minimal NBD client for protocol tests.
 
 It speaks just enough of the fixed-newstyle handshake and the transmission
-phase (simple replies only; structured replies are never requested) to send
-both well-formed and malformed messages.  Numbers come from the public NBD
+phase to send both well-formed and malformed messages.  Replies are simple
+unless the test negotiates structured replies (and meta contexts for
+NBD_CMD_BLOCK_STATUS) itself.  Numbers come from the public NBD
 protocol document (doc/proto.md in the NBD project).
 
 Everything blocks with a timeout; a peer that closes the connection raises
@@ -11,7 +12,7 @@ Everything blocks with a timeout; a peer that closes the connection raises
 
 import socket
 import struct
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 NBDMAGIC = 0x4E42444D41474943        # "NBDMAGIC"
 IHAVEOPT = 0x49484156454F5054        # "IHAVEOPT"
@@ -76,6 +77,10 @@ CMD_WRITE_ZEROES = 6
 CMD_BLOCK_STATUS = 7
 CMD_FLAG_FUA = 1 << 0
 CMD_FLAG_NO_HOLE = 1 << 1
+
+# Structured reply chunk types and flags
+REPLY_FLAG_DONE = 1 << 0
+REPLY_TYPE_BLOCK_STATUS = 5
 
 # Errors (wire values)
 EPERM = 1
@@ -199,6 +204,28 @@ class NBDClient:
             return rtype, got
         raise AssertionError("too many NBD_REP_INFO replies")
 
+    def structured_replies(self) -> None:
+        """Negotiate structured replies (NBD_OPT_STRUCTURED_REPLY); must succeed."""
+        self.send_option(OPT_STRUCTURED_REPLY)
+        opt, rtype, _ = self.read_option_reply()
+        assert (opt, rtype) == (OPT_STRUCTURED_REPLY, REP_ACK), hex(rtype)
+
+    def set_meta_context(self, name: str, queries: List[str]) -> Dict[str, int]:
+        """NBD_OPT_SET_META_CONTEXT for export ``name``; returns {context: id}."""
+        n = name.encode()
+        data = struct.pack(">I", len(n)) + n + struct.pack(">I", len(queries))
+        for q in queries:
+            data += struct.pack(">I", len(q)) + q.encode()
+        self.send_option(OPT_SET_META_CONTEXT, data)
+        contexts = {}
+        while True:
+            opt, rtype, rdata = self.read_option_reply()
+            assert opt == OPT_SET_META_CONTEXT
+            if rtype != REP_META_CONTEXT:
+                assert rtype == REP_ACK, hex(rtype)
+                return contexts
+            contexts[rdata[4:].decode()] = struct.unpack(">I", rdata[:4])[0]
+
     def connect_export(self, name: str) -> None:
         """Complete handshake: greeting, flags, NBD_OPT_GO; must succeed."""
         self.handshake_start()
@@ -221,6 +248,12 @@ class NBDClient:
         assert magic == SIMPLE_REPLY_MAGIC, hex(magic)
         data = self.recv_exact(read_len) if (error == 0 and read_len) else b""
         return error, handle, data
+
+    def read_structured_chunk(self) -> Tuple[int, int, int, bytes]:
+        """Return one structured reply chunk: (flags, type, handle, payload)."""
+        magic, flags, rtype, handle, length = struct.unpack(">IHHQI", self.recv_exact(20))
+        assert magic == STRUCTURED_REPLY_MAGIC, hex(magic)
+        return flags, rtype, handle, self.recv_exact(length) if length else b""
 
     def read(self, offset: int, length: int) -> Tuple[int, bytes]:
         h = self.send_request(CMD_READ, offset, length)
