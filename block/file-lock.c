@@ -1,10 +1,22 @@
 /*
- * Image locking with OFD byte locks: see file-lock.h.
+ * Image locking with OFD byte locks: see file-lock.h for the protocol.
+ *
+ * Why a separate open file description: an OFD lock lasts until the
+ * last reference to its open file description goes away.  When a process
+ * dies, its fd table is released synchronously, before a waitpid() in
+ * the parent returns; but io_uring requests that were in flight hold
+ * references of their own, which the kernel drops later, from a worker,
+ * after the process has been reaped.  Locks on the fd used for I/O then
+ * outlive a SIGKILLed daemon by several milliseconds, and a supervisor
+ * that restarts it at once is refused the image.  The lock fd is never
+ * handed to io_uring (or to anything else), so its locks go away with
+ * the process.
  */
 #include "block/block-common.h"
 #include "block/file-lock.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 
 enum {
     LOCK_PERM_BASE = 100,
@@ -45,10 +57,45 @@ static bool byte_held_elsewhere(int fd, off_t byte)
     return fl.l_type != F_UNLCK;
 }
 
-bool file_lock_check(int fd, const char *filename, uint64_t perm,
+bool file_lock_open(FileLock *lock, int image_fd, const char *filename,
+                    Error **errp)
+{
+    int mode = fcntl(image_fd, F_GETFL) & O_ACCMODE;
+    struct stat image_st, lock_st;
+    int fd;
+
+    /*
+     * Opening the name again could find another file if it was renamed
+     * over in between; that is refused rather than locking the wrong one.
+     */
+    fd = open(filename, mode | O_CLOEXEC);
+    if (fd < 0) {
+        error_setg_errno(errp, errno, "Could not open '%s' for locking",
+                         filename);
+        return false;
+    }
+    if (fstat(image_fd, &image_st) < 0 || fstat(fd, &lock_st) < 0 ||
+        image_st.st_dev != lock_st.st_dev ||
+        image_st.st_ino != lock_st.st_ino) {
+        error_setg(errp, "'%s' was replaced while being opened", filename);
+        close(fd);
+        return false;
+    }
+    lock->fd = fd;
+    return true;
+}
+
+void file_lock_close(FileLock *lock)
+{
+    close(lock->fd);
+    lock->fd = -1;
+}
+
+bool file_lock_check(FileLock *lock, const char *filename, uint64_t perm,
                      uint64_t shared, Error **errp)
 {
     ERRP_GUARD();
+    int fd = lock->fd;
 
     for (int i = 0; i < LOCK_PERM_BITS; i++) {
         uint64_t bit = 1ULL << i;
@@ -70,8 +117,10 @@ bool file_lock_check(int fd, const char *filename, uint64_t perm,
     return true;
 }
 
-void file_lock_apply(int fd, uint64_t perm, uint64_t shared)
+void file_lock_apply(FileLock *lock, uint64_t perm, uint64_t shared)
 {
+    int fd = lock->fd;
+
     for (int i = 0; i < LOCK_PERM_BITS; i++) {
         uint64_t bit = 1ULL << i;
 

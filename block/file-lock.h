@@ -16,14 +16,30 @@
 
 #include "util/error.h"
 
+typedef struct FileLock {
+    int fd;                 /* own open file description of the image */
+} FileLock;
+
 /*
- * Can this open file take @perm and share only @shared, given the locks
+ * Open a lock handle on the file @image_fd refers to, opened as
+ * @filename, advertising nothing yet.  The locks live on an open file
+ * description of their own, never used for I/O: see file-lock.c.  Fails
+ * if @filename no longer names that file.
+ */
+bool file_lock_open(FileLock *lock, int image_fd, const char *filename,
+                    Error **errp);
+
+/* Close the handle, which drops all its locks. */
+void file_lock_close(FileLock *lock);
+
+/*
+ * Can this handle take @perm and share only @shared, given the locks
  * other processes hold?  Fails with QEMU's message naming the permission.
  */
-bool file_lock_check(int fd, const char *filename, uint64_t perm,
+bool file_lock_check(FileLock *lock, const char *filename, uint64_t perm,
                      uint64_t shared, Error **errp);
 
-/* Advertise @perm/@shared, replacing what this fd advertised before. */
-void file_lock_apply(int fd, uint64_t perm, uint64_t shared);
+/* Advertise @perm/@shared, replacing what this handle advertised before. */
+void file_lock_apply(FileLock *lock, uint64_t perm, uint64_t shared);
 
 #endif /* BLOCK_FILE_LOCK_H */
