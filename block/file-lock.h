@@ -10,6 +10,16 @@
  * for an exclusive lock, so "does anybody hold byte N" can be asked
  * without disturbing the holders.  These are the byte offsets QEMU uses,
  * so the tools refuse each other's conflicting opens in both directions.
+ *
+ * The locks live on an open file description of their own, never used
+ * for I/O: see file-lock.c for why, and for how two processes that open
+ * an image at the same instant cannot both get it.
+ *
+ * A change of permissions is a small transaction, driven by the block
+ * layer's permission update: file_lock_prepare() takes the new locks
+ * (keeping the old ones) and checks for conflicts, then either
+ * file_lock_commit() settles on the new permissions or file_lock_abort()
+ * goes back to the last committed ones.
  */
 #ifndef BLOCK_FILE_LOCK_H
 #define BLOCK_FILE_LOCK_H
@@ -18,13 +28,15 @@
 
 typedef struct FileLock {
     int fd;                 /* own open file description of the image */
+    bool can_serialise;     /* fd is writable (see file-lock.c) */
+    unsigned held;          /* lock bytes taken (mask, see file-lock.c) */
+    unsigned committed;     /* lock bytes of the last commit */
 } FileLock;
 
 /*
  * Open a lock handle on the file @image_fd refers to, opened as
- * @filename, advertising nothing yet.  The locks live on an open file
- * description of their own, never used for I/O: see file-lock.c.  Fails
- * if @filename no longer names that file.
+ * @filename, advertising nothing yet.  Fails if @filename no longer
+ * names that file.
  */
 bool file_lock_open(FileLock *lock, int image_fd, const char *filename,
                     Error **errp);
@@ -33,13 +45,22 @@ bool file_lock_open(FileLock *lock, int image_fd, const char *filename,
 void file_lock_close(FileLock *lock);
 
 /*
- * Can this handle take @perm and share only @shared, given the locks
- * other processes hold?  Fails with QEMU's message naming the permission.
+ * Advertise @perm and the lack of what @shared leaves out, on top of what
+ * the handle advertises already, then make sure no other process holds a
+ * conflicting lock.  On failure the handle is as before and @errp names
+ * the first conflicting permission, as QEMU does.
  */
-bool file_lock_check(FileLock *lock, const char *filename, uint64_t perm,
-                     uint64_t shared, Error **errp);
+bool file_lock_prepare(FileLock *lock, const char *filename, uint64_t perm,
+                       uint64_t shared, Error **errp);
 
-/* Advertise @perm/@shared, replacing what this handle advertised before. */
-void file_lock_apply(FileLock *lock, uint64_t perm, uint64_t shared);
+/*
+ * Advertise exactly @perm/@shared from now on; a prepare for (a superset
+ * of) them must have succeeded, or they must be weaker than what is
+ * advertised, so this only releases locks.
+ */
+void file_lock_commit(FileLock *lock, uint64_t perm, uint64_t shared);
+
+/* Go back to what the last commit advertised. */
+void file_lock_abort(FileLock *lock);
 
 #endif /* BLOCK_FILE_LOCK_H */

@@ -288,7 +288,7 @@ static bool file_check_perm(BlockDriverState *bs, uint64_t perm,
     BDRVFileState *s = bs->opaque;
 
     return !s->use_locking ||
-           file_lock_check(&s->lock, bs->filename, perm, shared, errp);
+           file_lock_prepare(&s->lock, bs->filename, perm, shared, errp);
 }
 
 static void file_set_perm(BlockDriverState *bs, uint64_t perm,
@@ -297,7 +297,16 @@ static void file_set_perm(BlockDriverState *bs, uint64_t perm,
     BDRVFileState *s = bs->opaque;
 
     if (s->use_locking) {
-        file_lock_apply(&s->lock, perm, shared);
+        file_lock_commit(&s->lock, perm, shared);
+    }
+}
+
+static void file_abort_perm(BlockDriverState *bs)
+{
+    BDRVFileState *s = bs->opaque;
+
+    if (s->use_locking) {
+        file_lock_abort(&s->lock);
     }
 }
 
@@ -451,8 +460,7 @@ static int coroutine_fn file_co_create(BlockdevCreateOptions *options,
         close(fd);
         return -EIO;
     }
-    file_lock_apply(&lock, perm, shared);
-    if (!file_lock_check(&lock, opts->filename, perm, shared, errp)) {
+    if (!file_lock_prepare(&lock, opts->filename, perm, shared, errp)) {
         ret = -EBUSY;
         goto out;
     }
@@ -493,6 +501,7 @@ static const BlockDriver bdrv_file = {
     .bdrv_get_allocated_file_size = file_get_allocated_file_size,
     .bdrv_check_perm = file_check_perm,
     .bdrv_set_perm = file_set_perm,
+    .bdrv_abort_perm = file_abort_perm,
     .supported_zero_flags = BDRV_REQ_MAY_UNMAP,
 };
 
