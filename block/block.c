@@ -10,9 +10,13 @@
  *
  * Every change is checked before it is applied: bdrv_check_perm() walks
  * the subtree with the would-be permissions and fails with a message that
- * names the conflicting parent; only then does bdrv_apply_perm() store
- * them.  Relaxing permissions (detaching a parent) cannot conflict and is
- * applied directly.
+ * names the conflicting parent; only then does bdrv_refresh_perms() store
+ * them.  A driver's check may already reserve what it needs (the file
+ * driver takes its image locks there, so that no other process can slip
+ * in between); a failed check undoes the reservations of the whole
+ * subtree, a successful one is settled by the refresh.  Relaxing
+ * permissions (detaching a parent) cannot conflict and is applied
+ * directly.
  */
 #include "block/block_int.h"
 #include "qapi/qapi-types.h"
@@ -167,8 +171,9 @@ static void bdrv_cumulative_perms(BlockDriverState *bs, BdrvChild *changed,
     }
 }
 
-static bool bdrv_check_perm(BlockDriverState *bs, BdrvChild *changed,
-                            uint64_t perm, uint64_t shared, Error **errp)
+static bool bdrv_check_perm_subtree(BlockDriverState *bs,
+                                    BdrvChild *changed, uint64_t perm,
+                                    uint64_t shared, Error **errp)
 {
     uint64_t cum_perm, cum_shared;
 
@@ -212,9 +217,38 @@ static bool bdrv_check_perm(BlockDriverState *bs, BdrvChild *changed,
         uint64_t nperm, nshared;
 
         bdrv_child_perm(bs, child, cum_perm, cum_shared, &nperm, &nshared);
-        if (!bdrv_check_perm(child->bs, child, nperm, nshared, errp)) {
+        if (!bdrv_check_perm_subtree(child->bs, child, nperm, nshared,
+                                     errp)) {
             return false;
         }
+    }
+    return true;
+}
+
+/* Undo what the drivers reserved in a check of @bs and its subtree. */
+static void bdrv_abort_perm(BlockDriverState *bs)
+{
+    if (bs->drv->bdrv_abort_perm) {
+        bs->drv->bdrv_abort_perm(bs);
+    }
+    for (GList *l = bs->children; l; l = l->next) {
+        BdrvChild *child = l->data;
+
+        bdrv_abort_perm(child->bs);
+    }
+}
+
+/*
+ * May the parents of @bs take @perm/@shared (on @changed, see
+ * bdrv_cumulative_perms)?  On success, bdrv_refresh_perms(@bs) must
+ * follow; on failure nothing has changed.
+ */
+static bool bdrv_check_perm(BlockDriverState *bs, BdrvChild *changed,
+                            uint64_t perm, uint64_t shared, Error **errp)
+{
+    if (!bdrv_check_perm_subtree(bs, changed, perm, shared, errp)) {
+        bdrv_abort_perm(bs);
+        return false;
     }
     return true;
 }

@@ -17,7 +17,8 @@
  * With locking=on|auto (the default) the node advertises the permissions
  * its parents take with QEMU-compatible byte locks (file-lock.h), so
  * blockd, QEMU and qemu-img refuse to write an image another of them is
- * using.
+ * using.  The locks are held on a second open file description that no
+ * I/O ever uses, so that they go away with the process (file-lock.c).
  */
 #include "block/block_int.h"
 #include "block/file-lock.h"
@@ -40,6 +41,7 @@ typedef struct BDRVFileState {
     bool has_fallocate_zero;    /* cleared on the first EOPNOTSUPP */
     bool has_punch_hole;
     bool use_locking;
+    FileLock lock;              /* if use_locking */
 } BDRVFileState;
 
 static ssize_t coroutine_fn file_co_submit(BlockDriverState *bs,
@@ -114,6 +116,11 @@ static int coroutine_fn file_open(BlockDriverState *bs,
         s->use_uring = false;
     }
     s->use_locking = !(opts->has_locking && opts->locking == ON_OFF_AUTO_OFF);
+    if (s->use_locking &&
+        !file_lock_open(&s->lock, s->fd, opts->filename, errp)) {
+        close(s->fd);
+        return -EIO;
+    }
     s->has_fallocate_zero = true;
     s->has_punch_hole = true;
     if (bs->cache_direct) {
@@ -128,6 +135,9 @@ static void file_close(BlockDriverState *bs)
 {
     BDRVFileState *s = bs->opaque;
 
+    if (s->use_locking) {
+        file_lock_close(&s->lock);
+    }
     close(s->fd);
 }
 
@@ -278,7 +288,7 @@ static bool file_check_perm(BlockDriverState *bs, uint64_t perm,
     BDRVFileState *s = bs->opaque;
 
     return !s->use_locking ||
-           file_lock_check(s->fd, bs->filename, perm, shared, errp);
+           file_lock_prepare(&s->lock, bs->filename, perm, shared, errp);
 }
 
 static void file_set_perm(BlockDriverState *bs, uint64_t perm,
@@ -287,7 +297,16 @@ static void file_set_perm(BlockDriverState *bs, uint64_t perm,
     BDRVFileState *s = bs->opaque;
 
     if (s->use_locking) {
-        file_lock_apply(s->fd, perm, shared);
+        file_lock_commit(&s->lock, perm, shared);
+    }
+}
+
+static void file_abort_perm(BlockDriverState *bs)
+{
+    BDRVFileState *s = bs->opaque;
+
+    if (s->use_locking) {
+        file_lock_abort(&s->lock);
     }
 }
 
@@ -421,6 +440,7 @@ static int coroutine_fn file_co_create(BlockdevCreateOptions *options,
                                                     : PREALLOC_MODE_OFF;
     uint64_t perm = BLK_PERM_WRITE | BLK_PERM_RESIZE;
     uint64_t shared = BLK_PERM_ALL & ~BLK_PERM_RESIZE;
+    FileLock lock;
     int fd;
     int ret;
 
@@ -436,8 +456,11 @@ static int coroutine_fn file_co_create(BlockdevCreateOptions *options,
                          opts->filename);
         return ret;
     }
-    file_lock_apply(fd, perm, shared);
-    if (!file_lock_check(fd, opts->filename, perm, shared, errp)) {
+    if (!file_lock_open(&lock, fd, opts->filename, errp)) {
+        close(fd);
+        return -EIO;
+    }
+    if (!file_lock_prepare(&lock, opts->filename, perm, shared, errp)) {
         ret = -EBUSY;
         goto out;
     }
@@ -454,7 +477,7 @@ static int coroutine_fn file_co_create(BlockdevCreateOptions *options,
     }
 
 out:
-    file_lock_apply(fd, 0, BLK_PERM_ALL);
+    file_lock_close(&lock);
     if (close(fd) < 0 && ret == 0) {
         ret = -errno;
         error_setg_errno(errp, -ret, "Could not close the new file");
@@ -485,6 +508,7 @@ static const BlockDriver bdrv_file = {
     .bdrv_get_info = file_get_info,
     .bdrv_check_perm = file_check_perm,
     .bdrv_set_perm = file_set_perm,
+    .bdrv_abort_perm = file_abort_perm,
     .supported_zero_flags = BDRV_REQ_MAY_UNMAP,
 };
 

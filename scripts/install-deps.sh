@@ -10,7 +10,7 @@ packages=(
     libglib2.0-dev liburing-dev libjson-c-dev zlib1g-dev libzstd-dev
     # tests and benchmarks: the real tools blockd is compared with
     python3 python3-pytest python3-libnbd
-    qemu-utils qemu-system-common
+    qemu-utils qemu-system-common strace
     nbdkit libnbd-bin fio
 )
 

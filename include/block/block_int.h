@@ -126,13 +126,22 @@ struct BlockDriver {
     /*
      * The parents of @bs are about to take @perm and share @shared in
      * total: fail if the node cannot allow that (e.g. another process
-     * holds a conflicting image lock).
+     * holds a conflicting image lock).  On success the driver may keep
+     * what it reserved for the new permissions (taken image locks) until
+     * bdrv_set_perm or bdrv_abort_perm is called; on failure it must
+     * already have undone its own reservations.
      */
     bool (*bdrv_check_perm)(BlockDriverState *bs, uint64_t perm,
                             uint64_t shared, Error **errp);
     /* The parents' permissions changed to @perm/@shared (or relaxed). */
     void (*bdrv_set_perm)(BlockDriverState *bs, uint64_t perm,
                           uint64_t shared);
+    /*
+     * The change that bdrv_check_perm approved (if it was called at
+     * all) is abandoned: go back to the permissions of the last
+     * bdrv_set_perm.
+     */
+    void (*bdrv_abort_perm)(BlockDriverState *bs);
 };
 
 /* Internal block-status bit: "ask *file at *map instead". */
