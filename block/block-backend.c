@@ -5,6 +5,11 @@
  * range against the node's current length (an NBD client must never make
  * the graph see an out-of-range request), and counts its own requests so
  * that a user going away can wait for exactly its own I/O.
+ *
+ * While the node below is drained (drain.c), the backend is quiesced: a
+ * new request waits in blk_request_begin() until the drained section
+ * ends -- unless the user has drain ops, which then hold off the user's
+ * own requests (a job pauses), so its requests are never queued.
  */
 #include "block/block-backend.h"
 #include "block/block_int.h"
@@ -14,7 +19,11 @@ struct BlockBackend {
     char *user;             /* "NBD export 'e0'", for messages */
     BdrvChild *root;
     unsigned in_flight;
-    CoQueue drain_waiters;
+    CoQueue drain_waiters;  /* blk_drain() callers */
+    unsigned quiesce_counter;
+    CoQueue queued_requests;    /* requests held while quiesced */
+    const BlockBackendDrainOps *drain_ops;  /* NULL: queue requests */
+    void *drain_opaque;
 };
 
 static char *blk_root_get_parent_desc(BdrvChild *child)
@@ -24,8 +33,43 @@ static char *blk_root_get_parent_desc(BdrvChild *child)
     return g_strdup(blk->user);
 }
 
+static void blk_root_drained_begin(BdrvChild *child)
+{
+    BlockBackend *blk = child->opaque;
+
+    if (blk->quiesce_counter++ == 0 && blk->drain_ops) {
+        blk->drain_ops->drained_begin(blk->drain_opaque);
+    }
+}
+
+static void blk_root_drained_end(BdrvChild *child)
+{
+    BlockBackend *blk = child->opaque;
+
+    g_assert(blk->quiesce_counter > 0);
+    if (--blk->quiesce_counter > 0) {
+        return;
+    }
+    if (blk->drain_ops) {
+        blk->drain_ops->drained_end(blk->drain_opaque);
+    }
+    co_queue_restart_all(&blk->queued_requests);
+}
+
+static bool blk_root_drained_poll(BdrvChild *child)
+{
+    BlockBackend *blk = child->opaque;
+
+    return blk->in_flight > 0 ||
+           (blk->drain_ops && blk->drain_ops->drained_poll &&
+            blk->drain_ops->drained_poll(blk->drain_opaque));
+}
+
 static const BdrvChildClass child_root = {
     .get_parent_desc = blk_root_get_parent_desc,
+    .drained_begin = blk_root_drained_begin,
+    .drained_end = blk_root_drained_end,
+    .drained_poll = blk_root_drained_poll,
 };
 
 BlockBackend *blk_new_with_bs(BlockDriverState *bs, const char *user,
@@ -36,6 +80,7 @@ BlockBackend *blk_new_with_bs(BlockDriverState *bs, const char *user,
 
     blk->user = g_strdup(user);
     co_queue_init(&blk->drain_waiters);
+    co_queue_init(&blk->queued_requests);
     blk->root = bdrv_attach_child(bs, "root", BDRV_CHILD_DATA, &child_root,
                                   blk, NULL, perm, shared_perm, errp);
     if (!blk->root) {
@@ -83,8 +128,22 @@ uint32_t blk_get_request_alignment(BlockBackend *blk)
     return blk_bs(blk)->bl.request_alignment;
 }
 
-static void blk_inc_in_flight(BlockBackend *blk)
+void blk_set_drain_ops(BlockBackend *blk, const BlockBackendDrainOps *ops,
+                       void *opaque)
 {
+    blk->drain_ops = ops;
+    blk->drain_opaque = opaque;
+    if (blk->quiesce_counter > 0) {
+        ops->drained_begin(opaque);     /* attached inside a section */
+    }
+}
+
+/* Hold a new request while the backend is quiesced, then count it. */
+static void coroutine_fn blk_inc_in_flight(BlockBackend *blk)
+{
+    while (blk->quiesce_counter > 0 && !blk->drain_ops) {
+        co_queue_wait(&blk->queued_requests);
+    }
     blk->in_flight++;
 }
 
@@ -92,22 +151,26 @@ static void blk_dec_in_flight(BlockBackend *blk)
 {
     if (--blk->in_flight == 0) {
         co_queue_restart_all(&blk->drain_waiters);
+        bdrv_wake_drainers();
     }
 }
 
 /*
- * Check a request's range and count it in flight; every successful call
- * is paired with blk_request_end().
+ * Wait out a drained section, then check a request's range (the node may
+ * have changed meanwhile) and count it in flight; every successful call
+ * is paired with blk_dec_in_flight().
  */
-static int blk_request_begin(BlockBackend *blk, int64_t offset,
-                             int64_t bytes)
+static int coroutine_fn blk_request_begin(BlockBackend *blk, int64_t offset,
+                                          int64_t bytes)
 {
-    int64_t len = blk_getlength(blk);
+    int64_t len;
 
+    blk_inc_in_flight(blk);
+    len = blk_getlength(blk);
     if (offset < 0 || bytes < 0 || offset > len || bytes > len - offset) {
+        blk_dec_in_flight(blk);
         return -EIO;
     }
-    blk_inc_in_flight(blk);
     return 0;
 }
 

@@ -1,22 +1,8 @@
 /*
- * The block graph: nodes, the edges between them, and permissions.
- *
- * Every edge (BdrvChild) carries the permissions its parent takes on the
- * child node and the permissions it lets other parents hold.  A node's
- * own children get permissions derived from what all its parents take
- * together (BlockDriver.bdrv_child_perm, pass-through by default), so a
- * write permission taken by an NBD export at the top travels down to the
- * file at the bottom.
- *
- * Every change is checked before it is applied: bdrv_check_perm() walks
- * the subtree with the would-be permissions and fails with a message that
- * names the conflicting parent; only then does bdrv_refresh_perms() store
- * them.  A driver's check may already reserve what it needs (the file
- * driver takes its image locks there, so that no other process can slip
- * in between); a failed check undoes the reservations of the whole
- * subtree, a successful one is settled by the refresh.  Relaxing
- * permissions (detaching a parent) cannot conflict and is applied
- * directly.
+ * The nodes of the block graph: the driver registry, opening a node from
+ * its options (and then its backing child), node names and lookup,
+ * references, and closing.  The edges between nodes, their permissions
+ * and the changes that rewire them are in graph.c.
  */
 #include "block/block_int.h"
 #include "qapi/qapi-types.h"
@@ -118,234 +104,31 @@ bool bdrv_is_read_only(const BlockDriverState *bs)
     return bs->read_only;
 }
 
-/* --- permissions --- */
-
-static const char *const perm_names[] = {
-    "consistent read", "write", "write unchanged", "resize",
-};
-
-static char *bdrv_perm_names(uint64_t perm)
-{
-    GString *names = g_string_new(NULL);
-
-    for (unsigned i = 0; i < G_N_ELEMENTS(perm_names); i++) {
-        if (perm & (1ULL << i)) {
-            g_string_append_printf(names, "%s%s",
-                                   names->len ? ", " : "", perm_names[i]);
-        }
-    }
-    return g_string_free(names, FALSE);
-}
-
-static void bdrv_child_perm(BlockDriverState *bs, BdrvChild *child,
-                            uint64_t parent_perm, uint64_t parent_shared,
-                            uint64_t *nperm, uint64_t *nshared)
-{
-    if (bs->drv->bdrv_child_perm) {
-        bs->drv->bdrv_child_perm(bs, child, parent_perm, parent_shared,
-                                 nperm, nshared);
-    } else {
-        *nperm = parent_perm;
-        *nshared = parent_shared;
-    }
-}
-
-/*
- * The permissions all parents of @bs take together, with @changed counted
- * as @perm/@shared; a NULL @changed stands for a new edge not yet in the
- * list, which adds @perm/@shared (pass 0/BLK_PERM_ALL for none).
- */
-static void bdrv_cumulative_perms(BlockDriverState *bs, BdrvChild *changed,
-                                  uint64_t perm, uint64_t shared,
-                                  uint64_t *cum_perm, uint64_t *cum_shared)
-{
-    *cum_perm = perm;
-    *cum_shared = shared;
-    for (GList *l = bs->parents; l; l = l->next) {
-        BdrvChild *parent = l->data;
-
-        if (parent != changed) {
-            *cum_perm |= parent->perm;
-            *cum_shared &= parent->shared_perm;
-        }
-    }
-}
-
-static bool bdrv_check_perm_subtree(BlockDriverState *bs,
-                                    BdrvChild *changed, uint64_t perm,
-                                    uint64_t shared, Error **errp)
-{
-    uint64_t cum_perm, cum_shared;
-
-    for (GList *l = bs->parents; l; l = l->next) {
-        BdrvChild *other = l->data;
-        g_autofree char *desc = NULL;
-        g_autofree char *names = NULL;
-
-        if (other == changed) {
-            continue;
-        }
-        if (perm & ~other->shared_perm) {
-            desc = other->klass->get_parent_desc(other);
-            names = bdrv_perm_names(perm & ~other->shared_perm);
-            error_setg(errp, "Conflicts with use by %s as '%s', which does "
-                       "not allow '%s' on %s", desc, other->name, names,
-                       bs->node_name);
-            return false;
-        }
-        if (other->perm & ~shared) {
-            desc = other->klass->get_parent_desc(other);
-            names = bdrv_perm_names(other->perm & ~shared);
-            error_setg(errp, "Conflicts with use by %s as '%s', which uses "
-                       "'%s' on %s", desc, other->name, names,
-                       bs->node_name);
-            return false;
-        }
-    }
-
-    bdrv_cumulative_perms(bs, changed, perm, shared, &cum_perm, &cum_shared);
-    if ((cum_perm & (BLK_PERM_WRITE | BLK_PERM_RESIZE)) && bs->read_only) {
-        error_setg(errp, "Block node is read-only");
-        return false;
-    }
-    if (bs->drv->bdrv_check_perm &&
-        !bs->drv->bdrv_check_perm(bs, cum_perm, cum_shared, errp)) {
-        return false;
-    }
-    for (GList *l = bs->children; l; l = l->next) {
-        BdrvChild *child = l->data;
-        uint64_t nperm, nshared;
-
-        bdrv_child_perm(bs, child, cum_perm, cum_shared, &nperm, &nshared);
-        if (!bdrv_check_perm_subtree(child->bs, child, nperm, nshared,
-                                     errp)) {
-            return false;
-        }
-    }
-    return true;
-}
-
-/* Undo what the drivers reserved in a check of @bs and its subtree. */
-static void bdrv_abort_perm(BlockDriverState *bs)
-{
-    if (bs->drv->bdrv_abort_perm) {
-        bs->drv->bdrv_abort_perm(bs);
-    }
-    for (GList *l = bs->children; l; l = l->next) {
-        BdrvChild *child = l->data;
-
-        bdrv_abort_perm(child->bs);
-    }
-}
-
-/*
- * May the parents of @bs take @perm/@shared (on @changed, see
- * bdrv_cumulative_perms)?  On success, bdrv_refresh_perms(@bs) must
- * follow; on failure nothing has changed.
- */
-static bool bdrv_check_perm(BlockDriverState *bs, BdrvChild *changed,
-                            uint64_t perm, uint64_t shared, Error **errp)
-{
-    if (!bdrv_check_perm_subtree(bs, changed, perm, shared, errp)) {
-        bdrv_abort_perm(bs);
-        return false;
-    }
-    return true;
-}
-
-/*
- * Tell the driver what the parents of @bs now take, and recompute and
- * store the permissions @bs takes on its children.
- */
-static void bdrv_refresh_perms(BlockDriverState *bs)
-{
-    uint64_t cum_perm, cum_shared;
-
-    bdrv_cumulative_perms(bs, NULL, 0, BLK_PERM_ALL, &cum_perm, &cum_shared);
-    if (bs->drv->bdrv_set_perm) {
-        bs->drv->bdrv_set_perm(bs, cum_perm, cum_shared);
-    }
-    for (GList *l = bs->children; l; l = l->next) {
-        BdrvChild *child = l->data;
-
-        bdrv_child_perm(bs, child, cum_perm, cum_shared,
-                        &child->perm, &child->shared_perm);
-        bdrv_refresh_perms(child->bs);
-    }
-}
-
-bool bdrv_child_set_perm(BdrvChild *child, uint64_t perm, uint64_t shared,
-                         Error **errp)
-{
-    if (!bdrv_check_perm(child->bs, child, perm, shared, errp)) {
-        return false;
-    }
-    child->perm = perm;
-    child->shared_perm = shared;
-    bdrv_refresh_perms(child->bs);
-    return true;
-}
-
-/* --- edges --- */
-
-BdrvChild *bdrv_attach_child(BlockDriverState *child_bs, const char *name,
-                             BdrvChildRole role,
-                             const BdrvChildClass *klass, void *opaque,
-                             BlockDriverState *parent_bs,
-                             uint64_t perm, uint64_t shared_perm,
-                             Error **errp)
-{
-    BdrvChild *child;
-
-    if (!bdrv_check_perm(child_bs, NULL, perm, shared_perm, errp)) {
-        return NULL;
-    }
-    child = g_new0(BdrvChild, 1);
-    child->bs = child_bs;
-    child->name = g_strdup(name);
-    child->role = role;
-    child->perm = perm;
-    child->shared_perm = shared_perm;
-    child->klass = klass;
-    child->opaque = opaque;
-    child->parent_bs = parent_bs;
-    bdrv_ref(child_bs);
-    child_bs->parents = g_list_append(child_bs->parents, child);
-    if (parent_bs) {
-        parent_bs->children = g_list_append(parent_bs->children, child);
-    }
-    bdrv_refresh_perms(child_bs);
-    return child;
-}
-
-void bdrv_detach_child(BdrvChild *child)
-{
-    BlockDriverState *child_bs = child->bs;
-
-    child_bs->parents = g_list_remove(child_bs->parents, child);
-    if (child->parent_bs && child->parent_bs->file == child) {
-        child->parent_bs->file = NULL;
-    }
-    if (child->parent_bs && child->parent_bs->backing == child) {
-        child->parent_bs->backing = NULL;
-    }
-    if (child->parent_bs) {
-        child->parent_bs->children =
-            g_list_remove(child->parent_bs->children, child);
-    }
-    bdrv_refresh_perms(child_bs);
-    g_free(child->name);
-    g_free(child);
-    bdrv_unref(child_bs);
-}
-
 static char *bdrv_child_get_parent_desc(BdrvChild *child)
 {
     return g_strdup_printf("node '%s'", child->parent_bs->node_name);
 }
 
+static void bdrv_child_drained_begin(BdrvChild *child)
+{
+    bdrv_quiesce(child->parent_bs);
+}
+
+static void bdrv_child_drained_end(BdrvChild *child)
+{
+    bdrv_unquiesce(child->parent_bs);
+}
+
+static bool bdrv_child_drained_poll(BdrvChild *child)
+{
+    return bdrv_drain_poll(child->parent_bs);
+}
+
 static const BdrvChildClass child_of_bds = {
     .get_parent_desc = bdrv_child_get_parent_desc,
+    .drained_begin = bdrv_child_drained_begin,
+    .drained_end = bdrv_child_drained_end,
+    .drained_poll = bdrv_child_drained_poll,
 };
 
 /* --- nodes --- */
@@ -427,6 +210,7 @@ static bool coroutine_fn bdrv_node_open(BlockDriverState *bs,
     }
     g_assert(IS_POWER_OF_2(bs->bl.request_alignment));
     if (!bs->filename) {
+        bs->filename_from_file = bs->file != NULL;
         bs->filename = g_strdup(bs->file ? bs->file->bs->filename : "");
     }
     all_nodes = g_list_append(all_nodes, bs);

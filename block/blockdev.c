@@ -61,6 +61,9 @@ void coroutine_fn qmp_blockdev_del(const char *node_name, Error **errp)
         return;
     }
     monitor_owned_nodes = g_list_remove(monitor_owned_nodes, bs);
+    /* Nothing may be in flight on the node when it goes. */
+    bdrv_drained_begin(bs);
+    bdrv_drained_end(bs);
     bdrv_unref(bs);
 }
 

@@ -141,6 +141,34 @@ void *block_job_create(const char *job_id, const BlockJobDriver *driver,
     return bjob;
 }
 
+/*
+ * A drained node below one of the job's backends pauses the job at its
+ * next pause point; the drain waits until it got there (or sleeps, which
+ * ends in a pause point).
+ */
+static void block_job_drained_begin(void *opaque)
+{
+    job_pause(opaque);
+}
+
+static void block_job_drained_end(void *opaque)
+{
+    job_resume(opaque);
+}
+
+static bool block_job_drained_poll(void *opaque)
+{
+    Job *job = opaque;
+
+    return job->busy;
+}
+
+static const BlockBackendDrainOps block_job_drain_ops = {
+    .drained_begin = block_job_drained_begin,
+    .drained_end = block_job_drained_end,
+    .drained_poll = block_job_drained_poll,
+};
+
 BlockBackend *block_job_add_bdrv(BlockJob *job, BlockDriverState *bs,
                                  uint64_t perm, uint64_t shared_perm,
                                  Error **errp)
@@ -150,6 +178,7 @@ BlockBackend *block_job_add_bdrv(BlockJob *job, BlockDriverState *bs,
     BlockBackend *blk = blk_new_with_bs(bs, user, perm, shared_perm, errp);
 
     if (blk) {
+        blk_set_drain_ops(blk, &block_job_drain_ops, &job->job);
         job->backends = g_slist_prepend(job->backends, blk);
     }
     return blk;

@@ -60,6 +60,13 @@ static int bdrv_check_range(BlockDriverState *bs, int64_t offset,
 
 /* --- request tracking --- */
 
+static void bdrv_dec_in_flight(BlockDriverState *bs)
+{
+    if (--bs->in_flight == 0) {
+        bdrv_wake_drainers();
+    }
+}
+
 static void tracked_request_begin(BlockDriverState *bs,
                                   BdrvTrackedRequest *req, int64_t offset,
                                   int64_t bytes, bool is_write,
@@ -88,9 +95,7 @@ static void tracked_request_end(BlockDriverState *bs,
         bs->serialising_in_flight--;
     }
     co_queue_restart_all(&req->waiters);
-    if (--bs->in_flight == 0) {
-        co_queue_restart_all(&bs->drain_waiters);
-    }
+    bdrv_dec_in_flight(bs);
 }
 
 static bool requests_conflict(const BdrvTrackedRequest *a,
@@ -485,9 +490,7 @@ int coroutine_fn bdrv_co_flush(BlockDriverState *bs)
             ret = bdrv_co_flush(child->bs);
         }
     }
-    if (--bs->in_flight == 0) {
-        co_queue_restart_all(&bs->drain_waiters);
-    }
+    bdrv_dec_in_flight(bs);
     return ret;
 }
 
@@ -524,9 +527,7 @@ static int coroutine_fn bdrv_co_block_status_layer(BlockDriverState *bs,
     if (ret >= 0 && (ret & BDRV_BLOCK_RAW)) {
         ret = bdrv_co_block_status_layer(file, map, *pnum, pnum);
     }
-    if (--bs->in_flight == 0) {
-        co_queue_restart_all(&bs->drain_waiters);
-    }
+    bdrv_dec_in_flight(bs);
     return ret;
 }
 
@@ -577,17 +578,4 @@ int coroutine_fn bdrv_co_block_status(BlockDriverState *bs, int64_t offset,
         ret &= ~BDRV_BLOCK_ALLOCATED;
     }
     return ret;
-}
-
-/* --- drain --- */
-
-void bdrv_drain(BlockDriverState *bs)
-{
-    while (bs->in_flight > 0) {
-        if (in_coroutine()) {
-            co_queue_wait(&bs->drain_waiters);
-        } else {
-            main_loop_wait(true);
-        }
-    }
 }

@@ -594,7 +594,6 @@ static int coroutine_fn qcow2_open(BlockDriverState *bs,
     BDRVQcow2State *s = bs->opaque;
     BlockdevOptionsQcow2 *opts = &options->u.qcow2;
     int64_t file_len, l2_cache, rc_cache;
-    uint64_t perm, shared;
     int ret;
 
     co_mutex_init(&s->lock);
@@ -604,11 +603,6 @@ static int coroutine_fn qcow2_open(BlockDriverState *bs,
                          BDRV_CHILD_METADATA | BDRV_CHILD_DATA |
                          BDRV_CHILD_PRIMARY, errp)) {
         return -EINVAL;
-    }
-    /* Take the file at once: writes may follow, and so do image locks. */
-    qcow2_child_perm(bs, bs->file, 0, BLK_PERM_ALL, &perm, &shared);
-    if (!bdrv_child_set_perm(bs->file, perm, shared, errp)) {
-        return -EPERM;
     }
     file_len = bdrv_getlength(bs->file->bs);
 

@@ -23,6 +23,22 @@ BlockBackend *blk_new_with_bs(BlockDriverState *bs, const char *user,
                               uint64_t perm, uint64_t shared_perm,
                               Error **errp);
 
+/*
+ * A user that issues requests on its own initiative (a job) holds them off
+ * itself while the node below is drained: drained_begin asks it to stop
+ * at its next chance, drained_poll says whether it still may issue one,
+ * drained_end lets it go on.  Without drain ops, requests arriving while
+ * the node is drained wait in the backend (NBD exports).
+ */
+typedef struct BlockBackendDrainOps {
+    void (*drained_begin)(void *opaque);
+    void (*drained_end)(void *opaque);
+    bool (*drained_poll)(void *opaque);
+} BlockBackendDrainOps;
+
+void blk_set_drain_ops(BlockBackend *blk, const BlockBackendDrainOps *ops,
+                       void *opaque);
+
 /* Wait for this backend's requests to finish, then detach and free. */
 void blk_unref(BlockBackend *blk);
 

@@ -153,6 +153,14 @@ struct BlockDriver {
  */
 typedef struct BdrvChildClass {
     char *(*get_parent_desc)(BdrvChild *child);
+    /*
+     * The child node entered (left) a drained section: quiesce (release)
+     * the parent.  drained_poll: does the parent still have requests in
+     * flight, or is it still about to issue some?
+     */
+    void (*drained_begin)(BdrvChild *child);
+    void (*drained_end)(BdrvChild *child);
+    bool (*drained_poll)(BdrvChild *child);
 } BdrvChildClass;
 
 struct BdrvChild {
@@ -164,6 +172,8 @@ struct BdrvChild {
     const BdrvChildClass *klass;
     void *opaque;                   /* the parent */
     BlockDriverState *parent_bs;    /* NULL unless the parent is a node */
+    /* Drained sections of bs passed on to the parent (drain.c). */
+    unsigned parent_quiesce;
 };
 
 /* A request in flight on a node, for serialisation. */
@@ -182,6 +192,7 @@ struct BlockDriverState {
     const BlockDriver *drv;
     void *opaque;                   /* drv->instance_size bytes */
     char *filename;                 /* for queries and messages */
+    bool filename_from_file;        /* follows bs->file's filename */
     bool read_only;
     bool discard_unmap;             /* discard=unmap */
     BlockdevDetectZeroesOptions detect_zeroes;
@@ -206,7 +217,7 @@ struct BlockDriverState {
     unsigned in_flight;
     GQueue tracked_requests;        /* BdrvTrackedRequest * */
     unsigned serialising_in_flight;
-    CoQueue drain_waiters;          /* woken when in_flight drops to 0 */
+    unsigned quiesce_counter;       /* drained sections on this node */
 };
 
 /* block.c */
@@ -245,9 +256,30 @@ BdrvChild *bdrv_attach_child(BlockDriverState *child_bs, const char *name,
                              uint64_t perm, uint64_t shared_perm,
                              Error **errp);
 void bdrv_detach_child(BdrvChild *child);
-/* Change what @child takes and shares, if no other parent objects. */
-bool bdrv_child_set_perm(BdrvChild *child, uint64_t perm, uint64_t shared,
-                         Error **errp);
+
+/*
+ * Graph changes (graph.c).  Each is checked as a whole over the changed
+ * graph and either applied entirely or not at all: on failure the graph,
+ * its permissions and the image locks are as they were.  Each runs in a
+ * drained section over the nodes concerned (callable from a coroutine).
+ */
+/* Point @child at @new_bs. */
+bool bdrv_replace_child(BdrvChild *child, BlockDriverState *new_bs,
+                        Error **errp);
+/*
+ * Move every parent edge of @from (nodes, exports, jobs) to @to, except
+ * @to's own edges: so a filter opened above @from is inserted with
+ * bdrv_replace_node(@from, filter) (QEMU's bdrv_append).
+ */
+bool bdrv_replace_node(BlockDriverState *from, BlockDriverState *to,
+                       Error **errp);
+/* The node a filter passes data to, or NULL if @bs is no filter. */
+BlockDriverState *bdrv_filtered_bs(BlockDriverState *bs);
+/*
+ * Move every parent edge of filter @bs to the node below it (QEMU's
+ * bdrv_drop_filter); @bs keeps its own child until it is closed.
+ */
+bool bdrv_drop_filter(BlockDriverState *bs, Error **errp);
 /* Iterate over all nodes (in creation order). */
 GList *bdrv_all_nodes(void);
 /* The driver's image facts, zeroed first; -ENOTSUP if it has none. */
@@ -292,7 +324,31 @@ int coroutine_fn bdrv_co_block_status_above(BlockDriverState *bs,
                                             BlockDriverState *base,
                                             int64_t offset, int64_t bytes,
                                             int64_t *pnum, int *depth);
-/* Iterate the main loop until @bs has no request in flight. */
+/* drain.c: see there for the rules. */
+/*
+ * bdrv_drained_begin:
+ * Quiesce @bs and every parent above it, then wait (from a coroutine or
+ * not) until nothing is in flight there.  Until bdrv_drained_end(), no
+ * new external request reaches @bs.  Sections nest.
+ */
+void bdrv_drained_begin(BlockDriverState *bs);
+void bdrv_drained_end(BlockDriverState *bs);
+/* One drained section over @n nodes: all are quiesced before the wait. */
+void bdrv_drained_begin_nodes(BlockDriverState *const *nodes, size_t n);
+void bdrv_drained_end_nodes(BlockDriverState *const *nodes, size_t n);
+/* Wait until @bs and its parents have no request in flight. */
 void bdrv_drain(BlockDriverState *bs);
+/* Is anything in flight on @bs or above it? */
+bool bdrv_drain_poll(BlockDriverState *bs);
+/* An in-flight count reached zero: let waiting drains look again. */
+void bdrv_wake_drainers(void);
+/* Raise (lower) @bs's quiesce counter and pass it on to the parents. */
+void bdrv_quiesce(BlockDriverState *bs);
+void bdrv_unquiesce(BlockDriverState *bs);
+/* Quiesce a single parent once more (once less) through @child. */
+void bdrv_parent_drained_begin_single(BdrvChild *child);
+void bdrv_parent_drained_end_single(BdrvChild *child);
+/* Pass on to @child's parent exactly the drained sections of child->bs. */
+void bdrv_child_sync_quiesce(BdrvChild *child);
 
 #endif /* BLOCK_BLOCK_INT_H */

@@ -1,0 +1,575 @@
+/*
+ * The edges of the block graph, the permissions they carry, and the
+ * changes that rewire them.
+ *
+ * Every edge (BdrvChild) carries the permissions its parent takes on the
+ * child node and those it lets other parents hold.  A node takes on its
+ * children what its driver derives from what all its parents take
+ * together (BlockDriver.bdrv_child_perm, pass-through by default), so a
+ * write permission taken by an NBD export at the top travels down to the
+ * file at the bottom.
+ *
+ * Every graph change -- attaching or detaching an edge, moving edges from
+ * one node to another (replacing a node, inserting or dropping a filter,
+ * replacing a child) -- is one transaction in three steps:
+ *
+ *  1. edit: the edges are moved in memory, each move recorded in a
+ *     GraphChange so that it can be undone;
+ *  2. check: every node below a moved edge is visited in topological order
+ *     (parents before children, so diamonds are seen whole) and the
+ *     permissions its parents would take over the *edited* graph are
+ *     computed and checked: against each other, against read-only nodes,
+ *     and by the driver (bdrv_check_perm, where the file driver already
+ *     takes its image locks);
+ *  3. commit -- the new edge permissions are stored and every visited node
+ *     settles on them (bdrv_set_perm), in topological order -- or abort:
+ *     drivers drop what the check reserved (bdrv_abort_perm) and the moves
+ *     are undone in reverse order, so the graph, its permissions and the
+ *     file locks are exactly as before.
+ *
+ * A refusal names the conflicting parent as QEMU does ("Conflicts with use
+ * by NBD export 'e0' as 'root', which does not allow 'write' on disk0").
+ * Relaxing (detaching an edge) cannot conflict and skips the check.
+ */
+#include "block/block_int.h"
+
+typedef struct PermPair {
+    uint64_t perm;
+    uint64_t shared;
+} PermPair;
+
+/* One moved edge: @child pointed at @from and now points at @to. */
+typedef struct EdgeMove {
+    BdrvChild *child;
+    BlockDriverState *from;         /* NULL: a new edge */
+    BlockDriverState *to;           /* NULL: an edge being removed */
+    gint from_pos;                  /* its place among @from's parents */
+} EdgeMove;
+
+typedef struct GraphChange {
+    GArray *moves;                  /* EdgeMove, in the order made */
+    /* Filled by the check: */
+    GPtrArray *order;               /* visited nodes, parents first */
+    GHashTable *node_perm;          /* node -> PermPair * its parents take */
+    GHashTable *edge_perm;          /* edge -> PermPair * it will take */
+    guint checked;                  /* nodes whose driver check ran */
+} GraphChange;
+
+static const char *const perm_names[] = {
+    "consistent read", "write", "write unchanged", "resize",
+};
+
+static char *bdrv_perm_names(uint64_t perm)
+{
+    GString *names = g_string_new(NULL);
+
+    for (unsigned i = 0; i < G_N_ELEMENTS(perm_names); i++) {
+        if (perm & (1ULL << i)) {
+            g_string_append_printf(names, "%s%s",
+                                   names->len ? ", " : "", perm_names[i]);
+        }
+    }
+    return g_string_free(names, FALSE);
+}
+
+static void bdrv_child_perm(BlockDriverState *bs, BdrvChild *child,
+                            uint64_t parent_perm, uint64_t parent_shared,
+                            uint64_t *nperm, uint64_t *nshared)
+{
+    if (bs->drv->bdrv_child_perm) {
+        bs->drv->bdrv_child_perm(bs, child, parent_perm, parent_shared,
+                                 nperm, nshared);
+    } else {
+        *nperm = parent_perm;
+        *nshared = parent_shared;
+    }
+}
+
+/* --- the change log --- */
+
+static GraphChange *graph_change_new(void)
+{
+    GraphChange *gc = g_new0(GraphChange, 1);
+
+    gc->moves = g_array_new(FALSE, FALSE, sizeof(EdgeMove));
+    gc->order = g_ptr_array_new();
+    gc->node_perm = g_hash_table_new_full(NULL, NULL, NULL, g_free);
+    gc->edge_perm = g_hash_table_new_full(NULL, NULL, NULL, g_free);
+    return gc;
+}
+
+static void graph_change_free(GraphChange *gc)
+{
+    g_array_free(gc->moves, TRUE);
+    g_ptr_array_free(gc->order, TRUE);
+    g_hash_table_destroy(gc->node_perm);
+    g_hash_table_destroy(gc->edge_perm);
+    g_free(gc);
+}
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(GraphChange, graph_change_free)
+
+/* Point @child at @to (NULL: nowhere), recording the move. */
+static void graph_move_edge(GraphChange *gc, BdrvChild *child,
+                            BlockDriverState *to)
+{
+    EdgeMove move = { .child = child, .from = child->bs, .to = to };
+
+    if (move.from) {
+        move.from_pos = g_list_index(move.from->parents, child);
+        move.from->parents = g_list_remove(move.from->parents, child);
+    }
+    if (to) {
+        to->parents = g_list_append(to->parents, child);
+        bdrv_ref(to);               /* the edge's reference, from now on */
+    }
+    child->bs = to;
+    bdrv_child_sync_quiesce(child);
+    g_array_append_val(gc->moves, move);
+}
+
+static void graph_undo_moves(GraphChange *gc)
+{
+    for (guint i = gc->moves->len; i-- > 0;) {
+        EdgeMove *move = &g_array_index(gc->moves, EdgeMove, i);
+
+        if (move->to) {
+            move->to->parents = g_list_remove(move->to->parents,
+                                              move->child);
+            bdrv_unref(move->to);
+        }
+        if (move->from) {
+            move->from->parents = g_list_insert(move->from->parents,
+                                                move->child, move->from_pos);
+        }
+        move->child->bs = move->from;
+        bdrv_child_sync_quiesce(move->child);
+    }
+    g_array_set_size(gc->moves, 0);
+}
+
+/* --- the check --- */
+
+static void graph_visit(GPtrArray *postorder, GHashTable *seen,
+                        BlockDriverState *bs)
+{
+    if (!g_hash_table_add(seen, bs)) {
+        return;
+    }
+    for (GList *l = bs->children; l; l = l->next) {
+        BdrvChild *child = l->data;
+
+        if (child->bs) {
+            graph_visit(postorder, seen, child->bs);
+        }
+    }
+    g_ptr_array_add(postorder, bs);
+}
+
+/* Every node below an edge the change moved, parents first. */
+static void graph_topological_order(GraphChange *gc)
+{
+    g_autoptr(GHashTable) seen = g_hash_table_new(NULL, NULL);
+    g_autoptr(GPtrArray) postorder = g_ptr_array_new();
+    for (guint i = 0; i < gc->moves->len; i++) {
+        EdgeMove *move = &g_array_index(gc->moves, EdgeMove, i);
+
+        if (move->from) {
+            graph_visit(postorder, seen, move->from);
+        }
+        if (move->to) {
+            graph_visit(postorder, seen, move->to);
+        }
+    }
+    for (guint i = postorder->len; i-- > 0;) {
+        g_ptr_array_add(gc->order, postorder->pdata[i]);
+    }
+}
+
+/* What the parents of @bs take together now (before the change). */
+static PermPair bdrv_current_cumulative(BlockDriverState *bs)
+{
+    PermPair cum = { 0, BLK_PERM_ALL };
+
+    for (GList *l = bs->parents; l; l = l->next) {
+        BdrvChild *child = l->data;
+
+        cum.perm |= child->perm;
+        cum.shared &= child->shared_perm;
+    }
+    return cum;
+}
+
+/*
+ * What @child will take: what its parent node's driver derives from what
+ * the parent's own parents will take (the check visits a changed parent
+ * first), or -- a backend's edge -- what it takes already.
+ */
+static PermPair graph_edge_perm(GraphChange *gc, BdrvChild *child)
+{
+    PermPair *visited;
+    PermPair p = { child->perm, child->shared_perm };
+    PermPair cum;
+
+    if (child->parent_bs) {
+        visited = g_hash_table_lookup(gc->node_perm, child->parent_bs);
+        cum = visited ? *visited : bdrv_current_cumulative(child->parent_bs);
+        bdrv_child_perm(child->parent_bs, child, cum.perm, cum.shared,
+                        &p.perm, &p.shared);
+    }
+    return p;
+}
+
+static bool graph_edge_is_new_here(GraphChange *gc, BdrvChild *child,
+                                   BlockDriverState *bs)
+{
+    for (guint i = 0; i < gc->moves->len; i++) {
+        EdgeMove *move = &g_array_index(gc->moves, EdgeMove, i);
+
+        if (move->child == child && move->to == bs) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/*
+ * May @changed take @mine on @bs next to @other, which takes @theirs?
+ * The message is written from the point of view of @changed.
+ */
+static bool graph_check_pair(BlockDriverState *bs, BdrvChild *other,
+                             PermPair mine, PermPair theirs, Error **errp)
+{
+    g_autofree char *desc = NULL;
+    g_autofree char *names = NULL;
+
+    if (mine.perm & ~theirs.shared) {
+        desc = other->klass->get_parent_desc(other);
+        names = bdrv_perm_names(mine.perm & ~theirs.shared);
+        error_setg(errp, "Conflicts with use by %s as '%s', which does not "
+                   "allow '%s' on %s", desc, other->name, names,
+                   bs->node_name);
+        return false;
+    }
+    if (theirs.perm & ~mine.shared) {
+        desc = other->klass->get_parent_desc(other);
+        names = bdrv_perm_names(theirs.perm & ~mine.shared);
+        error_setg(errp, "Conflicts with use by %s as '%s', which uses '%s' "
+                   "on %s", desc, other->name, names, bs->node_name);
+        return false;
+    }
+    return true;
+}
+
+/*
+ * Compute and record what each parent edge of @bs will take, and what
+ * they take together; @changed[i] says whether edge i takes something new
+ * here.  Returns the total.
+ */
+static PermPair *graph_compute_node(GraphChange *gc, BlockDriverState *bs,
+                                    PermPair *perms, bool *changed)
+{
+    PermPair *cum = g_new(PermPair, 1);
+    GList *l;
+    guint i;
+
+    *cum = (PermPair) { 0, BLK_PERM_ALL };
+    g_hash_table_insert(gc->node_perm, bs, cum);
+    for (l = bs->parents, i = 0; l; l = l->next, i++) {
+        BdrvChild *child = l->data;
+
+        perms[i] = graph_edge_perm(gc, child);
+        changed[i] = graph_edge_is_new_here(gc, child, bs) ||
+                     perms[i].perm != child->perm ||
+                     perms[i].shared != child->shared_perm;
+        g_hash_table_insert(gc->edge_perm, child,
+                            g_memdup2(&perms[i], sizeof(PermPair)));
+        cum->perm |= perms[i].perm;
+        cum->shared &= perms[i].shared;
+    }
+    return cum;
+}
+
+/* Check what the parents of @bs will take together. */
+static bool graph_check_node(GraphChange *gc, BlockDriverState *bs,
+                             Error **errp)
+{
+    guint n = g_list_length(bs->parents);
+    g_autofree PermPair *perms = g_new(PermPair, n);
+    g_autofree bool *changed = g_new(bool, n);
+    PermPair *cum = graph_compute_node(gc, bs, perms, changed);
+    GList *l;
+    guint i;
+
+    /* Edges that did not change were compatible with each other already. */
+    for (i = 0; i < n; i++) {
+        guint j;
+
+        if (!changed[i]) {
+            continue;
+        }
+        for (l = bs->parents, j = 0; l; l = l->next, j++) {
+            if (j != i && (!changed[j] || j > i) &&
+                !graph_check_pair(bs, l->data, perms[i], perms[j], errp)) {
+                return false;
+            }
+        }
+    }
+    if ((cum->perm & (BLK_PERM_WRITE | BLK_PERM_RESIZE)) && bs->read_only) {
+        error_setg(errp, "Block node is read-only");
+        return false;
+    }
+    gc->checked++;
+    if (bs->drv->bdrv_check_perm &&
+        !bs->drv->bdrv_check_perm(bs, cum->perm, cum->shared, errp)) {
+        return false;
+    }
+    return true;
+}
+
+/*
+ * Nothing may become its own descendant: checked before @child is moved
+ * to @to, since a cycle, even a tentative one, would send drain round in
+ * circles.
+ */
+static bool graph_check_cycle(BdrvChild *child, BlockDriverState *to,
+                              Error **errp)
+{
+    g_autoptr(GHashTable) seen = g_hash_table_new(NULL, NULL);
+    g_autoptr(GPtrArray) below = g_ptr_array_new();
+
+    if (!to || !child->parent_bs) {
+        return true;
+    }
+    graph_visit(below, seen, to);
+    if (g_hash_table_contains(seen, child->parent_bs)) {
+        error_setg(errp, "Making '%s' a %s child of '%s' would create a "
+                   "cycle", to->node_name, child->name,
+                   child->parent_bs->node_name);
+        return false;
+    }
+    return true;
+}
+
+static bool graph_check(GraphChange *gc, Error **errp)
+{
+    graph_topological_order(gc);
+    for (guint i = 0; i < gc->order->len; i++) {
+        if (!graph_check_node(gc, gc->order->pdata[i], errp)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* --- commit and abort --- */
+
+static void graph_abort(GraphChange *gc)
+{
+    /* Only the drivers that were asked have something to undo. */
+    for (guint i = gc->checked; i-- > 0;) {
+        BlockDriverState *bs = gc->order->pdata[i];
+
+        if (bs->drv->bdrv_abort_perm) {
+            bs->drv->bdrv_abort_perm(bs);
+        }
+    }
+    graph_undo_moves(gc);
+}
+
+/* Store the permissions the check computed; drivers settle on them. */
+static void graph_commit(GraphChange *gc)
+{
+    for (guint i = 0; i < gc->order->len; i++) {
+        BlockDriverState *bs = gc->order->pdata[i];
+        PermPair *cum = g_hash_table_lookup(gc->node_perm, bs);
+
+        for (GList *l = bs->parents; l; l = l->next) {
+            BdrvChild *child = l->data;
+            PermPair *p = g_hash_table_lookup(gc->edge_perm, child);
+
+            child->perm = p->perm;
+            child->shared_perm = p->shared;
+        }
+        if (bs->drv->bdrv_set_perm) {
+            bs->drv->bdrv_set_perm(bs, cum->perm, cum->shared);
+        }
+    }
+    /* The edges that moved away no longer hold their old node. */
+    for (guint i = 0; i < gc->moves->len; i++) {
+        EdgeMove *move = &g_array_index(gc->moves, EdgeMove, i);
+
+        if (move->from) {
+            bdrv_unref(move->from);
+        }
+    }
+}
+
+/*
+ * Check @gc's edits as a whole; commit them or undo them all.  Relaxing
+ * changes (@check false) cannot conflict and commit directly.
+ */
+static bool graph_apply(GraphChange *gc, bool check, Error **errp)
+{
+    if (!check) {
+        graph_topological_order(gc);
+        for (guint i = 0; i < gc->order->len; i++) {
+            BlockDriverState *bs = gc->order->pdata[i];
+            guint n = g_list_length(bs->parents);
+            g_autofree PermPair *perms = g_new(PermPair, n);
+            g_autofree bool *changed = g_new(bool, n);
+
+            graph_compute_node(gc, bs, perms, changed);
+        }
+    } else if (!graph_check(gc, errp)) {
+        graph_abort(gc);
+        return false;
+    }
+    graph_commit(gc);
+    return true;
+}
+
+/* --- edges --- */
+
+BdrvChild *bdrv_attach_child(BlockDriverState *child_bs, const char *name,
+                             BdrvChildRole role,
+                             const BdrvChildClass *klass, void *opaque,
+                             BlockDriverState *parent_bs,
+                             uint64_t perm, uint64_t shared_perm,
+                             Error **errp)
+{
+    g_autoptr(GraphChange) gc = graph_change_new();
+    BdrvChild *child = g_new0(BdrvChild, 1);
+
+    child->name = g_strdup(name);
+    child->role = role;
+    child->perm = perm;
+    child->shared_perm = shared_perm;
+    child->klass = klass;
+    child->opaque = opaque;
+    child->parent_bs = parent_bs;
+    graph_move_edge(gc, child, child_bs);
+    if (!graph_apply(gc, true, errp)) {
+        g_free(child->name);
+        g_free(child);
+        return NULL;
+    }
+    if (parent_bs) {
+        parent_bs->children = g_list_append(parent_bs->children, child);
+    }
+    return child;
+}
+
+void bdrv_detach_child(BdrvChild *child)
+{
+    g_autoptr(GraphChange) gc = graph_change_new();
+    BlockDriverState *parent = child->parent_bs;
+
+    if (parent) {
+        parent->children = g_list_remove(parent->children, child);
+        if (parent->file == child) {
+            parent->file = NULL;
+        }
+        if (parent->backing == child) {
+            parent->backing = NULL;
+        }
+    }
+    graph_move_edge(gc, child, NULL);
+    graph_apply(gc, false, &error_abort);
+    g_free(child->name);
+    g_free(child);
+}
+
+/* --- changes that move edges --- */
+
+/*
+ * What a node shows of its children changed: a format node that takes its
+ * name from its file takes the new file's.
+ */
+static void bdrv_refresh_after_move(GraphChange *gc)
+{
+    for (guint i = 0; i < gc->moves->len; i++) {
+        BdrvChild *child = g_array_index(gc->moves, EdgeMove, i).child;
+        BlockDriverState *parent = child->parent_bs;
+
+        if (parent && parent->file == child && parent->filename_from_file) {
+            g_free(parent->filename);
+            parent->filename = g_strdup(child->bs->filename);
+        }
+    }
+}
+
+/* Check and apply @gc's moves, then refresh what their parents show. */
+static bool graph_apply_moves(GraphChange *gc, Error **errp)
+{
+    if (!graph_apply(gc, true, errp)) {
+        return false;
+    }
+    bdrv_refresh_after_move(gc);
+    return true;
+}
+
+bool bdrv_replace_child(BdrvChild *child, BlockDriverState *new_bs,
+                        Error **errp)
+{
+    BlockDriverState *nodes[] = { child->bs, new_bs };
+    g_autoptr(GraphChange) gc = graph_change_new();
+    bool ok;
+
+    if (child->bs == new_bs) {
+        return true;
+    }
+    if (!graph_check_cycle(child, new_bs, errp)) {
+        return false;
+    }
+    bdrv_drained_begin_nodes(nodes, 2);
+    graph_move_edge(gc, child, new_bs);
+    ok = graph_apply_moves(gc, errp);
+    bdrv_drained_end_nodes(nodes, 2);
+    return ok;
+}
+
+bool bdrv_replace_node(BlockDriverState *from, BlockDriverState *to,
+                       Error **errp)
+{
+    BlockDriverState *nodes[] = { from, to };
+    g_autoptr(GraphChange) gc = graph_change_new();
+    g_autoptr(GList) parents = NULL;
+    bool ok;
+
+    parents = g_list_copy(from->parents);
+    for (GList *l = parents; l; l = l->next) {
+        BdrvChild *child = l->data;
+
+        if (child->parent_bs != to && !graph_check_cycle(child, to, errp)) {
+            return false;
+        }
+    }
+    bdrv_drained_begin_nodes(nodes, 2);
+    for (GList *l = parents; l; l = l->next) {
+        BdrvChild *child = l->data;
+
+        /* The new node's own edge to @from stays (a filter above it). */
+        if (child->parent_bs != to) {
+            graph_move_edge(gc, child, to);
+        }
+    }
+    ok = graph_apply_moves(gc, errp);
+    bdrv_drained_end_nodes(nodes, 2);
+    return ok;
+}
+
+BlockDriverState *bdrv_filtered_bs(BlockDriverState *bs)
+{
+    return bs->drv->is_filter && bs->file ? bs->file->bs : NULL;
+}
+
+bool bdrv_drop_filter(BlockDriverState *bs, Error **errp)
+{
+    BlockDriverState *below = bdrv_filtered_bs(bs);
+
+    if (!below) {
+        error_setg(errp, "'%s' is not a filter", bs->node_name);
+        return false;
+    }
+    return bdrv_replace_node(bs, below, errp);
+}
