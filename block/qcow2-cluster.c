@@ -383,7 +383,15 @@ static int coroutine_fn get_l2_for_write(BlockDriverState *bs,
 
     ret = qcow2_cache_flush(s->l2_cache);
     if (ret < 0) {
-        return ret;     /* the new cluster leaks at worst */
+        /*
+         * Nothing points to the new table yet: forget it and free its
+         * cluster.  Left dirty in the cache, it would fail every later
+         * flush the same way (ENOSPC: it lies past the end of a full
+         * file), and its cluster would leak at close.
+         */
+        qcow2_cache_discard(s->l2_cache, new);
+        qcow2_free_clusters(bs, new, s->cluster_size, false);
+        return ret;
     }
     be = GUINT64_TO_BE((uint64_t)new | QCOW2_OFLAG_COPIED);
     ret = bdrv_co_pwrite(bs->file, s->l1_table_offset + l1_index * 8, 8,
