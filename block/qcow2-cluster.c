@@ -27,8 +27,8 @@
  * Ordering (docs/devel/qcow2.rst): new refcounts reach the disk before
  * the L2 entries that use them (the L2 cache depends on the refcount
  * cache); a new L2 table is written and flushed before the L1 entry that
- * points to it; old clusters are freed only after their L2 entry changed
- * (the refcount cache then depends on the L2 cache).
+ * points to it; old clusters are freed only once their changed L2 entry
+ * is on disk (qcow2_free_l2e() defers the free until the next flush).
  *
  * A compressed cluster is read (for a guest read, or as the old data of
  * a partial overwrite) by reading its host byte run whole, decoding it
