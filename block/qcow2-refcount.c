@@ -482,6 +482,23 @@ static int coroutine_fn grow_refcount_table(BlockDriverState *bs,
 }
 
 /*
+ * Undo a new refcount block at cluster @c that no table entry points to
+ * yet: drop it from the cache (dirty, it would fail every later flush
+ * the same way, e.g. with ENOSPC past the end of a full file) and, if
+ * another block counts its cluster (@counted), free the cluster.
+ */
+static void coroutine_fn forget_new_refblock(BlockDriverState *bs, int64_t c,
+                                             bool counted)
+{
+    BDRVQcow2State *s = bs->opaque;
+
+    qcow2_cache_discard(s->refcount_cache, c << s->cluster_bits);
+    if (counted) {
+        update_refcounts(bs, c, 1, -1);     /* a failure leaks it */
+    }
+}
+
+/*
  * Create refcount block @r (covering clusters [r * E, (r + 1) * E)).
  * Returns 0 with the block in place (on disk, in the table), or -errno.
  * May create other blocks instead (the caller rescans).
@@ -515,6 +532,7 @@ static int coroutine_fn alloc_refcount_block(BlockDriverState *bs, int64_t r)
     ret = qcow2_cache_get_empty(s->refcount_cache, c << s->cluster_bits,
                                 &block);
     if (ret < 0) {
+        forget_new_refblock(bs, c, rc != r);
         return ret;
     }
     if (rc == r) {
@@ -527,6 +545,7 @@ static int coroutine_fn alloc_refcount_block(BlockDriverState *bs, int64_t r)
     /* The block (and its own refcount) is stable before the table entry. */
     ret = qcow2_cache_flush(s->refcount_cache);
     if (ret < 0) {
+        forget_new_refblock(bs, c, rc != r);
         return ret;
     }
     be = GUINT64_TO_BE((uint64_t)c << s->cluster_bits);

@@ -1,11 +1,14 @@
 /*
- * qcow2 crash points that a kill -9 hits only rarely, made deterministic.
+ * qcow2 under faults that real runs hit only rarely, made deterministic:
+ * a crash at an exact point, and a file that cannot grow (ENOSPC).
  *
  * The image lives on a tiny in-test memory driver that can take a "crash
  * image": a copy of its contents at the moment a chosen write lands, as a
  * SIGKILL right after that write would leave the file (every completed
  * write is in the page cache, nothing later is).  The crash image is then
- * opened as qcow2 again and its guest data checked.
+ * opened as qcow2 again and its guest data checked.  The driver can also
+ * refuse writes past a size limit with -ENOSPC, as a full file system
+ * does.
  *
  * /qcow2/crash/freed-cluster-reuse: a cluster freed by write-zeroes (or
  * discard) must not receive another guest offset's data before the L2
@@ -16,6 +19,10 @@
  * /qcow2/crash/freed-cluster-release: deferred frees are released by a
  * flush, and without flushes once enough of them are pending, so that
  * the image does not grow meanwhile.
+ *
+ * /qcow2/enospc/...: an allocating write that fails because the new L2
+ * table or refcount block cannot be written leaves nothing behind: later
+ * flushes succeed, and the clusters it allocated are free again.
  */
 #undef NDEBUG
 #include "block/qcow2.h"
@@ -40,6 +47,7 @@ enum {
 static GByteArray *next_contents;
 static int crash_trigger = -1;
 static GByteArray *crash_image;
+static int64_t size_limit = INT64_MAX;
 
 typedef struct MemState {
     GByteArray *data;
@@ -80,6 +88,9 @@ static int coroutine_fn mem_co_pwrite(BlockDriverState *bs, int64_t offset,
 {
     MemState *s = bs->opaque;
 
+    if (offset + bytes > size_limit) {
+        return -ENOSPC;
+    }
     if (offset + bytes > s->data->len) {
         guint old = s->data->len;
 
@@ -284,6 +295,86 @@ static void test_release_when_large(void)
     co_run_sync(release_when_large_entry, NULL);
 }
 
+/* --- ENOSPC --- */
+
+/* Refcount of cluster @c of the image (lock not needed: no other I/O). */
+static uint64_t coroutine_fn refcount_of(Image *img, int64_t c)
+{
+    uint64_t refcount;
+
+    g_assert_cmpint(qcow2_get_refcount(img->qcow2, c, &refcount), ==, 0);
+    return refcount;
+}
+
+/*
+ * Write guest cluster after guest cluster until one fails for lack of
+ * space (the file may not grow past @limit bytes); then flush, reopen
+ * with room to spare and check that what the failed write allocated is
+ * free again.
+ */
+static void coroutine_fn fill_until_full(int64_t limit)
+{
+    g_autofree uint8_t *buf = g_malloc(CLUSTER);
+    GByteArray *contents;
+    Image img;
+    int64_t offset = 0, first_new;
+    int ret;
+
+    image_open(&img, NULL, CLUSTER, GUEST_SIZE);
+    size_limit = limit;
+    memset(buf, OLD_BYTE, CLUSTER);
+    do {
+        first_new = DIV_ROUND_UP(file_length(&img), CLUSTER);
+        ret = blk_co_pwrite(img.blk, offset, CLUSTER, buf, 0);
+        offset += CLUSTER;
+    } while (ret == 0 && offset < GUEST_SIZE);
+    g_assert_cmpint(ret, ==, -ENOSPC);
+
+    /* Nothing half-allocated is left to fail the flush. */
+    g_assert_cmpint(blk_co_flush(img.blk), ==, 0);
+    size_limit = INT64_MAX;
+    contents = g_byte_array_new();
+    g_byte_array_append(contents, ((MemState *)img.mem->opaque)->data->data,
+                        file_length(&img));
+    image_close(&img);
+
+    image_open(&img, contents, 0, 0);
+    for (int64_t c = first_new; c < first_new + 4; c++) {
+        g_assert_cmpuint(refcount_of(&img, c), ==, 0);
+    }
+    image_close(&img);
+}
+
+static void coroutine_fn enospc_l2_entry(void *opaque)
+{
+    /*
+     * A fresh image is 4 clusters (header, refcount table and block, L1).
+     * Guest cluster 0 gets data cluster 4; its L2 table (cluster 5) does
+     * not fit.
+     */
+    fill_until_full(5 * CLUSTER);
+}
+
+static void test_enospc_l2_table(void)
+{
+    co_run_sync(enospc_l2_entry, NULL);
+}
+
+static void coroutine_fn enospc_refblock_entry(void *opaque)
+{
+    /*
+     * The first refcount block covers 256 clusters (16-bit refcounts):
+     * the write that needs cluster 256 must create the second block,
+     * which would describe itself at cluster 256 and does not fit.
+     */
+    fill_until_full(256 * CLUSTER);
+}
+
+static void test_enospc_refcount_block(void)
+{
+    co_run_sync(enospc_refblock_entry, NULL);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -295,5 +386,8 @@ int main(int argc, char **argv)
                     test_release_on_flush);
     g_test_add_func("/qcow2/crash/freed-cluster-release/limit",
                     test_release_when_large);
+    g_test_add_func("/qcow2/enospc/l2-table", test_enospc_l2_table);
+    g_test_add_func("/qcow2/enospc/refcount-block",
+                    test_enospc_refcount_block);
     return g_test_run();
 }
