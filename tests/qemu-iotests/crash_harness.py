@@ -41,7 +41,7 @@ from typing import Dict, FrozenSet, List, Optional, Set, Tuple
 
 import nbd
 
-from iotests import KiB, MiB, Daemon, daemon_binary, qemu_img
+from iotests import KiB, MiB, Daemon, qemu_img
 
 SECTOR = 512
 # (guest byte offset of the sector, number of the write), little-endian.
