@@ -27,8 +27,8 @@
  * Ordering (docs/devel/qcow2.rst): new refcounts reach the disk before
  * the L2 entries that use them (the L2 cache depends on the refcount
  * cache); a new L2 table is written and flushed before the L1 entry that
- * points to it; old clusters are freed only after their L2 entry changed
- * (the refcount cache then depends on the L2 cache).
+ * points to it; old clusters are freed only once their changed L2 entry
+ * is on disk (qcow2_free_l2e() defers the free until the next flush).
  *
  * A compressed cluster is read (for a guest read, or as the old data of
  * a partial overwrite) by reading its host byte run whole, decoding it
@@ -382,7 +382,15 @@ static int coroutine_fn get_l2_for_write(BlockDriverState *bs,
 
     ret = qcow2_cache_flush(s->l2_cache);
     if (ret < 0) {
-        return ret;     /* the new cluster leaks at worst */
+        /*
+         * Nothing points to the new table yet: forget it and free its
+         * cluster.  Left dirty in the cache, it would fail every later
+         * flush the same way (ENOSPC: it lies past the end of a full
+         * file), and its cluster would leak at close.
+         */
+        qcow2_cache_discard(s->l2_cache, new);
+        qcow2_free_clusters(bs, new, s->cluster_size, false);
+        return ret;
     }
     be = GUINT64_TO_BE((uint64_t)new | QCOW2_OFLAG_COPIED);
     ret = qcow2_write_metadata(bs, QCOW2_MD_ACTIVE_L1,

@@ -24,6 +24,12 @@
  * once it links the clusters (see qcow2-cache.c); decrements make the
  * refcount cache depend on the L2 cache.  So an image that dies at any
  * point has, at worst, clusters with a refcount but no user (leaks).
+ *
+ * Clusters that an L2 update stopped using (qcow2_free_l2e) are not
+ * freed at once but queued, and only freed after the L2 cache has been
+ * written back and the file flushed: until the unlink is on disk, the
+ * old L2 entry is what a crash leaves, so the cluster must keep its old
+ * data (see "Deferred frees" below).
  */
 #include "block/qcow2.h"
 
@@ -104,6 +110,13 @@ void qcow2_refcount_table_changed(BDRVQcow2State *s)
     s->refcount_table_used = used;
 }
 
+/* A free queued by qcow2_free_l2e(), see "Deferred frees" below. */
+typedef struct Qcow2DeferredFree {
+    int64_t offset;
+    int64_t bytes;
+    bool pass_discard;
+} Qcow2DeferredFree;
+
 int coroutine_fn qcow2_refcount_init(BlockDriverState *bs, int64_t file_len,
                                      Error **errp)
 {
@@ -111,6 +124,7 @@ int coroutine_fn qcow2_refcount_init(BlockDriverState *bs, int64_t file_len,
     int64_t bytes = (int64_t)s->refcount_table_size * 8;
     int ret;
 
+    s->deferred_frees = g_array_new(FALSE, FALSE, sizeof(Qcow2DeferredFree));
     s->refcount_table = g_try_malloc0(MAX(bytes, 8));
     if (!s->refcount_table) {
         error_setg(errp, "Could not allocate refcount table");
@@ -483,6 +497,23 @@ static int coroutine_fn grow_refcount_table(BlockDriverState *bs,
 }
 
 /*
+ * Undo a new refcount block at cluster @c that no table entry points to
+ * yet: drop it from the cache (dirty, it would fail every later flush
+ * the same way, e.g. with ENOSPC past the end of a full file) and, if
+ * another block counts its cluster (@counted), free the cluster.
+ */
+static void coroutine_fn forget_new_refblock(BlockDriverState *bs, int64_t c,
+                                             bool counted)
+{
+    BDRVQcow2State *s = bs->opaque;
+
+    qcow2_cache_discard(s->refcount_cache, c << s->cluster_bits);
+    if (counted) {
+        update_refcounts(bs, c, 1, -1);     /* a failure leaks it */
+    }
+}
+
+/*
  * Create refcount block @r (covering clusters [r * E, (r + 1) * E)).
  * Returns 0 with the block in place (on disk, in the table), or -errno.
  * May create other blocks instead (the caller rescans).
@@ -516,6 +547,7 @@ static int coroutine_fn alloc_refcount_block(BlockDriverState *bs, int64_t r)
     ret = qcow2_cache_get_empty(s->refcount_cache, c << s->cluster_bits,
                                 &block);
     if (ret < 0) {
+        forget_new_refblock(bs, c, rc != r);
         return ret;
     }
     if (rc == r) {
@@ -528,6 +560,7 @@ static int coroutine_fn alloc_refcount_block(BlockDriverState *bs, int64_t r)
     /* The block (and its own refcount) is stable before the table entry. */
     ret = qcow2_cache_flush(s->refcount_cache);
     if (ret < 0) {
+        forget_new_refblock(bs, c, rc != r);
         return ret;
     }
     be = GUINT64_TO_BE((uint64_t)c << s->cluster_bits);
@@ -589,21 +622,19 @@ int coroutine_fn qcow2_ref_clusters(BlockDriverState *bs, int64_t offset,
     return update_refcounts(bs, first, last - first + 1, 1);
 }
 
-int coroutine_fn qcow2_free_clusters(BlockDriverState *bs, int64_t offset,
-                                     int64_t bytes, bool pass_discard)
+/*
+ * Drop one reference to each cluster of [@offset, @offset + @bytes) and
+ * discard (with @pass_discard) those that become free.  The caller has
+ * made sure that no L2 entry on disk still uses them.
+ */
+static int coroutine_fn drop_references(BlockDriverState *bs, int64_t offset,
+                                        int64_t bytes, bool pass_discard)
 {
     BDRVQcow2State *s = bs->opaque;
     int64_t first = offset >> s->cluster_bits;
     int64_t last = (offset + bytes - 1) >> s->cluster_bits;
     int ret;
 
-    if (bytes <= 0) {
-        return 0;
-    }
-    ret = qcow2_cache_set_dependency(s->refcount_cache, s->l2_cache);
-    if (ret < 0) {
-        return ret;
-    }
     ret = update_refcounts(bs, first, last - first + 1, -1);
     if (ret < 0 || !pass_discard) {
         return ret;
@@ -624,6 +655,79 @@ int coroutine_fn qcow2_free_clusters(BlockDriverState *bs, int64_t offset,
     return 0;
 }
 
+int coroutine_fn qcow2_free_clusters(BlockDriverState *bs, int64_t offset,
+                                     int64_t bytes, bool pass_discard)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int ret;
+
+    if (bytes <= 0) {
+        return 0;
+    }
+    ret = qcow2_cache_set_dependency(s->refcount_cache, s->l2_cache);
+    if (ret < 0) {
+        return ret;
+    }
+    return drop_references(bs, offset, bytes, pass_discard);
+}
+
+/*
+ * Deferred frees: a cluster that an L2 update in the cache stopped using
+ * keeps its reference until that update is on disk.  Until then the old
+ * L2 entry may still be what a crash leaves behind, and handing the
+ * cluster to another guest offset would let that offset's data appear
+ * at the old one.  The reference is dropped (and the host range
+ * discarded) by the next release, which first writes the L2 cache back
+ * and flushes the image file.  A crash before the release leaks the
+ * clusters, which is harmless.
+ */
+int coroutine_fn qcow2_release_deferred_frees(BlockDriverState *bs)
+{
+    BDRVQcow2State *s = bs->opaque;
+    g_autoptr(GArray) frees = NULL;
+    int ret, result = 0;
+
+    if (!s->deferred_frees->len) {
+        return 0;
+    }
+    /* Every unlink queued so far is in the L2 cache or already written. */
+    ret = qcow2_cache_flush(s->l2_cache);
+    if (ret < 0) {
+        return ret;
+    }
+    frees = g_steal_pointer(&s->deferred_frees);
+    s->deferred_frees = g_array_new(FALSE, FALSE, sizeof(Qcow2DeferredFree));
+    s->deferred_free_bytes = 0;
+    for (guint i = 0; i < frees->len; i++) {
+        Qcow2DeferredFree *f = &g_array_index(frees, Qcow2DeferredFree, i);
+
+        /* A failure leaks the clusters; release the others all the same. */
+        ret = drop_references(bs, f->offset, f->bytes, f->pass_discard);
+        if (ret < 0 && result == 0) {
+            result = ret;
+        }
+    }
+    return result;
+}
+
+/* Queue [@offset, @offset + @bytes) for the next release. */
+static int coroutine_fn defer_free(BlockDriverState *bs, int64_t offset,
+                                   int64_t bytes, bool pass_discard)
+{
+    BDRVQcow2State *s = bs->opaque;
+    Qcow2DeferredFree f = {
+        .offset = offset, .bytes = bytes, .pass_discard = pass_discard,
+    };
+
+    g_array_append_val(s->deferred_frees, f);
+    s->deferred_free_bytes += ALIGN_UP(bytes, s->cluster_size);
+    /* Without guest flushes, bound what the image grows meanwhile. */
+    if (s->deferred_free_bytes >= QCOW2_DEFERRED_FREE_MAX_BYTES) {
+        return qcow2_release_deferred_frees(bs);
+    }
+    return 0;
+}
+
 int coroutine_fn qcow2_free_l2e(BlockDriverState *bs, uint64_t l2e,
                                 bool pass_discard)
 {
@@ -633,11 +737,11 @@ int coroutine_fn qcow2_free_l2e(BlockDriverState *bs, uint64_t l2e,
     switch (qcow2_l2e_type(l2e, s->version)) {
     case QCOW2_CLUSTER_NORMAL:
     case QCOW2_CLUSTER_ZERO_ALLOC:
-        return qcow2_free_clusters(bs, l2e & QCOW2_L2E_OFFSET_MASK,
-                                   s->cluster_size, pass_discard);
+        return defer_free(bs, l2e & QCOW2_L2E_OFFSET_MASK, s->cluster_size,
+                          pass_discard);
     case QCOW2_CLUSTER_COMPRESSED:
         qcow2_compressed_range(l2e, s->cluster_bits, &host, &bytes);
-        return qcow2_free_clusters(bs, host, bytes, pass_discard);
+        return defer_free(bs, host, bytes, pass_discard);
     default:
         return 0;
     }

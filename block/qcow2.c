@@ -328,6 +328,11 @@ static void qcow2_free_state(BDRVQcow2State *s)
     s->l2_cache = s->refcount_cache = NULL;
     g_free(s->l1_table);
     g_free(s->refcount_table);
+    if (s->deferred_frees) {
+        /* Not released (the flush at close failed or was off): leaked. */
+        g_array_free(s->deferred_frees, TRUE);
+        s->deferred_frees = NULL;
+    }
     qcow2_bitmaps_free(s);
     qcow2_snapshots_free(s);
     s->l1_table = NULL;
@@ -664,9 +669,10 @@ static void qcow2_close(BlockDriverState *bs)
 }
 
 /*
- * Write back the caches.  Each cache writes its dependency first, so
- * the order of the two calls does not matter; the core then flushes the
- * image file.
+ * Free the clusters whose unlink was pending (this writes back the L2
+ * cache and flushes the file first, if there are any), then write back
+ * the caches.  Each cache writes its dependency first, so the order of
+ * the two calls does not matter; the core then flushes the image file.
  */
 static int coroutine_fn qcow2_co_flush(BlockDriverState *bs)
 {
@@ -674,7 +680,10 @@ static int coroutine_fn qcow2_co_flush(BlockDriverState *bs)
     int ret;
 
     co_mutex_lock(&s->lock);
-    ret = qcow2_cache_write(s->l2_cache);
+    ret = qcow2_release_deferred_frees(bs);
+    if (ret == 0) {
+        ret = qcow2_cache_write(s->l2_cache);
+    }
     if (ret == 0) {
         ret = qcow2_cache_write(s->refcount_cache);
     }

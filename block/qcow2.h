@@ -29,6 +29,9 @@ enum {
     QCOW2_MAX_SNAPSHOTS = 65536,
 };
 
+/* Pending deferred frees that force a release (see qcow2_free_l2e()). */
+#define QCOW2_DEFERRED_FREE_MAX_BYTES (16 * 1024 * 1024)
+
 /* Implementation limits, the same as QEMU's, in bytes. */
 #define QCOW2_MAX_L1_BYTES          (32 * 1024 * 1024)
 #define QCOW2_MAX_REFTABLE_BYTES    (8 * 1024 * 1024)
@@ -172,6 +175,8 @@ typedef struct BDRVQcow2State {
     Qcow2Cache *l2_cache;
     Qcow2Cache *refcount_cache;
     int64_t free_cluster_index;     /* no free cluster below this one */
+    GArray *deferred_frees;         /* Qcow2DeferredFree, see refcount.c */
+    int64_t deferred_free_bytes;    /* whole clusters in deferred_frees */
     GQueue allocs;                  /* Qcow2Alloc */
     GQueue inflight;                /* Qcow2InflightIO */
     bool corrupt;                   /* marked corrupt while open */
@@ -393,9 +398,26 @@ int64_t coroutine_fn qcow2_alloc_clusters(BlockDriverState *bs,
 int coroutine_fn qcow2_free_clusters(BlockDriverState *bs, int64_t offset,
                                      int64_t bytes, bool pass_discard);
 
-/* Free the host clusters an L2 entry refers to, if any. */
+/*
+ * qcow2_free_l2e:
+ * Free the host clusters that L2 entry @l2e referred to, if any, after
+ * the caller replaced the entry in the L2 cache.  The free is deferred
+ * until that change is on disk: the clusters keep their reference (and
+ * their data) until qcow2_release_deferred_frees(), so they cannot be
+ * reused while a crash would still leave @l2e pointing to them.  Once
+ * QCOW2_DEFERRED_FREE_MAX_BYTES are pending, releases them at once.
+ * Called with s->lock held and no L2 table pinned.
+ */
 int coroutine_fn qcow2_free_l2e(BlockDriverState *bs, uint64_t l2e,
                                 bool pass_discard);
+
+/*
+ * qcow2_release_deferred_frees:
+ * If frees are pending, write back the L2 cache and flush the image file
+ * (so every unlink queued so far is stable), then free them.  On failure
+ * to flush, they stay queued.  Called with s->lock held.
+ */
+int coroutine_fn qcow2_release_deferred_frees(BlockDriverState *bs);
 
 /* Increase the refcounts of [@offset, @offset + @bytes) by one. */
 int coroutine_fn qcow2_ref_clusters(BlockDriverState *bs, int64_t offset,
