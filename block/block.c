@@ -124,7 +124,7 @@ static bool bdrv_child_drained_poll(BdrvChild *child)
     return bdrv_drain_poll(child->parent_bs);
 }
 
-static const BdrvChildClass child_of_bds = {
+const BdrvChildClass child_of_bds = {
     .get_parent_desc = bdrv_child_get_parent_desc,
     .drained_begin = bdrv_child_drained_begin,
     .drained_end = bdrv_child_drained_end,
@@ -187,6 +187,7 @@ static void bdrv_node_free(BlockDriverState *bs)
     g_free(bs->backing_file);
     g_free(bs->backing_format);
     g_free(bs->filename);
+    json_object_put(bs->options);
     g_free(bs->opaque);
     g_free(bs->node_name);
     g_free(bs);
@@ -240,6 +241,7 @@ BlockDriverState *coroutine_fn bdrv_open_blockdev(BlockdevOptions *options,
     }
 
     bs = bdrv_node_new(drv, node_name);
+    bs->options = bdrv_options_to_json(options);
     bs->read_only = options->has_read_only ? options->read_only
                                            : inherit_read_only;
     bs->discard_unmap = options->has_discard &&
@@ -304,12 +306,6 @@ BdrvChild *coroutine_fn bdrv_open_child(BlockDriverState *parent,
     child = bdrv_attach_child(child_bs, name, role, &child_of_bds, parent,
                               parent, 0, BLK_PERM_ALL, errp);
     bdrv_unref(child_bs);
-    if (child && (role & BDRV_CHILD_PRIMARY)) {
-        parent->file = child;
-    }
-    if (child && (role & BDRV_CHILD_COW)) {
-        parent->backing = child;
-    }
     return child;
 }
 

@@ -48,6 +48,7 @@ typedef struct EdgeMove {
 
 typedef struct GraphChange {
     GArray *moves;                  /* EdgeMove, in the order made */
+    GPtrArray *changed_nodes;       /* nodes changed otherwise (read-only) */
     /* Filled by the check: */
     GPtrArray *order;               /* visited nodes, parents first */
     GHashTable *node_perm;          /* node -> PermPair * its parents take */
@@ -92,6 +93,7 @@ static GraphChange *graph_change_new(void)
     GraphChange *gc = g_new0(GraphChange, 1);
 
     gc->moves = g_array_new(FALSE, FALSE, sizeof(EdgeMove));
+    gc->changed_nodes = g_ptr_array_new();
     gc->order = g_ptr_array_new();
     gc->node_perm = g_hash_table_new_full(NULL, NULL, NULL, g_free);
     gc->edge_perm = g_hash_table_new_full(NULL, NULL, NULL, g_free);
@@ -101,6 +103,7 @@ static GraphChange *graph_change_new(void)
 static void graph_change_free(GraphChange *gc)
 {
     g_array_free(gc->moves, TRUE);
+    g_ptr_array_free(gc->changed_nodes, TRUE);
     g_ptr_array_free(gc->order, TRUE);
     g_hash_table_destroy(gc->node_perm);
     g_hash_table_destroy(gc->edge_perm);
@@ -122,9 +125,20 @@ static void graph_move_edge(GraphChange *gc, BdrvChild *child,
         to->parents = g_list_append(to->parents, child);
         bdrv_ref(to);               /* the edge's reference, from now on */
     }
+    if (!move.from && child->parent_bs) {
+        /* A new edge: the check must walk it from its parent. */
+        child->parent_bs->children = g_list_append(child->parent_bs->children,
+                                                   child);
+    }
     child->bs = to;
     bdrv_child_sync_quiesce(child);
     g_array_append_val(gc->moves, move);
+}
+
+static void bdrv_child_free(BdrvChild *child)
+{
+    g_free(child->name);
+    g_free(child);
 }
 
 static void graph_undo_moves(GraphChange *gc)
@@ -143,6 +157,15 @@ static void graph_undo_moves(GraphChange *gc)
         }
         move->child->bs = move->from;
         bdrv_child_sync_quiesce(move->child);
+        if (!move->from) {
+            BlockDriverState *parent = move->child->parent_bs;
+
+            if (parent) {
+                parent->children = g_list_remove(parent->children,
+                                                 move->child);
+            }
+            bdrv_child_free(move->child);
+        }
     }
     g_array_set_size(gc->moves, 0);
 }
@@ -165,12 +188,15 @@ static void graph_visit(GPtrArray *postorder, GHashTable *seen,
     g_ptr_array_add(postorder, bs);
 }
 
-/* Every node below an edge the change moved, parents first. */
+/* Every node below a changed node or a moved edge, parents first. */
 static void graph_topological_order(GraphChange *gc)
 {
     g_autoptr(GHashTable) seen = g_hash_table_new(NULL, NULL);
     g_autoptr(GPtrArray) postorder = g_ptr_array_new();
-    for (guint i = 0; i < gc->moves->len; i++) {
+
+    for (guint i = 0; i < gc->changed_nodes->len; i++) {
+        graph_visit(postorder, seen, gc->changed_nodes->pdata[i]);
+    }    for (guint i = 0; i < gc->moves->len; i++) {
         EdgeMove *move = &g_array_index(gc->moves, EdgeMove, i);
 
         if (move->from) {
@@ -376,6 +402,45 @@ static void graph_abort(GraphChange *gc)
     graph_undo_moves(gc);
 }
 
+/*
+ * The parent of a moved edge learns about it: a new edge becomes its file
+ * or backing child by its role, a removed one goes, and a format node
+ * that takes its name from its file takes the new file's.
+ */
+static void graph_commit_move(EdgeMove *move)
+{
+    BdrvChild *child = move->child;
+    BlockDriverState *parent = child->parent_bs;
+
+    if (!parent) {
+        if (!move->to) {
+            bdrv_child_free(child);
+        }
+        return;
+    }
+    if (!move->from && (child->role & BDRV_CHILD_PRIMARY)) {
+        parent->file = child;
+    }
+    if (!move->from && (child->role & BDRV_CHILD_COW)) {
+        parent->backing = child;
+    }
+    if (!move->to) {
+        parent->children = g_list_remove(parent->children, child);
+        if (parent->file == child) {
+            parent->file = NULL;
+        }
+        if (parent->backing == child) {
+            parent->backing = NULL;
+        }
+        bdrv_child_free(child);
+        return;
+    }
+    if (parent->file == child && parent->filename_from_file) {
+        g_free(parent->filename);
+        parent->filename = g_strdup(move->to->filename);
+    }
+}
+
 /* Store the permissions the check computed; drivers settle on them. */
 static void graph_commit(GraphChange *gc)
 {
@@ -394,7 +459,10 @@ static void graph_commit(GraphChange *gc)
             bs->drv->bdrv_set_perm(bs, cum->perm, cum->shared);
         }
     }
-    /* The edges that moved away no longer hold their old node. */
+    for (guint i = 0; i < gc->moves->len; i++) {
+        graph_commit_move(&g_array_index(gc->moves, EdgeMove, i));
+    }
+    /* Last, as it may close nodes: moved edges drop their old node. */
     for (guint i = 0; i < gc->moves->len; i++) {
         EdgeMove *move = &g_array_index(gc->moves, EdgeMove, i);
 
@@ -448,65 +516,18 @@ BdrvChild *bdrv_attach_child(BlockDriverState *child_bs, const char *name,
     child->opaque = opaque;
     child->parent_bs = parent_bs;
     graph_move_edge(gc, child, child_bs);
-    if (!graph_apply(gc, true, errp)) {
-        g_free(child->name);
-        g_free(child);
-        return NULL;
-    }
-    if (parent_bs) {
-        parent_bs->children = g_list_append(parent_bs->children, child);
-    }
-    return child;
+    return graph_apply(gc, true, errp) ? child : NULL;
 }
 
 void bdrv_detach_child(BdrvChild *child)
 {
     g_autoptr(GraphChange) gc = graph_change_new();
-    BlockDriverState *parent = child->parent_bs;
 
-    if (parent) {
-        parent->children = g_list_remove(parent->children, child);
-        if (parent->file == child) {
-            parent->file = NULL;
-        }
-        if (parent->backing == child) {
-            parent->backing = NULL;
-        }
-    }
     graph_move_edge(gc, child, NULL);
     graph_apply(gc, false, &error_abort);
-    g_free(child->name);
-    g_free(child);
 }
 
 /* --- changes that move edges --- */
-
-/*
- * What a node shows of its children changed: a format node that takes its
- * name from its file takes the new file's.
- */
-static void bdrv_refresh_after_move(GraphChange *gc)
-{
-    for (guint i = 0; i < gc->moves->len; i++) {
-        BdrvChild *child = g_array_index(gc->moves, EdgeMove, i).child;
-        BlockDriverState *parent = child->parent_bs;
-
-        if (parent && parent->file == child && parent->filename_from_file) {
-            g_free(parent->filename);
-            parent->filename = g_strdup(child->bs->filename);
-        }
-    }
-}
-
-/* Check and apply @gc's moves, then refresh what their parents show. */
-static bool graph_apply_moves(GraphChange *gc, Error **errp)
-{
-    if (!graph_apply(gc, true, errp)) {
-        return false;
-    }
-    bdrv_refresh_after_move(gc);
-    return true;
-}
 
 bool bdrv_replace_child(BdrvChild *child, BlockDriverState *new_bs,
                         Error **errp)
@@ -523,7 +544,7 @@ bool bdrv_replace_child(BdrvChild *child, BlockDriverState *new_bs,
     }
     bdrv_drained_begin_nodes(nodes, 2);
     graph_move_edge(gc, child, new_bs);
-    ok = graph_apply_moves(gc, errp);
+    ok = graph_apply(gc, true, errp);
     bdrv_drained_end_nodes(nodes, 2);
     return ok;
 }
@@ -553,7 +574,7 @@ bool bdrv_replace_node(BlockDriverState *from, BlockDriverState *to,
             graph_move_edge(gc, child, to);
         }
     }
-    ok = graph_apply_moves(gc, errp);
+    ok = graph_apply(gc, true, errp);
     bdrv_drained_end_nodes(nodes, 2);
     return ok;
 }
@@ -572,4 +593,108 @@ bool bdrv_drop_filter(BlockDriverState *bs, Error **errp)
         return false;
     }
     return bdrv_replace_node(bs, below, errp);
+}
+
+/* --- reopen --- */
+
+bool bdrv_can_set_read_only(BlockDriverState *bs, Error **errp)
+{
+    for (GList *l = bs->parents; l; l = l->next) {
+        BdrvChild *child = l->data;
+
+        if (child->perm & (BLK_PERM_WRITE | BLK_PERM_RESIZE)) {
+            error_setg(errp, "Read-only block node '%s' cannot support "
+                       "read-write users", bs->node_name);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Point @bs's backing edge at @to, creating or removing the edge. */
+static bool graph_set_backing(GraphChange *gc, BlockDriverState *bs,
+                              BlockDriverState *to, Error **errp)
+{
+    BdrvChild *child = bs->backing;
+
+    if (child && child->bs == to) {
+        return true;
+    }
+    if (!child) {
+        child = g_new0(BdrvChild, 1);
+        child->name = g_strdup("backing");
+        child->role = BDRV_CHILD_COW;
+        child->klass = &child_of_bds;
+        child->opaque = bs;
+        child->parent_bs = bs;
+    }
+    if (!graph_check_cycle(child, to, errp)) {
+        if (!child->bs) {
+            bdrv_child_free(child);
+        }
+        return false;
+    }
+    graph_move_edge(gc, child, to);
+    return true;
+}
+
+/* Edit the graph as @change says, recording everything in @gc. */
+static bool graph_reopen_one(GraphChange *gc, BdrvReopenChange *change,
+                             Error **errp)
+{
+    BlockDriverState *bs = change->bs;
+
+    if (change->read_only != bs->read_only) {
+        if (change->read_only && !bdrv_can_set_read_only(bs, errp)) {
+            return false;
+        }
+        bs->read_only = change->read_only;
+        g_ptr_array_add(gc->changed_nodes, bs);
+    }
+    if (change->file && bs->file && bs->file->bs != change->file) {
+        if (!graph_check_cycle(bs->file, change->file, errp)) {
+            return false;
+        }
+        graph_move_edge(gc, bs->file, change->file);
+    }
+    return !change->set_backing ||
+           graph_set_backing(gc, bs, change->backing, errp);
+}
+
+bool bdrv_reopen_multiple(BdrvReopenChange *changes, size_t n, Error **errp)
+{
+    g_autoptr(GraphChange) gc = graph_change_new();
+    g_autofree bool *old_ro = g_new(bool, n);
+    g_autoptr(GPtrArray) drained = g_ptr_array_new();
+    bool ok = true;
+
+    for (size_t i = 0; i < n; i++) {
+        old_ro[i] = changes[i].bs->read_only;
+        g_ptr_array_add(drained, changes[i].bs);
+    }
+    bdrv_drained_begin_nodes((BlockDriverState **)drained->pdata,
+                             drained->len);
+    for (size_t i = 0; i < n && ok; i++) {
+        ok = graph_reopen_one(gc, &changes[i], errp);
+    }
+    if (ok && !graph_check(gc, errp)) {
+        ok = false;
+        graph_abort(gc);
+    } else if (!ok) {
+        graph_undo_moves(gc);
+    }
+    if (!ok) {
+        for (size_t i = n; i-- > 0;) {
+            changes[i].bs->read_only = old_ro[i];
+        }
+    } else {
+        graph_commit(gc);
+        for (size_t i = 0; i < n; i++) {
+            changes[i].bs->detect_zeroes = changes[i].detect_zeroes;
+            changes[i].bs->discard_unmap = changes[i].discard_unmap;
+        }
+    }
+    bdrv_drained_end_nodes((BlockDriverState **)drained->pdata,
+                           drained->len);
+    return ok;
 }

@@ -81,6 +81,7 @@ static int coroutine_fn null_co_block_status(BlockDriverState *bs,
 
 static const BlockDriver bdrv_null_co = {
     .format_name = "null-co",
+    .can_reopen_read_only = true,
     .instance_size = sizeof(BDRVNullState),
     .bdrv_open = null_open,
     .bdrv_co_pread = null_co_pread,

@@ -117,6 +117,7 @@ static int raw_get_info(BlockDriverState *bs, BlockDriverInfo *bdi)
 
 static const BlockDriver bdrv_raw = {
     .format_name = "raw",
+    .can_reopen_read_only = true,
     .instance_size = sizeof(BDRVRawState),
     .bdrv_open = raw_open,
     .bdrv_co_pread = raw_co_pread,

@@ -47,6 +47,11 @@ struct BlockDriver {
     /* A filter passes data through to its one primary child. */
     bool is_filter;
     /*
+     * blockdev-reopen may switch read-only on and off: the driver keeps
+     * nothing that depends on it (an fd's open mode, on-disk flags).
+     */
+    bool can_reopen_read_only;
+    /*
      * The node grows when written past its end (a regular file): a
      * parent holding BLK_PERM_RESIZE may write there, and the core then
      * extends total_bytes.  Format drivers allocate clusters this way.
@@ -193,6 +198,7 @@ struct BlockDriverState {
     void *opaque;                   /* drv->instance_size bytes */
     char *filename;                 /* for queries and messages */
     bool filename_from_file;        /* follows bs->file's filename */
+    json_object *options;           /* as opened (blockdev-reopen) */
     bool read_only;
     bool discard_unmap;             /* discard=unmap */
     BlockdevDetectZeroesOptions detect_zeroes;
@@ -273,6 +279,26 @@ bool bdrv_replace_child(BdrvChild *child, BlockDriverState *new_bs,
  */
 bool bdrv_replace_node(BlockDriverState *from, BlockDriverState *to,
                        Error **errp);
+/*
+ * What blockdev-reopen changes on one node: read-only, its file child
+ * (NULL: unchanged), its backing child (if @set_backing; NULL: none), and
+ * the generic options detect-zeroes and discard.
+ */
+typedef struct BdrvReopenChange {
+    BlockDriverState *bs;
+    bool read_only;
+    BlockDriverState *file;
+    bool set_backing;
+    BlockDriverState *backing;
+    BlockdevDetectZeroesOptions detect_zeroes;
+    bool discard_unmap;
+} BdrvReopenChange;
+
+/* May @bs become read-only?  Not while a parent writes through it. */
+bool bdrv_can_set_read_only(BlockDriverState *bs, Error **errp);
+/* Apply all @n changes as one graph change, or none. */
+bool bdrv_reopen_multiple(BdrvReopenChange *changes, size_t n, Error **errp);
+
 /* The node a filter passes data to, or NULL if @bs is no filter. */
 BlockDriverState *bdrv_filtered_bs(BlockDriverState *bs);
 /*
@@ -284,6 +310,12 @@ bool bdrv_drop_filter(BlockDriverState *bs, Error **errp);
 GList *bdrv_all_nodes(void);
 /* The driver's image facts, zeroed first; -ENOTSUP if it has none. */
 int bdrv_get_info(BlockDriverState *bs, BlockDriverInfo *bdi);
+
+/* The class of edges whose parent is a node (block.c). */
+extern const BdrvChildClass child_of_bds;
+
+/* reopen.c: @options as JSON, through the generated visitor. */
+json_object *bdrv_options_to_json(BlockdevOptions *options);
 
 /* backing.c */
 /*

@@ -23,6 +23,9 @@ typedef enum QType {
     QTYPE__MAX,
 } QType;
 
+/* g_autoptr(json_object) drops a reference at the end of the scope. */
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(json_object, json_object_put)
+
 /* The QType of a json-c value (NULL is the JSON null). */
 QType qtype_of_json(json_object *obj);
 
