@@ -20,8 +20,8 @@
  * that time, and catching the completion there saves the poll() system
  * call, a context switch and the wake-up latency that comes with them:
  * this is what keeps small requests on par with QEMU, which polls too.
- * Waits for sockets (AIO_OP_POLL) do not count as in flight, so an idle
- * daemon with idle clients never spins.  The spin time adapts to the
+ * Waits for sockets (AIO_OP_POLL, AIO_OP_READV) do not count as in
+ * flight, so an idle daemon with idle clients never spins.  The spin time adapts to the
  * device: it doubles (up to 128 us) whenever the loop slept for less than
  * that anyway, and drops to zero after a longer sleep.
  */
@@ -41,7 +41,7 @@ typedef struct UringSource {
     struct io_uring ring;
     gpointer ring_tag;
     unsigned queued;        /* entries prepared but not yet submitted */
-    unsigned io_in_flight;  /* requests other than AIO_OP_POLL */
+    unsigned io_in_flight;  /* requests other than socket waits */
     int64_t poll_ns;        /* current spin budget, adaptive; 0 = off */
     int64_t sleep_start_ns; /* when the loop last went to sleep, or 0 */
     CoQueue sq_waiters;     /* coroutines waiting for a free entry */
@@ -220,6 +220,10 @@ static void uring_prep(struct io_uring_sqe *sqe, const AioRequest *req)
     case AIO_OP_POLL:
         io_uring_prep_poll_add(sqe, req->fd, req->mode);
         break;
+    case AIO_OP_READV:
+        /* Streams have no position: sockets refuse any offset but 0. */
+        io_uring_prep_readv(sqe, req->fd, req->iov, req->iovcnt, 0);
+        break;
     }
 }
 
@@ -227,7 +231,8 @@ ssize_t coroutine_fn uring_co_submit(const AioRequest *req)
 {
     UringWaiter waiter = {
         .co = coroutine_self(),
-        .counts_as_io = req->op != AIO_OP_POLL,
+        /* Waiting for a peer is not I/O that completes soon. */
+        .counts_as_io = req->op != AIO_OP_POLL && req->op != AIO_OP_READV,
     };
     struct io_uring_sqe *sqe;
 
