@@ -156,7 +156,10 @@ ssize_t coroutine_fn co_readv(int fd, struct iovec *iov, int iovcnt,
             };
 
             n = uring_co_submit(&req);
-            if (n != -EINTR && n != -EAGAIN) {
+            if (n == -EAGAIN) {
+                /* Older kernels do not wait on O_NONBLOCK files. */
+                co_wait_fd(fd, G_IO_IN);
+            } else if (n != -EINTR) {
                 return n;
             }
             continue;
