@@ -181,11 +181,24 @@ def median(values: List[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def median_row(name: str, samples: Dict[str, List[Dict[str, float]]]) -> Dict[str, Any]:
-    """{"name": name, label: {metric: median over the rounds}} for each daemon."""
+def median_row(name: str, samples: Dict[str, List[Dict[str, float]]],
+               labels: Sequence[str] = ("blockd", "qsd")) -> Dict[str, Any]:
+    """Medians over the rounds of one workload.
+
+    {"name": name, label: {metric: median}, "ratio": {metric: median a/b}}.
+    The ratio is the median of the per-round ratios, not the ratio of the
+    medians: the daemons run back to back within a round, so each pair
+    saw the same state of the machine, while load from outside moves
+    whole rounds up and down.
+    """
+    a, b = labels
     row: Dict[str, Any] = {"name": name}
-    for label, runs in samples.items():
+    for label in labels:
+        runs = samples[label]
         row[label] = {key: median([r[key] for r in runs]) for key in runs[0]} if runs else {}
+    row["ratio"] = {key: median([ra[key] / rb[key] for ra, rb in zip(samples[a], samples[b])
+                                 if rb[key]])
+                    for key in row[a]}
     return row
 
 
@@ -201,7 +214,8 @@ METRIC_COLUMNS = {
 
 def print_table(rows: List[Dict[str, Any]], metrics: Sequence[str] = ("iops", "bw"),
                 labels: Sequence[str] = ("blockd", "qsd")) -> None:
-    """One line per workload: for each metric, a's value, b's value and a/b."""
+    """One line per workload: for each metric, a's and b's medians and a/b
+    (see median_row())."""
     a, b = labels
     group = f"{'':<20}"
     head = f"{'workload':<20}"
@@ -216,6 +230,6 @@ def print_table(rows: List[Dict[str, Any]], metrics: Sequence[str] = ("iops", "b
         for m in metrics:
             _, fmt, scale = METRIC_COLUMNS[m]
             va, vb = r[a].get(m, float("nan")), r[b].get(m, float("nan"))
-            ratio = va / vb if vb else float("nan")
+            ratio = r["ratio"].get(m, float("nan"))
             line += f" | {fmt.format(va * scale):>9} {fmt.format(vb * scale):>8} {ratio:5.2f}"
         print(line)
