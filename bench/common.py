@@ -97,6 +97,13 @@ class Daemon:
             time.sleep(0.01)
         self.qmp = QMP(self.qmp_path)
 
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time the daemon (all its threads) used so far."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            # Fields after the parenthesised command name; utime, stime are 14, 15.
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def output(self) -> str:
         with open(self.log, errors="replace") as f:
             return f.read()
@@ -143,26 +150,86 @@ def run_fio(job: Dict[str, Any], workdir: str, timeout: float) -> Dict[str, Any]
 
 def fio_result(job: Dict[str, Any], direction: str) -> Dict[str, float]:
     d = job[direction]
+    clat = d.get("clat_ns", {})
     return {"iops": float(d["iops"]), "bw": float(d["bw_bytes"]),
-            "lat_us": float(d.get("clat_ns", {}).get("mean", 0.0)) / 1000.0}
+            "lat_us": float(clat.get("mean", 0.0)) / 1000.0,
+            "p50_us": float(clat.get("percentile", {}).get("50.000000", 0.0)) / 1000.0}
+
+
+def measure(binary: str, args: Sequence[str], job: Dict[str, Any], direction: str,
+            workdir: str, tag: str, timeout: float) -> Dict[str, float]:
+    """Start a daemon, run one fio job against it, stop it.
+
+    Returns fio_result() plus ``cpu_us``: the daemon's CPU time (user +
+    system, all threads) per request.  The CPU time is sampled just before
+    and after fio, so it also covers fio's ramp time, which fio leaves out
+    of its request count; the requests of the ramp are estimated from the
+    measured rate.
+    """
+    with Daemon(binary, args, workdir, tag) as daemon:
+        cpu_before = daemon.cpu_seconds()
+        job_result = run_fio(job, workdir, timeout)
+        cpu = daemon.cpu_seconds() - cpu_before
+    res = fio_result(job_result, direction)
+    runtime_s = job_result["job_runtime"] / 1000.0
+    requests = res["iops"] * (runtime_s + float(job.get("ramp_time", 0)))
+    res["cpu_us"] = cpu * 1e6 / requests if requests else float("nan")
+    return res
 
 
 def median(values: List[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
-def fmt_bw(bw: float) -> str:
-    return f"{bw / MiB:9.1f}"
+def median_row(name: str, samples: Dict[str, List[Dict[str, float]]],
+               labels: Sequence[str] = ("blockd", "qsd")) -> Dict[str, Any]:
+    """Medians over the rounds of one workload.
 
-
-def print_table(rows: List[Dict[str, Any]], labels: Sequence[str] = ("blockd", "qsd")) -> None:
+    {"name": name, label: {metric: median}, "ratio": {metric: median a/b}}.
+    The ratio is the median of the per-round ratios, not the ratio of the
+    medians: the daemons run back to back within a round, so each pair
+    saw the same state of the machine, while load from outside moves
+    whole rounds up and down.
+    """
     a, b = labels
-    head = (f"{'workload':<22} {a + ' IOPS':>12} {a + ' MiB/s':>12} "
-            f"{b + ' IOPS':>12} {b + ' MiB/s':>12} {a + '/' + b:>10}")
+    row: Dict[str, Any] = {"name": name}
+    for label in labels:
+        runs = samples[label]
+        row[label] = {key: median([r[key] for r in runs]) for key in runs[0]} if runs else {}
+    row["ratio"] = {key: median([ra[key] / rb[key] for ra, rb in zip(samples[a], samples[b])
+                                 if rb[key]])
+                    for key in row[a]}
+    return row
+
+
+# Table columns: metric key, heading, format, scale.  Each metric shows
+# both daemons and their ratio a/b.
+METRIC_COLUMNS = {
+    "iops": ("IOPS", "{:.0f}", 1.0),
+    "bw": ("MiB/s", "{:.1f}", 1.0 / MiB),
+    "p50_us": ("p50 us", "{:.1f}", 1.0),
+    "cpu_us": ("CPU us/req", "{:.1f}", 1.0),
+}
+
+
+def print_table(rows: List[Dict[str, Any]], metrics: Sequence[str] = ("iops", "bw"),
+                labels: Sequence[str] = ("blockd", "qsd")) -> None:
+    """One line per workload: for each metric, a's and b's medians and a/b
+    (see median_row())."""
+    a, b = labels
+    group = f"{'':<20}"
+    head = f"{'workload':<20}"
+    for m in metrics:
+        group += f" | {METRIC_COLUMNS[m][0]:<24}"
+        head += f" | {a:>9} {b:>8} {'a/b':>5}"
+    print(group.rstrip())
     print(head)
     print("-" * len(head))
     for r in rows:
-        ra, rb = r[a], r[b]
-        ratio = ra["iops"] / rb["iops"] if rb["iops"] else float("nan")
-        print(f"{r['name']:<22} {ra['iops']:12.0f} {fmt_bw(ra['bw']):>12} "
-              f"{rb['iops']:12.0f} {fmt_bw(rb['bw']):>12} {ratio:10.2f}")
+        line = f"{r['name']:<20}"
+        for m in metrics:
+            _, fmt, scale = METRIC_COLUMNS[m]
+            va, vb = r[a].get(m, float("nan")), r[b].get(m, float("nan"))
+            ratio = r["ratio"].get(m, float("nan"))
+            line += f" | {fmt.format(va * scale):>9} {fmt.format(vb * scale):>8} {ratio:5.2f}"
+        print(line)

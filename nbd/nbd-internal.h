@@ -129,6 +129,8 @@ struct NBDClient {
     /* Receive side: only the client's main coroutine touches these. */
     uint8_t *rbuf;              /* read-ahead buffer for small messages */
     size_t rbuf_start, rbuf_end;
+    bool recv_filled;           /* the last read filled all it was given,
+                                 * so more data is probably waiting */
 
     /* Main loop. */
     bool closing;               /* no more requests are read */

@@ -21,10 +21,14 @@
  * single data chunk, so DF holds trivially); other commands always get
  * simple replies, which the protocol allows and every client handles.
  *
- * Receiving goes through a small read-ahead buffer: one readv() fills
- * the caller's buffer and the read-ahead buffer at once, so a burst of
- * small requests costs one system call rather than two per request, and
- * write payloads still land directly in their aligned buffer.
+ * Receiving goes through a small read-ahead buffer: one readv fills the
+ * caller's buffer and the read-ahead buffer at once, so a burst of small
+ * requests costs one read rather than two per request, and write
+ * payloads still land directly in their aligned buffer.  Once a read has
+ * drained the socket, the next one goes through io_uring (co_readv()),
+ * which waits for the data and reads it in one step, batched with the
+ * file I/O the last request submitted: an idle client costs no readv()
+ * that fails with EAGAIN.
  *
  * Errors: a request the server can parse but not honour gets an error
  * reply (NBD errno values, see nbd_errno()); a write's payload is
@@ -109,22 +113,20 @@ int coroutine_fn nbd_co_recv(NBDClient *client, void *buf, size_t len)
         iov[0].iov_len = len;
         iov[1].iov_base = client->rbuf;
         iov[1].iov_len = NBD_RBUF_SIZE;
-        n = readv(client->fd, iov, 2);
-        if (n > 0) {
-            if ((size_t)n > len) {
-                client->rbuf_start = 0;
-                client->rbuf_end = n - len;
-                n = len;
-            }
-            p += n;
-            len -= n;
-        } else if (n == 0) {
+        n = co_readv(client->fd, iov, 2, client->recv_filled);
+        if (n == 0) {
             return -EPIPE;
-        } else if (errno == EAGAIN) {
-            co_wait_fd(client->fd, G_IO_IN);
-        } else if (errno != EINTR) {
-            return -errno;
+        } else if (n < 0) {
+            return n;
         }
+        client->recv_filled = (size_t)n == len + NBD_RBUF_SIZE;
+        if ((size_t)n > len) {
+            client->rbuf_start = 0;
+            client->rbuf_end = n - len;
+            n = len;
+        }
+        p += n;
+        len -= n;
     }
     return 0;
 }

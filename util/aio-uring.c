@@ -14,16 +14,22 @@
  * completions make room, so there is no limit on requests in flight
  * beyond memory.
  *
- * Polling: while file I/O is in flight, the prepare step spins for a
+ * Polling: while file I/O is in flight, the prepare step may spin for a
  * short while on the completion queue (a plain memory read) before the
- * loop goes to sleep in poll().  A fast device usually completes within
- * that time, and catching the completion there saves the poll() system
- * call, a context switch and the wake-up latency that comes with them:
- * this is what keeps small requests on par with QEMU, which polls too.
- * Waits for sockets (AIO_OP_POLL) do not count as in flight, so an idle
- * daemon with idle clients never spins.  The spin time adapts to the
- * device: it doubles (up to 128 us) whenever the loop slept for less than
- * that anyway, and drops to zero after a longer sleep.
+ * loop goes to sleep in poll().  Catching a completion there saves the
+ * poll() system call, a context switch and the wake-up latency that come
+ * with a sleep; but every spin costs CPU time whether it catches
+ * anything or not, so it only pays when completions arrive within about
+ * what a sleep costs.  Hence the spin adapts to the time the loop waits
+ * for a completion (spin plus sleep): after a wait of at most
+ * URING_POLL_MAX_NS it doubles (from 4 us up to that limit), after a
+ * longer wait it drops to zero.  With many requests in flight
+ * completions come close together and the loop spins; at queue depth 1
+ * on a device slower than the limit it sleeps, as QEMU's main loop does.
+ * (A limit of 128 us made the daemon spin through the whole device
+ * latency at queue depth 1: 1.4 times the CPU time of QEMU's daemon.)
+ * Waits for sockets (AIO_OP_POLL, AIO_OP_READV) do not count as in
+ * flight, so an idle daemon with idle clients never spins.
  */
 #include "util/aio.h"
 #include "util/coroutine.h"
@@ -33,7 +39,8 @@
 enum {
     URING_ENTRIES = 256,
     URING_POLL_START_NS = 4000,
-    URING_POLL_MAX_NS = 128000,
+    /* About the CPU time a sleep and a wake-up cost; see above. */
+    URING_POLL_MAX_NS = 16000,
 };
 
 typedef struct UringSource {
@@ -41,9 +48,10 @@ typedef struct UringSource {
     struct io_uring ring;
     gpointer ring_tag;
     unsigned queued;        /* entries prepared but not yet submitted */
-    unsigned io_in_flight;  /* requests other than AIO_OP_POLL */
+    unsigned io_in_flight;  /* requests other than socket waits */
     int64_t poll_ns;        /* current spin budget, adaptive; 0 = off */
-    int64_t sleep_start_ns; /* when the loop last went to sleep, or 0 */
+    int64_t wait_start_ns;  /* when the loop began the wait that ended in
+                             * a sleep, or 0 */
     CoQueue sq_waiters;     /* coroutines waiting for a free entry */
 } UringSource;
 
@@ -73,15 +81,14 @@ static int64_t now_ns(void)
     return g_get_monotonic_time() * 1000;
 }
 
-/* Spin on the completion queue while I/O is in flight; see above. */
-static bool uring_spin(UringSource *us)
+/*
+ * Spin on the completion queue while I/O is in flight; see above.
+ * @start_ns: when the wait began (now).
+ */
+static bool uring_spin(UringSource *us, int64_t start_ns)
 {
-    int64_t deadline;
+    int64_t deadline = start_ns + us->poll_ns;
 
-    if (!us->io_in_flight || !us->poll_ns) {
-        return false;
-    }
-    deadline = now_ns() + us->poll_ns;
     do {
         if (io_uring_cq_ready(&us->ring)) {
             return true;
@@ -91,22 +98,23 @@ static bool uring_spin(UringSource *us)
 }
 
 /*
- * After a sleep: had we spun a little longer, would we have caught the
- * completion that woke us?  Then spin longer next time; if the sleep was
- * long anyway, stop spinning until sleeps get short again.
+ * After a wait that spinning did not end: had we spun a little longer,
+ * would we have caught the completion that woke us?  Then spin longer
+ * next time.  If the whole wait took longer than the spin limit, stop
+ * spinning until waits get short again.
  */
 static void uring_adapt_poll(UringSource *us)
 {
-    int64_t slept;
+    int64_t waited;
 
-    if (!us->sleep_start_ns) {
+    if (!us->wait_start_ns) {
         return;
     }
-    slept = now_ns() - us->sleep_start_ns;
-    us->sleep_start_ns = 0;
-    if (slept > URING_POLL_MAX_NS) {
+    waited = now_ns() - us->wait_start_ns;
+    us->wait_start_ns = 0;
+    if (waited > URING_POLL_MAX_NS) {
         us->poll_ns = 0;
-    } else if (slept > us->poll_ns) {
+    } else if (waited > us->poll_ns) {
         us->poll_ns = us->poll_ns ? MIN(us->poll_ns * 2, URING_POLL_MAX_NS)
                                   : URING_POLL_START_NS;
     }
@@ -115,15 +123,21 @@ static void uring_adapt_poll(UringSource *us)
 static gboolean uring_prepare(GSource *source, gint *timeout)
 {
     UringSource *us = (UringSource *)source;
+    int64_t start_ns;
 
     uring_flush(us);
     *timeout = -1;
-    if (io_uring_cq_ready(&us->ring) > 0 || uring_spin(us)) {
+    if (io_uring_cq_ready(&us->ring) > 0) {
         return TRUE;
     }
-    if (us->io_in_flight) {
-        us->sleep_start_ns = now_ns();
+    if (!us->io_in_flight) {
+        return FALSE;
     }
+    start_ns = now_ns();
+    if (us->poll_ns && uring_spin(us, start_ns)) {
+        return TRUE;
+    }
+    us->wait_start_ns = start_ns;
     return FALSE;
 }
 
@@ -220,6 +234,10 @@ static void uring_prep(struct io_uring_sqe *sqe, const AioRequest *req)
     case AIO_OP_POLL:
         io_uring_prep_poll_add(sqe, req->fd, req->mode);
         break;
+    case AIO_OP_READV:
+        /* Streams have no position: sockets refuse any offset but 0. */
+        io_uring_prep_readv(sqe, req->fd, req->iov, req->iovcnt, 0);
+        break;
     }
 }
 
@@ -227,7 +245,8 @@ ssize_t coroutine_fn uring_co_submit(const AioRequest *req)
 {
     UringWaiter waiter = {
         .co = coroutine_self(),
-        .counts_as_io = req->op != AIO_OP_POLL,
+        /* Waiting for a peer is not I/O that completes soon. */
+        .counts_as_io = req->op != AIO_OP_POLL && req->op != AIO_OP_READV,
     };
     struct io_uring_sqe *sqe;
 

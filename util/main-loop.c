@@ -142,6 +142,44 @@ GIOCondition coroutine_fn co_wait_fd(int fd, GIOCondition cond)
     return wait.seen;
 }
 
+ssize_t coroutine_fn co_readv(int fd, struct iovec *iov, int iovcnt,
+                              bool try_now)
+{
+    bool use_uring = uring_available(NULL);
+
+    for (;;) {
+        ssize_t n;
+
+        if (use_uring && !try_now) {
+            AioRequest req = {
+                .op = AIO_OP_READV, .fd = fd, .iov = iov, .iovcnt = iovcnt,
+            };
+
+            n = uring_co_submit(&req);
+            if (n == -EAGAIN) {
+                /* Older kernels do not wait on O_NONBLOCK files. */
+                co_wait_fd(fd, G_IO_IN);
+            } else if (n != -EINTR) {
+                return n;
+            }
+            continue;
+        }
+        n = readv(fd, iov, iovcnt);
+        if (n >= 0) {
+            return n;
+        }
+        if (errno == EAGAIN) {
+            if (use_uring) {
+                try_now = false;
+            } else {
+                co_wait_fd(fd, G_IO_IN);
+            }
+        } else if (errno != EINTR) {
+            return -errno;
+        }
+    }
+}
+
 int coroutine_fn co_sendv_full(int fd, struct iovec *iov, int iovcnt)
 {
     while (iovcnt > 0) {

@@ -116,7 +116,8 @@ static int aio_request_run(void *opaque)
         ret = fallocate(req->fd, req->mode, req->offset, req->len);
         break;
     case AIO_OP_POLL:
-        /* Waiting belongs on the main loop: see co_wait_fd(). */
+    case AIO_OP_READV:
+        /* Waiting belongs on the main loop: see co_wait_fd(), co_readv(). */
     default:
         g_assert_not_reached();
     }

@@ -24,6 +24,9 @@ typedef enum AioOp {
     AIO_OP_FALLOCATE,   /* @offset, @len, @mode */
     AIO_OP_POLL,        /* wait until @fd has one of the poll(2) events
                          * in @mode; returns the events seen */
+    AIO_OP_READV,       /* readv(2) from a stream (socket, pipe) into
+                         * @iov: waits until at least one byte or the end
+                         * of the stream is there (io_uring only) */
 } AioOp;
 
 typedef struct AioRequest {
@@ -33,6 +36,8 @@ typedef struct AioRequest {
     size_t len;
     off_t offset;
     int mode;           /* fallocate mode */
+    struct iovec *iov;  /* AIO_OP_READV */
+    int iovcnt;
 } AioRequest;
 
 /* True if io_uring works on this kernel; sets up the shared ring. */

@@ -23,6 +23,20 @@ void bh_schedule(void (*cb)(void *opaque), void *opaque);
 GIOCondition coroutine_fn co_wait_fd(int fd, GIOCondition cond);
 
 /*
+ * Read from the non-blocking stream @fd into @iov, yielding until at least
+ * one byte, or the end of the stream, is there.  Returns the number of
+ * bytes read, 0 at the end of the stream, or -errno.
+ *
+ * @try_now: the caller expects data to be waiting already (say, its last
+ * read filled the whole buffer), so a plain readv() is tried first.
+ * Otherwise the read goes to io_uring, which waits for the data and reads
+ * it in one step, batched with the other submissions: no readv() that
+ * fails with EAGAIN and no separate wait.
+ */
+ssize_t coroutine_fn co_readv(int fd, struct iovec *iov, int iovcnt,
+                              bool try_now);
+
+/*
  * Send all of @iov on a non-blocking socket, yielding while it is full.
  * Returns 0 or -errno (-EPIPE when the peer has gone; never SIGPIPE).
  * @iov is consumed in place (its entries are advanced).
