@@ -1,5 +1,5 @@
 /*
- * The job core (block/job.c): status and verb tables checked against an
+ * The job core (block/jobs/job.c): status and verb tables checked against an
  * independent model written from QEMU's documented tables, then the
  * lifecycle driven through a tiny in-test job driver: pause/resume,
  * cancel (running, paused, never started), complete, manual finalize and

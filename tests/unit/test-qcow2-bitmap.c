@@ -11,7 +11,7 @@
  * that qemu-img validates the result.
  */
 #undef NDEBUG
-#include "block/qcow2.h"
+#include "block/qcow2/qcow2.h"
 #include "block/qcow2-bitmap.h"
 
 /* --- The model --- */

@@ -25,7 +25,7 @@
  * flushes succeed, and the clusters it allocated are free again.
  */
 #undef NDEBUG
-#include "block/qcow2.h"
+#include "block/qcow2/qcow2.h"
 #include "block/block-backend.h"
 #include "qapi/qapi-types.h"
 

@@ -12,7 +12,7 @@
  * write is checked to mark the image corrupt and stop all writes.
  */
 #undef NDEBUG
-#include "block/qcow2.h"
+#include "block/qcow2/qcow2.h"
 #include "qapi/qapi-types.h"
 
 enum {

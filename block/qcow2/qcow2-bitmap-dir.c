@@ -7,7 +7,7 @@
  * and back, and checks entries against QEMU's limits, without any I/O,
  * so the unit tests can compare it with a naive model.
  */
-#include "block/qcow2.h"
+#include "block/qcow2/qcow2.h"
 #include "block/qcow2-bitmap.h"
 
 enum {

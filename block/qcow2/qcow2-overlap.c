@@ -32,7 +32,7 @@
  * clusters are not compared (that would take reading every bitmap
  * table).
  */
-#include "block/qcow2.h"
+#include "block/qcow2/qcow2.h"
 #include "qapi/qapi-types.h"
 
 /* QEMU's names, bit by bit; the bitmap tables are blockd's own. */

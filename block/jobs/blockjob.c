@@ -1,5 +1,5 @@
 /*
- * Block jobs on top of the job core (block/job.c).
+ * Block jobs on top of the job core (block/jobs/job.c).
  *
  * What a block job adds to a job: a rate limit, the io-status of error
  * stops, the backends through which it uses nodes, and the BLOCK_JOB_*

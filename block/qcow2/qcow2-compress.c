@@ -21,7 +21,7 @@
  * the calling coroutine waits.  The job owns no state besides its
  * buffers, which the caller keeps alive until it returns.
  */
-#include "block/qcow2.h"
+#include "block/qcow2/qcow2.h"
 #include "util/aio.h"
 
 #include <zlib.h>

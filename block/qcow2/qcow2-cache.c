@@ -20,7 +20,7 @@
  * opposite one exists first flushes the latter, so there is never a
  * cycle.
  */
-#include "block/qcow2.h"
+#include "block/qcow2/qcow2.h"
 
 typedef struct Qcow2CacheSlot {
     int64_t offset;                 /* 0: empty (offset 0 is the header) */

@@ -31,7 +31,7 @@
  * old L2 entry is what a crash leaves, so the cluster must keep its old
  * data (see "Deferred frees" below).
  */
-#include "block/qcow2.h"
+#include "block/qcow2/qcow2.h"
 
 uint64_t qcow2_refcount_get(const void *block, int order, uint64_t index)
 {

@@ -36,7 +36,7 @@
  * written directly to the image file.  OFLAG_COPIED is not rewritten:
  * without snapshots every cluster has refcount 1, as the flags say.
  */
-#include "block/qcow2.h"
+#include "block/qcow2/qcow2.h"
 
 typedef struct Qcow2Repair {
     BlockDriverState *bs;

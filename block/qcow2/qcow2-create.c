@@ -40,7 +40,7 @@
  * writing them (a sparse file reads zeroes), falloc also reserves them
  * with write-zeroes, full writes them.
  */
-#include "block/qcow2.h"
+#include "block/qcow2/qcow2.h"
 #include "qapi/qapi-types.h"
 
 /* QEMU's maximum length of a node (the largest 1 GiB multiple). */

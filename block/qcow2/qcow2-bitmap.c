@@ -49,7 +49,7 @@
  * Costs: the directory is kept in memory (at most 64 MiB, usually a few
  * hundred bytes); load and store touch each bitmap cluster once.
  */
-#include "block/qcow2.h"
+#include "block/qcow2/qcow2.h"
 #include "block/qcow2-bitmap.h"
 
 enum {

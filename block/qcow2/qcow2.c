@@ -27,7 +27,7 @@
  * set is repaired when opened read/write (qcow2-repair.c), as QEMU does;
  * read-only opens use it as it is.
  */
-#include "block/qcow2.h"
+#include "block/qcow2/qcow2.h"
 #include "block/qcow2-bitmap.h"
 #include "qapi/qapi-types.h"
 

@@ -19,7 +19,7 @@
  * kept.  Cost at open: one small read per snapshot, and read/write one
  * read of each snapshot's L1 table.
  */
-#include "block/qcow2.h"
+#include "block/qcow2/qcow2.h"
 
 enum {
     SNAPSHOT_ENTRY_FIXED = 40,

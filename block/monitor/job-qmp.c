@@ -1,7 +1,7 @@
 /*
  * QMP commands of the job core: job-* (generic, GenericError "Job not
  * found") and block-job-* (older, DeviceNotActive "Block job 'X' not
- * found"), plus the two queries.  Every state rule lives in block/job.c;
+ * found"), plus the two queries.  Every state rule lives in block/jobs/job.c;
  * this file only looks jobs up, as QEMU does, and hides internal ones.
  */
 #include "block/job.h"

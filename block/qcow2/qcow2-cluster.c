@@ -39,7 +39,7 @@
  * Writing over a compressed cluster allocates a normal one; blockd does
  * not write compressed clusters.
  */
-#include "block/qcow2.h"
+#include "block/qcow2/qcow2.h"
 
 enum {
     /* Partial-cluster writes up to this size are merged with their COW. */

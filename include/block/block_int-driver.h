@@ -1,0 +1,156 @@
+/*
+ * The block driver interface: what a driver implements (BlockDriver) and
+ * the types it fills in.  Only block/ and its drivers include this, through
+ * block/block_int.h.
+ *
+ * Contract between core and drivers (see block/io.c): every request a
+ * driver sees has been checked by the core.  Offsets and lengths are
+ * within the node, aligned to bs->bl.request_alignment, no longer than
+ * bs->bl.max_transfer, buffers are aligned to bs->bl.min_mem_alignment,
+ * and flags are a subset of what the driver declared it supports.
+ * Drivers return 0 (or a status) or -errno, and never allocate an Error
+ * on the data path.
+ */
+#ifndef BLOCK_BLOCK_INT_DRIVER_H
+#define BLOCK_BLOCK_INT_DRIVER_H
+
+#include "block/block.h"
+#include "qapi/qapi-types.h"
+#include "util/coroutine.h"
+
+typedef struct BlockdevRef BlockdevRef;
+typedef struct BlockdevCreateOptions BlockdevCreateOptions;
+
+/* What a child is to its parent. */
+typedef enum BdrvChildRole {
+    BDRV_CHILD_DATA     = 0x1,   /* guest data lives here */
+    BDRV_CHILD_METADATA = 0x2,   /* format metadata lives here */
+    BDRV_CHILD_FILTERED = 0x4,   /* the parent is a filter over it */
+    BDRV_CHILD_COW      = 0x8,   /* a backing file */
+    BDRV_CHILD_PRIMARY  = 0x10,  /* the child named "file" */
+} BdrvChildRole;
+
+/* Image facts for queries (ImageInfo). */
+typedef struct BlockDriverInfo {
+    int64_t cluster_size;           /* 0: the format has no clusters */
+    bool is_dirty;                  /* not closed cleanly (dirty bit) */
+} BlockDriverInfo;
+
+typedef struct BlockLimits {
+    uint32_t request_alignment;     /* bytes, power of 2 */
+    uint32_t min_mem_alignment;     /* buffer address alignment */
+    uint32_t max_transfer;          /* bytes, multiple of alignment */
+} BlockLimits;
+
+struct BlockDriver {
+    const char *format_name;
+    size_t instance_size;
+    /* A filter passes data through to its one primary child. */
+    bool is_filter;
+    /*
+     * blockdev-reopen may switch read-only on and off: the driver keeps
+     * nothing that depends on it (an fd's open mode, on-disk flags).
+     */
+    bool can_reopen_read_only;
+    /*
+     * The node grows when written past its end (a regular file): a
+     * parent holding BLK_PERM_RESIZE may write there, and the core then
+     * extends total_bytes.  Format drivers allocate clusters this way.
+     */
+    bool has_variable_length;
+    /* Flags the driver handles itself on writes and write-zeroes. */
+    BdrvRequestFlags supported_write_flags;
+    BdrvRequestFlags supported_zero_flags;
+
+    /*
+     * Open the node from @options; set bs->total_bytes and bs->bl.
+     * Called in coroutine context.
+     */
+    int coroutine_fn (*bdrv_open)(BlockDriverState *bs,
+                                  BlockdevOptions *options, Error **errp);
+    void (*bdrv_close)(BlockDriverState *bs);
+
+    /*
+     * blockdev-create: create an image as @opts (whose driver is this
+     * one) describes.  Runs in the create job's coroutine; returns 0 or
+     * -errno with *errp set.  NULL: the driver cannot create images.
+     */
+    int coroutine_fn (*bdrv_co_create)(BlockdevCreateOptions *opts,
+                                       Error **errp);
+
+    int coroutine_fn (*bdrv_co_pread)(BlockDriverState *bs, int64_t offset,
+                                      int64_t bytes, void *buf,
+                                      BdrvRequestFlags flags);
+    int coroutine_fn (*bdrv_co_pwrite)(BlockDriverState *bs, int64_t offset,
+                                       int64_t bytes, const void *buf,
+                                       BdrvRequestFlags flags);
+    /* May return -ENOTSUP: the core then writes a zeroed buffer. */
+    int coroutine_fn (*bdrv_co_pwrite_zeroes)(BlockDriverState *bs,
+                                              int64_t offset, int64_t bytes,
+                                              BdrvRequestFlags flags);
+    int coroutine_fn (*bdrv_co_pdiscard)(BlockDriverState *bs,
+                                         int64_t offset, int64_t bytes);
+    /* Make this node's own writes stable; the core flushes children. */
+    int coroutine_fn (*bdrv_co_flush)(BlockDriverState *bs);
+    /*
+     * Block status of [@offset, @offset + @bytes): BDRV_BLOCK_* bits for
+     * the first *@pnum bytes.  A driver that maps the range 1:1 onto a
+     * child at *@map returns BDRV_BLOCK_RAW with *@file set, and the core
+     * asks the child.
+     */
+    int coroutine_fn (*bdrv_co_block_status)(BlockDriverState *bs,
+                                             int64_t offset, int64_t bytes,
+                                             int64_t *pnum, int64_t *map,
+                                             BlockDriverState **file);
+
+    /* Bytes the image occupies on its storage, or -ENOTSUP. */
+    int64_t (*bdrv_get_allocated_file_size)(BlockDriverState *bs);
+
+    /*
+     * Fill @bdi for queries; -errno (NULL callback: -ENOTSUP) leaves
+     * ImageInfo without cluster-size and dirty-flag, as in QEMU.
+     */
+    int (*bdrv_get_info)(BlockDriverState *bs, BlockDriverInfo *bdi);
+    /* The format-specific part of ImageInfo; NULL callback: none. */
+    ImageInfoSpecific *(*bdrv_get_specific_info)(BlockDriverState *bs);
+
+    /*
+     * How much @buf (the first bytes of a file) looks like this format:
+     * 0 not at all, up to 100 certainly.  Used to find the format of a
+     * backing file whose image does not record it.
+     */
+    int (*bdrv_probe)(const uint8_t *buf, int buf_size);
+
+    /*
+     * Permissions to take on @child, given what the parents of @bs take
+     * in total.  NULL means "pass the parents' permissions through".
+     */
+    void (*bdrv_child_perm)(BlockDriverState *bs, BdrvChild *child,
+                            uint64_t parent_perm, uint64_t parent_shared,
+                            uint64_t *nperm, uint64_t *nshared);
+
+    /*
+     * The parents of @bs are about to take @perm and share @shared in
+     * total: fail if the node cannot allow that (e.g. another process
+     * holds a conflicting image lock).  On success the driver may keep
+     * what it reserved for the new permissions (taken image locks) until
+     * bdrv_set_perm or bdrv_abort_perm is called; on failure it must
+     * already have undone its own reservations.
+     */
+    bool (*bdrv_check_perm)(BlockDriverState *bs, uint64_t perm,
+                            uint64_t shared, Error **errp);
+    /* The parents' permissions changed to @perm/@shared (or relaxed). */
+    void (*bdrv_set_perm)(BlockDriverState *bs, uint64_t perm,
+                          uint64_t shared);
+    /*
+     * The change that bdrv_check_perm approved (if it was called at
+     * all) is abandoned: go back to the permissions of the last
+     * bdrv_set_perm.
+     */
+    void (*bdrv_abort_perm)(BlockDriverState *bs);
+};
+
+/* Internal block-status bit: "ask *file at *map instead". */
+#define BDRV_BLOCK_RAW 0x100
+
+#endif /* BLOCK_BLOCK_INT_DRIVER_H */

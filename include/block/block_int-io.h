@@ -1,0 +1,38 @@
+/*
+ * The block I/O API (io.c): how a parent -- a node's driver or a
+ * BlockBackend -- sends requests down an edge.  Coroutine context.
+ */
+#ifndef BLOCK_BLOCK_INT_IO_H
+#define BLOCK_BLOCK_INT_IO_H
+
+#include "block/block_int-driver.h"
+
+/* io.c: entry points used by parents (nodes or backends). */
+int coroutine_fn bdrv_co_pread(BdrvChild *child, int64_t offset,
+                               int64_t bytes, void *buf,
+                               BdrvRequestFlags flags);
+int coroutine_fn bdrv_co_pwrite(BdrvChild *child, int64_t offset,
+                                int64_t bytes, const void *buf,
+                                BdrvRequestFlags flags);
+int coroutine_fn bdrv_co_pwrite_zeroes(BdrvChild *child, int64_t offset,
+                                       int64_t bytes, BdrvRequestFlags flags);
+int coroutine_fn bdrv_co_pdiscard(BdrvChild *child, int64_t offset,
+                                  int64_t bytes);
+int coroutine_fn bdrv_co_flush(BlockDriverState *bs);
+int coroutine_fn bdrv_co_block_status(BlockDriverState *bs, int64_t offset,
+                                      int64_t bytes, int64_t *pnum);
+/*
+ * bdrv_co_block_status_above:
+ * Walk the backing chain from @bs down to, not including, @base (NULL:
+ * the whole chain) for the first layer that allocates [@offset, +@bytes).
+ * Returns its BDRV_BLOCK_* status for the first *@pnum bytes, and in
+ * *@depth that layer's place in the chain (1: @bs itself), or 0 if no
+ * layer above @base allocates them ("allocated above @base" is
+ * *@depth > 0).  qemu:allocation-depth reports *@depth.
+ */
+int coroutine_fn bdrv_co_block_status_above(BlockDriverState *bs,
+                                            BlockDriverState *base,
+                                            int64_t offset, int64_t bytes,
+                                            int64_t *pnum, int *depth);
+
+#endif /* BLOCK_BLOCK_INT_IO_H */
