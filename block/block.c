@@ -4,6 +4,7 @@
  * references, and closing.  The edges between nodes, their permissions
  * and the changes that rewire them are in graph.c.
  */
+#include "util/id.h"
 #include "block/block_int.h"
 #include "qapi/qapi-types.h"
 
@@ -133,19 +134,6 @@ const BdrvChildClass child_of_bds = {
 
 /* --- nodes --- */
 
-static bool node_name_wellformed(const char *name)
-{
-    if (!g_ascii_isalpha(name[0])) {
-        return false;
-    }
-    for (const char *p = name; *p; p++) {
-        if (!g_ascii_isalnum(*p) && !strchr("-._", *p)) {
-            return false;
-        }
-    }
-    return true;
-}
-
 static char *bdrv_assign_node_name(const char *node_name, Error **errp)
 {
     static unsigned generated;
@@ -153,7 +141,7 @@ static char *bdrv_assign_node_name(const char *node_name, Error **errp)
     if (!node_name) {
         return g_strdup_printf("#block%03u", generated++);
     }
-    if (!node_name_wellformed(node_name)) {
+    if (!id_wellformed(node_name)) {
         error_setg(errp, "Invalid node-name: '%s'", node_name);
         return NULL;
     }

@@ -28,6 +28,7 @@
  * would make that size a lie; everything else (backup, fleecing, a
  * second export) may share the node.
  */
+#include "util/id.h"
 #include "util/osdep.h"
 #include "util/coroutine.h"
 #include "util/main-loop.h"
@@ -61,20 +62,6 @@ static const BlockExportDriver *blk_exp_find_driver(BlockExportType type)
     return NULL;
 }
 
-/* Ids follow the rule of QEMU's object ids: a letter, then [-._a-zA-Z0-9]. */
-static bool blk_exp_id_wellformed(const char *id)
-{
-    if (!g_ascii_isalpha(id[0])) {
-        return false;
-    }
-    for (const char *p = id + 1; *p; p++) {
-        if (!g_ascii_isalnum(*p) && !strchr("-._", *p)) {
-            return false;
-        }
-    }
-    return true;
-}
-
 BlockExport *blk_exp_find(const char *id)
 {
     for (GList *l = block_exports; l; l = l->next) {
@@ -102,7 +89,7 @@ bool blk_exp_add(BlockExportOptions *opts, Error **errp)
         error_setg(errp, "No driver found for the requested export type");
         return false;
     }
-    if (!blk_exp_id_wellformed(opts->id)) {
+    if (!id_wellformed(opts->id)) {
         error_setg(errp, "Invalid block export id");
         return false;
     }

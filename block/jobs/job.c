@@ -34,6 +34,7 @@
  * Lifetime.  The job list owns one reference until dismiss; job_exit and
  * the synchronous waiters take their own while they work.
  */
+#include "util/id.h"
 #include "block/job.h"
 #include "util/main-loop.h"
 #include "util/ratelimit.h"
@@ -297,20 +298,6 @@ static void job_txn_del_job(Job *job)
 
 /* Creation and lifetime */
 
-/* QEMU's rule for ids: a letter, then letters, digits, '-', '.', '_'. */
-static bool job_id_wellformed(const char *id)
-{
-    if (!g_ascii_isalpha(id[0])) {
-        return false;
-    }
-    for (const char *p = id + 1; *p; p++) {
-        if (!g_ascii_isalnum(*p) && !strchr("-._", *p)) {
-            return false;
-        }
-    }
-    return true;
-}
-
 void *job_create(const char *job_id, const JobDriver *driver, JobTxn *txn,
                  int flags, JobCompletionFunc *cb, void *opaque,
                  Error **errp)
@@ -324,7 +311,7 @@ void *job_create(const char *job_id, const JobDriver *driver, JobTxn *txn,
             error_setg(errp, "Cannot specify job ID for internal job");
             return NULL;
         }
-        if (!job_id_wellformed(job_id)) {
+        if (!id_wellformed(job_id)) {
             error_setg(errp, "Invalid job ID '%s'", job_id);
             return NULL;
         }
