@@ -495,6 +495,7 @@ static int coroutine_fn alloc_refcount_block(BlockDriverState *bs, int64_t r)
     int ret;
     uint64_t be;
 
+    BLKDBG_EVENT(bs->file, BLKDBG_REFBLOCK_ALLOC);
     if (r >= s->refcount_table_size) {
         return grow_refcount_table(bs, r + 1);
     }
@@ -530,6 +531,7 @@ static int coroutine_fn alloc_refcount_block(BlockDriverState *bs, int64_t r)
     if (ret < 0) {
         return ret;
     }
+    BLKDBG_EVENT(bs->file, BLKDBG_REFBLOCK_ALLOC_HOOKUP);
     be = GUINT64_TO_BE((uint64_t)c << s->cluster_bits);
     ret = qcow2_write_metadata(bs, QCOW2_MD_REFCOUNT_TABLE,
                                s->refcount_table_offset + r * 8, 8, &be);
@@ -546,6 +548,7 @@ int64_t coroutine_fn qcow2_alloc_clusters(BlockDriverState *bs,
 {
     BDRVQcow2State *s = bs->opaque;
 
+    BLKDBG_EVENT(bs->file, BLKDBG_CLUSTER_ALLOC);
     for (;;) {
         int64_t start = find_free_clusters(bs, nb_clusters);
         bool retry = false;
