@@ -184,10 +184,15 @@ def test_align_below_qcow2(daemon, scratch):
      "Cannot meet constraints with max-transfer 512"),
     ({"max-transfer": -1},
      "Parameter 'max-transfer' expects a non-negative number below 2^64"),
+    ({"align": 1 << 40}, "Cannot meet constraints with align 1099511627776"),
+    ({"max-transfer": 1 << 31}, "Parameter 'max-transfer' expects int32_t"),
     ({"inject-error": [{"event": "no_such_event"}]},
-     "does not accept value 'no_such_event'"),
+     "Parameter 'event' does not accept value 'no_such_event'"),
     ({"inject-error": [{"event": "read_aio", "iotype": "ioctl"}]},
-     "does not accept value 'ioctl'"),
+     "Parameter 'iotype' does not accept value 'ioctl'"),
+    ({"inject-error": [{"event": "read_aio", "errno": "x"}]},
+     "Invalid parameter type for 'inject-error[0].errno', expected: "
+     "integer"),
     ({"set-state": [{"event": "read_aio"}]},
      "Parameter 'set-state[0].new_state' is missing"),
     ({"config": "/nonexistent/blkdebug.conf"},
@@ -196,8 +201,7 @@ def test_align_below_qcow2(daemon, scratch):
 def test_bad_options(daemon, scratch, opts, message):
     img = image(scratch, fmt="raw")
     resp = daemon.cmd("blockdev-add", blkdebug(img, **opts))
-    assert "error" in resp, resp
-    assert message in resp["error"]["desc"], resp
+    assert resp.get("error", {}).get("desc") == message, resp
     daemon.assert_alive()
 
 
