@@ -34,7 +34,7 @@ typedef struct BlkdebugRule {
     bool inject;                    /* an inject-error rule, else set-state */
     /* inject-error */
     uint64_t iotype_mask;           /* 1 << BlkdebugIOType */
-    int error;                      /* positive errno; 0 fails nothing */
+    int error;                      /* errno; 0 fails nothing */
     int64_t offset;                 /* byte the request must cover; -1: any */
     bool once;
     bool immediately;
@@ -75,7 +75,9 @@ static void blkdebug_add_inject_rule(BDRVBlkdebugState *s,
     rule->inject = true;
     rule->iotype_mask = o->has_iotype ? 1ULL << o->iotype
                                       : (1ULL << BLKDEBUG_IO_TYPE__MAX) - 1;
-    rule->error = o->has_q_errno ? (int)o->q_errno : EIO;
+    /* QEMU keeps errno in an int too; below 1 it fails nothing. */
+    rule->error = o->has_q_errno ? (int)MIN(MAX(o->q_errno, 0), INT_MAX)
+                                 : EIO;
     rule->offset = blkdebug_sector_offset(o);
     rule->once = o->has_once && o->once;
     rule->immediately = o->has_immediately && o->immediately;
