@@ -291,6 +291,7 @@ static int coroutine_fn update_refcounts(BlockDriverState *bs, int64_t first,
 
         int64_t offset = refblock_offset(bs, r);
 
+        BLKDBG_EVENT(bs->file, BLKDBG_REFBLOCK_ALLOC);
         if (offset < 0) {
             return offset;
         }

@@ -24,14 +24,6 @@ SIZE = 16 * MiB
 MESSAGE = {5: "Input/output error", 28: "No space left on device"}
 
 
-def image(scratch, fmt="qcow2", cmds=()):
-    img = os.path.join(scratch, f"t.{fmt}")
-    qemu_img("create", "-q", "-f", fmt, img, SIZE)
-    for cmd in cmds:
-        qemu_io("-f", fmt, "-c", cmd, img)
-    return img
-
-
 def blkdebug(img, **opts):
     return {"driver": "blkdebug", "node-name": "d",
             "image": {"driver": "file", "filename": img}, **opts}
@@ -59,20 +51,45 @@ def assert_consistent(daemon, img):
     assert report.get("check-errors", 0) == 0, report
 
 
-@pytest.mark.parametrize("event", ["cluster_alloc", "l2_alloc_write"])
+def image(scratch, fmt="qcow2", cmds=(), opts=()):
+    img = os.path.join(scratch, f"t.{fmt}")
+    qemu_img("create", "-q", "-f", fmt, *opts, img, SIZE)
+    for cmd in cmds:
+        qemu_io("-f", fmt, "-c", cmd, img)
+    return img
+
+
+@pytest.mark.parametrize("event", ["cluster_alloc", "l2_alloc_write",
+                                   "refblock_alloc"])
 @pytest.mark.parametrize("errno", [5, 28])
 def test_allocation_error(daemon, scratch, event, errno):
-    img = image(scratch)
+    """The first write allocates; with 512-byte clusters one refcount
+    block covers 128 KiB of the file, so a 256 KiB write needs new ones."""
+    img = image(scratch, opts=["-o", "cluster_size=512"])
     uri = serve_qcow2(daemon, img, **{"inject-error": [
         {"event": event, "errno": errno, "once": True}]})
 
-    res = nbd_io(uri, "write -q -P 1 0 64k")
+    res = nbd_io(uri, "write -q -P 1 0 256k")
     assert f"write failed: {MESSAGE[errno]}" in res.output, res
     res = nbd_io(uri, "write -q -P 2 1M 64k", "read -q -P 2 1M 64k")
     assert res.output == "", res
     daemon.assert_alive()
     assert_consistent(daemon, img)
     qemu_io("-f", "qcow2", "-c", "read -q -P 2 1M 64k", img)
+
+
+def test_refblock_alloc_on_existing_block(daemon, scratch):
+    """As in QEMU, refblock_alloc also fires when the refcount block that
+    an allocation updates exists already (here: the image's only one)."""
+    img = image(scratch, cmds=["write -q -P 1 0 64k"])
+    uri = serve_qcow2(daemon, img, **{"inject-error": [
+        {"event": "refblock_alloc", "once": True}]})
+
+    res = nbd_io(uri, "write -q -P 2 1M 64k")
+    assert "write failed: Input/output error" in res.output, res
+    res = nbd_io(uri, "write -q -P 3 1M 64k", "read -q -P 3 1M 64k")
+    assert res.output == "", res
+    assert_consistent(daemon, img)
 
 
 def test_flush_error(daemon, scratch):
