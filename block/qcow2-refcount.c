@@ -116,6 +116,7 @@ int coroutine_fn qcow2_refcount_init(BlockDriverState *bs, int64_t file_len,
         error_setg(errp, "Could not allocate refcount table");
         return -ENOMEM;
     }
+    BLKDBG_EVENT(bs->file, BLKDBG_REFTABLE_LOAD);
     ret = bdrv_co_pread(bs->file, s->refcount_table_offset, bytes,
                         s->refcount_table, 0);
     if (ret < 0) {
