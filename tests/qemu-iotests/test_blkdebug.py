@@ -15,6 +15,7 @@ import os
 
 import pytest
 
+import iotests
 from iotests import MiB, nbd_uri, qemu_img, qemu_io, qemu_io_cmds, run
 from nbd_client import CMD_FLUSH, EIO, NBDClient
 
@@ -226,3 +227,80 @@ def test_image_missing(daemon):
     resp = daemon.cmd("blockdev-add", {"driver": "blkdebug",
                                        "node-name": "d"})
     assert resp["error"]["desc"] == "Parameter 'image' is missing", resp
+
+
+# Which request of SEQUENCE fails (EIO) after a once-only rule on the
+# event, as qemu-storage-daemon 7.2 does it.  The image has its first
+# cluster allocated; 1M and 2M are not.
+SEQUENCE = ["read 0", "rewrite 0", "allocate 1M (COW)", "flush",
+            "allocate 2M (whole cluster)", "read 1M", "flush"]
+FAILING = {
+    "l1_update": None,
+    "l2_load": 0,
+    "l2_update": 3,
+    "l2_alloc_write": None,
+    "read_aio": 0,
+    "write_aio": 1,
+    "cluster_alloc": 2,
+    "refblock_alloc": 2,
+    "refblock_load": 2,
+    "refblock_update_part": 3,
+    "flush_to_os": 3,
+    "flush_to_disk": 3,
+    "pwritev": 1,
+    "pwritev_done": 2,
+    "cow_read": None,
+}
+
+
+def run_sequence(sock):
+    with NBDClient(sock) as c:
+        c.connect_export("q")
+        results = [
+            c.read(0, 4096)[0],
+            c.write(0, b"\x02" * 4096),
+            c.write(1 * MiB, b"\x03" * 4096),
+            c.simple_cmd(CMD_FLUSH),
+            c.write(2 * MiB, b"\x04" * 65536),
+            c.read(1 * MiB, 4096)[0],
+            c.simple_cmd(CMD_FLUSH),
+        ]
+        c.disconnect()
+    return results
+
+
+@pytest.mark.parametrize("event", sorted(FAILING))
+def test_event_points(daemon, scratch, event):
+    """Each event fires at the same point of a request as in QEMU."""
+    img = image(scratch, cmds=["write -q -P 1 0 64k"])
+    serve_qcow2(daemon, img, **{"inject-error": [
+        {"event": event, "once": True}]})
+
+    results = run_sequence(daemon.sock("nbd.sock"))
+    expected = [0] * len(SEQUENCE)
+    if FAILING[event] is not None:
+        expected[FAILING[event]] = EIO
+    assert results == expected, list(zip(SEQUENCE, results))
+    assert_consistent(daemon, img)
+
+
+@iotests.blockd_only("QEMU zeroes the rest of a new cluster with a "
+                     "write-zeroes request, which raises pwritev_zero; "
+                     "blockd writes it together with the data")
+def test_pwritev_zero_not_raised_by_qcow2_allocation(daemon, scratch):
+    img = image(scratch, cmds=["write -q -P 1 0 64k"])
+    serve_qcow2(daemon, img, **{"inject-error": [
+        {"event": "pwritev_zero", "once": True}]})
+    assert run_sequence(daemon.sock("nbd.sock")) == [0] * len(SEQUENCE)
+    assert_consistent(daemon, img)
+
+
+def test_open_fails_on_event_none(daemon, scratch):
+    """"none" fires when blkdebug opens: qcow2's first read fails."""
+    img = image(scratch)
+    resp = daemon.cmd("blockdev-add", {
+        "driver": "qcow2", "node-name": "q",
+        "file": blkdebug(img, **{"inject-error": [{"event": "none"}]})})
+    assert resp.get("error", {}).get("desc") == \
+        "Could not read qcow2 header: Input/output error", resp
+    daemon.assert_alive()
