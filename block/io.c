@@ -295,6 +295,7 @@ static int coroutine_fn bdrv_do_pwrite(BlockDriverState *bs, int64_t offset,
 
     tracked_request_begin(bs, &req, start, end - start, true, !aligned);
     wait_serialising_requests(bs, &req);
+    bdrv_debug_event(bs, buf ? BLKDBG_PWRITEV : BLKDBG_PWRITEV_ZERO);
     if (!aligned || !buf) {
         ret = bdrv_rmw_pwrite(bs, offset, bytes, buf, flags);
     } else if (!buffer_aligned(bs, buf)) {
@@ -309,6 +310,7 @@ static int coroutine_fn bdrv_do_pwrite(BlockDriverState *bs, int64_t offset,
     } else {
         ret = bdrv_aligned_pwrite(bs, offset, bytes, buf, flags);
     }
+    bdrv_debug_event(bs, BLKDBG_PWRITEV_DONE);
     tracked_request_end(bs, &req);
     return ret;
 }
@@ -392,6 +394,7 @@ static int coroutine_fn bdrv_aligned_pwrite_zeroes(BlockDriverState *bs,
 
     tracked_request_begin(bs, &req, offset, bytes, true, false);
     wait_serialising_requests(bs, &req);
+    bdrv_debug_event(bs, BLKDBG_PWRITEV_ZERO);
     if (bs->drv->bdrv_co_pwrite_zeroes) {
         ret = bs->drv->bdrv_co_pwrite_zeroes(bs, offset, bytes,
                                              driver_flags);
@@ -402,6 +405,7 @@ static int coroutine_fn bdrv_aligned_pwrite_zeroes(BlockDriverState *bs,
                !(driver_flags & BDRV_REQ_FUA)) {
         ret = bdrv_co_flush(bs);
     }
+    bdrv_debug_event(bs, BLKDBG_PWRITEV_DONE);
     tracked_request_end(bs, &req);
     return ret;
 }
@@ -480,8 +484,12 @@ int coroutine_fn bdrv_co_flush(BlockDriverState *bs)
         return 0;
     }
     bs->in_flight++;
+    BLKDBG_EVENT(bs->file, BLKDBG_FLUSH_TO_OS);
     if (bs->drv->bdrv_co_flush && !bs->cache_no_flush) {
         ret = bs->drv->bdrv_co_flush(bs);
+    }
+    if (ret == 0) {
+        BLKDBG_EVENT(bs->file, BLKDBG_FLUSH_TO_DISK);
     }
     for (GList *l = bs->children; l && ret == 0; l = l->next) {
         BdrvChild *child = l->data;
@@ -578,4 +586,13 @@ int coroutine_fn bdrv_co_block_status(BlockDriverState *bs, int64_t offset,
         ret &= ~BDRV_BLOCK_ALLOCATED;
     }
     return ret;
+}
+
+/* --- debug events --- */
+
+void bdrv_debug_event(BlockDriverState *bs, BlkdebugEvent event)
+{
+    if (bs && bs->drv->bdrv_debug_event) {
+        bs->drv->bdrv_debug_event(bs, event);
+    }
 }

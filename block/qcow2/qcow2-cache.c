@@ -110,6 +110,8 @@ static int coroutine_fn cache_write_slot(Qcow2Cache *c, int i)
             return ret;
         }
     }
+    BLKDBG_EVENT(c->bs->file, c->kind == QCOW2_MD_ACTIVE_L2
+                              ? BLKDBG_L2_UPDATE : BLKDBG_REFBLOCK_UPDATE_PART);
     ret = qcow2_write_metadata(c->bs, c->kind, slot->offset, c->table_size,
                                slot_table(c, i));
     if (ret < 0) {
@@ -216,6 +218,8 @@ static int coroutine_fn cache_do_get(Qcow2Cache *c, int64_t offset,
         if (found) {
             i = GPOINTER_TO_INT(found) - 1;
         } else if (read) {
+            BLKDBG_EVENT(c->bs->file, c->kind == QCOW2_MD_ACTIVE_L2
+                                      ? BLKDBG_L2_LOAD : BLKDBG_REFBLOCK_LOAD);
             ret = bdrv_co_pread(c->bs->file, offset, c->table_size,
                                 slot_table(c, i), 0);
             if (ret < 0) {

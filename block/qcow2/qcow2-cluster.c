@@ -315,6 +315,7 @@ int coroutine_fn qcow2_co_pread(BlockDriverState *bs, int64_t offset,
             memset(p, 0, m.bytes);
             break;
         case QCOW2_CLUSTER_NORMAL:
+            BLKDBG_EVENT(bs->file, BLKDBG_READ_AIO);
             ret = read_host(bs, m.host, m.bytes, p);
             inflight_end(s, &io);
             break;
@@ -367,6 +368,7 @@ static int coroutine_fn get_l2_for_write(BlockDriverState *bs,
     }
     if (old) {
         /* Shared with a snapshot: the copy refers to the same clusters. */
+        BLKDBG_EVENT(bs->file, BLKDBG_L2_ALLOC_COW_READ);
         ret = qcow2_cache_get(s->l2_cache, old, (void **)&old_table);
         if (ret < 0) {
             qcow2_cache_put(s->l2_cache, (void **)&new_table);
@@ -380,6 +382,7 @@ static int coroutine_fn get_l2_for_write(BlockDriverState *bs,
     qcow2_cache_mark_dirty(s->l2_cache, new_table);
     qcow2_cache_put(s->l2_cache, (void **)&new_table);
 
+    BLKDBG_EVENT(bs->file, BLKDBG_L2_ALLOC_WRITE);
     ret = qcow2_cache_flush(s->l2_cache);
     if (ret < 0) {
         /*
@@ -392,6 +395,7 @@ static int coroutine_fn get_l2_for_write(BlockDriverState *bs,
         qcow2_free_clusters(bs, new, s->cluster_size, false);
         return ret;
     }
+    BLKDBG_EVENT(bs->file, BLKDBG_L1_UPDATE);
     be = GUINT64_TO_BE((uint64_t)new | QCOW2_OFLAG_COPIED);
     ret = qcow2_write_metadata(bs, QCOW2_MD_ACTIVE_L1,
                                s->l1_table_offset + l1_index * 8, 8, &be);
@@ -594,6 +598,7 @@ static int coroutine_fn alloc_write(BlockDriverState *bs, int64_t offset,
     co_mutex_unlock(&s->lock);
 
     end = MIN(offset + bytes, alloc.guest_end);
+    BLKDBG_EVENT(bs->file, BLKDBG_WRITE_AIO);
     ret = write_with_cow(bs, cluster_start, n, host, head_l2e, tail_l2e,
                          offset, end - offset, buf);
 
@@ -639,6 +644,7 @@ int coroutine_fn qcow2_co_pwrite(BlockDriverState *bs, int64_t offset,
                                                m.bytes);
             inflight_begin(s, &io, m.host, m.bytes);
             co_mutex_unlock(&s->lock);
+            BLKDBG_EVENT(bs->file, BLKDBG_WRITE_AIO);
             if (ret == 0) {
                 ret = bdrv_co_pwrite(bs->file, m.host, m.bytes, p, 0);
             }

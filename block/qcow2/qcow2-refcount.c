@@ -130,6 +130,7 @@ int coroutine_fn qcow2_refcount_init(BlockDriverState *bs, int64_t file_len,
         error_setg(errp, "Could not allocate refcount table");
         return -ENOMEM;
     }
+    BLKDBG_EVENT(bs->file, BLKDBG_REFTABLE_LOAD);
     ret = bdrv_co_pread(bs->file, s->refcount_table_offset, bytes,
                         s->refcount_table, 0);
     if (ret < 0) {
@@ -305,6 +306,7 @@ static int coroutine_fn update_refcounts(BlockDriverState *bs, int64_t first,
 
         int64_t offset = refblock_offset(bs, r);
 
+        BLKDBG_EVENT(bs->file, BLKDBG_REFBLOCK_ALLOC);
         if (offset < 0) {
             return offset;
         }
@@ -526,6 +528,7 @@ static int coroutine_fn alloc_refcount_block(BlockDriverState *bs, int64_t r)
     int ret;
     uint64_t be;
 
+    BLKDBG_EVENT(bs->file, BLKDBG_REFBLOCK_ALLOC);
     if (r >= s->refcount_table_size) {
         return grow_refcount_table(bs, r + 1);
     }
@@ -563,6 +566,7 @@ static int coroutine_fn alloc_refcount_block(BlockDriverState *bs, int64_t r)
         forget_new_refblock(bs, c, rc != r);
         return ret;
     }
+    BLKDBG_EVENT(bs->file, BLKDBG_REFBLOCK_ALLOC_HOOKUP);
     be = GUINT64_TO_BE((uint64_t)c << s->cluster_bits);
     ret = qcow2_write_metadata(bs, QCOW2_MD_REFCOUNT_TABLE,
                                s->refcount_table_offset + r * 8, 8, &be);
@@ -579,6 +583,7 @@ int64_t coroutine_fn qcow2_alloc_clusters(BlockDriverState *bs,
 {
     BDRVQcow2State *s = bs->opaque;
 
+    BLKDBG_EVENT(bs->file, BLKDBG_CLUSTER_ALLOC);
     for (;;) {
         int64_t start = find_free_clusters(bs, nb_clusters);
         bool retry = false;

@@ -148,6 +148,13 @@ struct BlockDriver {
      * bdrv_set_perm.
      */
     void (*bdrv_abort_perm)(BlockDriverState *bs);
+
+    /*
+     * A layer above (or the core, for the node's own requests) reached
+     * the point named by @event; see bdrv_debug_event().  Only the
+     * blkdebug driver listens.
+     */
+    void (*bdrv_debug_event)(BlockDriverState *bs, BlkdebugEvent event);
 };
 
 /* Internal block-status bit: "ask *file at *map instead". */

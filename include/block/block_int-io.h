@@ -35,4 +35,24 @@ int coroutine_fn bdrv_co_block_status_above(BlockDriverState *bs,
                                             int64_t offset, int64_t bytes,
                                             int64_t *pnum, int *depth);
 
+/*
+ * bdrv_debug_event:
+ * Tell @bs that @event happened, for fault injection in tests: a
+ * blkdebug node reacts by activating the error rules or changing to the
+ * state that its options tie to @event.  Nodes of other drivers ignore
+ * events, so the calls cost one test when no blkdebug node is present.
+ * Format drivers raise events on the child that holds their metadata
+ * and data, through BLKDBG_EVENT(); the core raises the pwritev* events
+ * on the node written and the flush_* events on the primary child of
+ * the node flushed.  The event itself never fails: a rule it activates
+ * makes the following requests on the blkdebug node fail.
+ */
+void bdrv_debug_event(BlockDriverState *bs, BlkdebugEvent event);
+#define BLKDBG_EVENT(child, evt) \
+    do { \
+        if (child) { \
+            bdrv_debug_event((child)->bs, (evt)); \
+        } \
+    } while (0)
+
 #endif /* BLOCK_BLOCK_INT_IO_H */
