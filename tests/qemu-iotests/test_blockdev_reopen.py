@@ -1,9 +1,10 @@
 """blockdev-reopen: children, read-only and the options that cannot change.
 
 The messages are QEMU 7.2's; the tests run against both daemons.  The
-live test puts a pass-through node between a qcow2 node and its file and
-takes it out again while qemu-io writes through an NBD export of the
-qcow2 node: no request may fail and the image must match the model.
+live test puts a blkdebug filter (with no rules) between a qcow2 node and
+its file and takes it out again while qemu-io writes through an NBD
+export of the qcow2 node: no request may fail and the image must match
+the model.
 
 iotests groups: rw quick
 """
@@ -142,7 +143,7 @@ def test_empty_list(graph):
 
 
 def test_filter_in_and_out_under_writes(daemon, scratch):
-    """A node goes between qcow2 and its file and out again, live."""
+    """A filter goes between qcow2 and its file and out again, live."""
     img = os.path.join(scratch, "disk.qcow2")
     size = 8 * MiB
     qemu_img("create", "-q", "-f", "qcow2", img, str(size))
@@ -150,8 +151,8 @@ def test_filter_in_and_out_under_writes(daemon, scratch):
                                     "filename": img})
     daemon.command("blockdev-add", {"driver": "qcow2", "node-name": "q0",
                                     "file": "f0"})
-    daemon.command("blockdev-add", {"driver": "raw", "node-name": "mid",
-                                    "file": "f0"})
+    daemon.command("blockdev-add", {"driver": "blkdebug", "node-name": "mid",
+                                    "image": "f0"})
     sock = daemon.start_nbd_unix()
     daemon.export("q0", writable=True)
     uri = iotests.nbd_uri(sock, "q0")
