@@ -158,18 +158,22 @@ def test_filter_in_and_out_under_writes(daemon, scratch):
     uri = iotests.nbd_uri(sock, "q0")
     model = Reference(size)
     cmds = []
-    for i in range(256):
+    for i in range(1024):
         off = (i * 37 % 128) * 64 * 1024
         pat = 1 + i % 250
         cmds.append(f"write -q -P {pat} {off} 65536")
         model.write(pat, off, 65536)
     writer = qemu_io_popen(uri, cmds, fmt="raw")
-    for i in range(20):
-        file = "mid" if i % 2 == 0 else "f0"
+    switches = 0
+    # In and out for as long as the writes go on (bounded: 2000 switches).
+    while (writer.poll() is None or switches % 2) and switches < 2000:
+        file = "mid" if switches % 2 == 0 else "f0"
         assert daemon.command("blockdev-reopen", {
             "options": [{"driver": "qcow2", "node-name": "q0",
                          "file": file}]}) == {}
+        switches += 1
     wait_all([writer])
+    assert switches >= 10
     daemon.del_export()
     daemon.command("blockdev-del", {"node-name": "q0"})
     daemon.command("blockdev-del", {"node-name": "mid"})
@@ -178,4 +182,5 @@ def test_filter_in_and_out_under_writes(daemon, scratch):
     qemu_img("convert", "-O", "raw", img, raw)
     model.check_file(raw)
     res = qemu_img("check", img, check=False)
-    assert res.returncode == 0, res
+    # qemu-storage-daemon 7.2 leaks a cluster here now and then (rc 3).
+    assert res.returncode in ((0, 3) if iotests.is_reference() else (0,)), res
