@@ -42,6 +42,8 @@ typedef struct BDRVFileState {
     bool has_punch_hole;
     bool use_locking;
     FileLock lock;              /* if use_locking */
+    int open_flags;             /* but the access mode */
+    int reopen_fd;              /* prepared by a reopen, or -1 */
 } BDRVFileState;
 
 static ssize_t coroutine_fn file_co_submit(BlockDriverState *bs,
@@ -87,6 +89,8 @@ static int coroutine_fn file_open(BlockDriverState *bs,
     int flags = O_CLOEXEC | (bs->cache_direct ? O_DIRECT : 0);
     struct stat st;
 
+    s->open_flags = flags;
+    s->reopen_fd = -1;
     s->fd = open(opts->filename, flags | (bs->read_only ? O_RDONLY : O_RDWR));
     if (s->fd < 0 && !bs->read_only && options->has_auto_read_only &&
         options->auto_read_only && (errno == EACCES || errno == EROFS)) {
@@ -129,6 +133,50 @@ static int coroutine_fn file_open(BlockDriverState *bs,
     bs->bl.max_transfer = FILE_MAX_TRANSFER;
     bs->filename = g_strdup(opts->filename);
     return 0;
+}
+
+/*
+ * blockdev-reopen switching read-only: a new fd with the other access
+ * mode, swapped in at commit (the node is drained then, so no request
+ * uses the old one).  The image locks live on their own fd and stay.
+ */
+static bool file_reopen_prepare(BlockDriverState *bs, bool read_only,
+                                Error **errp)
+{
+    BDRVFileState *s = bs->opaque;
+    int fd = open(bs->filename, s->open_flags |
+                                (read_only ? O_RDONLY : O_RDWR));
+
+    if (fd < 0) {
+        error_setg_errno(errp, errno, "Could not reopen file");
+        return false;
+    }
+    if (s->reopen_fd >= 0) {
+        close(s->reopen_fd);
+    }
+    s->reopen_fd = fd;
+    return true;
+}
+
+static void file_reopen_commit(BlockDriverState *bs)
+{
+    BDRVFileState *s = bs->opaque;
+
+    if (s->reopen_fd >= 0) {
+        close(s->fd);
+        s->fd = s->reopen_fd;
+        s->reopen_fd = -1;
+    }
+}
+
+static void file_reopen_abort(BlockDriverState *bs)
+{
+    BDRVFileState *s = bs->opaque;
+
+    if (s->reopen_fd >= 0) {
+        close(s->reopen_fd);
+        s->reopen_fd = -1;
+    }
 }
 
 static void file_close(BlockDriverState *bs)
@@ -495,6 +543,10 @@ static const BlockDriver bdrv_file = {
     .format_name = "file",
     .instance_size = sizeof(BDRVFileState),
     .has_variable_length = true,
+    .can_reopen_read_only = true,
+    .bdrv_reopen_prepare = file_reopen_prepare,
+    .bdrv_reopen_commit = file_reopen_commit,
+    .bdrv_reopen_abort = file_reopen_abort,
     .bdrv_open = file_open,
     .bdrv_close = file_close,
     .bdrv_co_create = file_co_create,

@@ -49,6 +49,7 @@ typedef struct EdgeMove {
 typedef struct GraphChange {
     GArray *moves;                  /* EdgeMove, in the order made */
     GPtrArray *changed_nodes;       /* nodes changed otherwise (read-only) */
+    GPtrArray *reopened;            /* nodes whose driver prepared a reopen */
     /* Filled by the check: */
     GPtrArray *order;               /* visited nodes, parents first */
     GHashTable *node_perm;          /* node -> PermPair * its parents take */
@@ -94,6 +95,7 @@ static GraphChange *graph_change_new(void)
 
     gc->moves = g_array_new(FALSE, FALSE, sizeof(EdgeMove));
     gc->changed_nodes = g_ptr_array_new();
+    gc->reopened = g_ptr_array_new();
     gc->order = g_ptr_array_new();
     gc->node_perm = g_hash_table_new_full(NULL, NULL, NULL, g_free);
     gc->edge_perm = g_hash_table_new_full(NULL, NULL, NULL, g_free);
@@ -104,6 +106,7 @@ static void graph_change_free(GraphChange *gc)
 {
     g_array_free(gc->moves, TRUE);
     g_ptr_array_free(gc->changed_nodes, TRUE);
+    g_ptr_array_free(gc->reopened, TRUE);
     g_ptr_array_free(gc->order, TRUE);
     g_hash_table_destroy(gc->node_perm);
     g_hash_table_destroy(gc->edge_perm);
@@ -648,6 +651,12 @@ static bool graph_reopen_one(GraphChange *gc, BdrvReopenChange *change,
         if (change->read_only && !bdrv_can_set_read_only(bs, errp)) {
             return false;
         }
+        if (bs->drv->bdrv_reopen_prepare) {
+            if (!bs->drv->bdrv_reopen_prepare(bs, change->read_only, errp)) {
+                return false;
+            }
+            g_ptr_array_add(gc->reopened, bs);
+        }
         bs->read_only = change->read_only;
         g_ptr_array_add(gc->changed_nodes, bs);
     }
@@ -682,6 +691,15 @@ bool bdrv_reopen_multiple(BdrvReopenChange *changes, size_t n, Error **errp)
         graph_abort(gc);
     } else if (!ok) {
         graph_undo_moves(gc);
+    }
+    for (guint i = gc->reopened->len; i-- > 0;) {
+        BlockDriverState *bs = gc->reopened->pdata[i];
+
+        if (ok) {
+            bs->drv->bdrv_reopen_commit(bs);
+        } else {
+            bs->drv->bdrv_reopen_abort(bs);
+        }
     }
     if (!ok) {
         for (size_t i = n; i-- > 0;) {

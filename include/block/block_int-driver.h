@@ -48,8 +48,11 @@ struct BlockDriver {
     /* A filter passes data through to its one primary child. */
     bool is_filter;
     /*
-     * blockdev-reopen may switch read-only on and off: the driver keeps
-     * nothing that depends on it (an fd's open mode, on-disk flags).
+     * blockdev-reopen may switch read-only on and off.  A driver that
+     * keeps something depending on it (an fd's open mode) prepares the
+     * switch in bdrv_reopen_prepare and makes it in bdrv_reopen_commit, or
+     * drops it in bdrv_reopen_abort; commit and abort may be called more
+     * than once and do nothing the second time.
      */
     bool can_reopen_read_only;
     /*
@@ -148,6 +151,11 @@ struct BlockDriver {
      * bdrv_set_perm.
      */
     void (*bdrv_abort_perm)(BlockDriverState *bs);
+
+    bool (*bdrv_reopen_prepare)(BlockDriverState *bs, bool read_only,
+                                Error **errp);
+    void (*bdrv_reopen_commit)(BlockDriverState *bs);
+    void (*bdrv_reopen_abort)(BlockDriverState *bs);
 
     /*
      * A layer above (or the core, for the node's own requests) reached

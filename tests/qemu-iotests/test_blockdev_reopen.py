@@ -184,3 +184,30 @@ def test_filter_in_and_out_under_writes(daemon, scratch):
     res = qemu_img("check", img, check=False)
     # qemu-storage-daemon 7.2 leaks a cluster here now and then (rc 3).
     assert res.returncode in ((0, 3) if iotests.is_reference() else (0,)), res
+
+
+def test_file_read_only_switch(daemon, scratch):
+    """A file node goes read-only and back; writes reach the disk after."""
+    img = os.path.join(scratch, "disk.raw")
+    iotests.create_image(img, MiB)
+    f0 = {"driver": "file", "node-name": "f0", "filename": img}
+    r0 = {"driver": "raw", "node-name": "r0", "file": "f0"}
+    daemon.command("blockdev-add", f0)
+    daemon.command("blockdev-add", {**r0, "read-only": True})
+    assert reopen(daemon, {**f0, "read-only": True}) == {"return": {}}
+    assert node(daemon, "f0")["ro"] is True
+    sock = daemon.start_nbd_unix()
+    # raw may go read/write, but a writer then finds the file read-only
+    assert reopen(daemon, r0) == {"return": {}}
+    resp = daemon.cmd("block-export-add", {"type": "nbd", "id": "e",
+                                           "node-name": "r0",
+                                           "writable": True})
+    assert error(resp) == "Block node is read-only"
+    assert reopen(daemon, f0, r0) == {"return": {}}
+    daemon.export("r0", writable=True)
+    iotests.qemu_io("-f", "raw", "-c", "write -P 0x5a 4096 4096",
+                    iotests.nbd_uri(sock, "r0"))
+    daemon.del_export()
+    with open(img, "rb") as f:
+        f.seek(4096)
+        assert f.read(4096) == b"\x5a" * 4096
