@@ -348,6 +348,7 @@ static int blkdebug_get_info(BlockDriverState *bs, BlockDriverInfo *bdi)
 
 static const BlockDriver bdrv_blkdebug = {
     .format_name = "blkdebug",
+    .can_reopen_read_only = true,
     .instance_size = sizeof(BDRVBlkdebugState),
     .is_filter = true,
     /* A format driver above allocates by writing past the end. */
