@@ -77,6 +77,17 @@ def slow_enabled() -> bool:
     return os.environ.get("BLOCKD_SLOW_TESTS", "") not in ("", "0")
 
 
+def sanitizer_rss_slack_mib() -> float:
+    """Memory an ASan build keeps on top of what the daemon holds.
+
+    Freed memory waits in ASan's quarantine (``quarantine_size_mb`` in
+    ASAN_OPTIONS, set by ``make SANITIZE=1``) before it is reused, so
+    bounds on RSS growth allow that much more under ASan.
+    """
+    m = re.search(r"quarantine_size_mb=(\d+)", os.environ.get("ASAN_OPTIONS", ""))
+    return float(m.group(1)) if m else 0.0
+
+
 def require_binary() -> str:
     binary = daemon_binary()
     if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
