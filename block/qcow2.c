@@ -29,6 +29,7 @@
  */
 #include "block/qcow2.h"
 #include "block/qcow2-bitmap.h"
+#include "qapi/qapi-events.h"
 #include "qapi/qapi-types.h"
 
 #include <fcntl.h>
@@ -72,6 +73,7 @@ int coroutine_fn qcow2_write_header_u64(BlockDriverState *bs, int offset,
 }
 
 int coroutine_fn qcow2_signal_corruption(BlockDriverState *bs,
+                                         int64_t offset, int64_t size,
                                          const char *fmt, ...)
 {
     BDRVQcow2State *s = bs->opaque;
@@ -85,6 +87,14 @@ int coroutine_fn qcow2_signal_corruption(BlockDriverState *bs,
         return -EIO;
     }
     s->corrupt = true;
+    /*
+     * Fatal: the image is marked corrupt and no longer written.  The
+     * device name is empty, as for QEMU's nodes that have no named
+     * BlockBackend (all of them, in the storage daemon).
+     */
+    qapi_event_send_block_image_corrupted("", bs->node_name,
+                                          msg, offset >= 0, offset,
+                                          size >= 0, size, !bs->read_only);
     if (bs->read_only) {
         error_report("qcow2: Image is corrupt: %s; further corruption "
                      "events will be suppressed", msg);
