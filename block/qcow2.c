@@ -274,17 +274,6 @@ static bool qcow2_parse_options(BlockDriverState *bs,
                    "supported");
         return false;
     }
-    if (opts->has_cache_clean_interval && opts->cache_clean_interval) {
-        error_setg(errp, "qcow2: cache-clean-interval is not supported "
-                   "(only 0)");
-        return false;
-    }
-    if (opts->has_l2_cache_entry_size &&
-        opts->l2_cache_entry_size != s->cluster_size) {
-        error_setg(errp, "qcow2: l2-cache-entry-size must be the cluster "
-                   "size (%" PRId64 ")", s->cluster_size);
-        return false;
-    }
     s->pass_discard_request = opts->has_pass_discard_request
                               ? opts->pass_discard_request
                               : bs->discard_unmap;
@@ -294,18 +283,58 @@ static bool qcow2_parse_options(BlockDriverState *bs,
         opts->has_overlap_check ? opts->overlap_check
                                 : QCOW2_OVERLAP_CHECK_MODE_CACHED);
 
-    if ((opts->has_cache_size && opts->cache_size < 0) ||
-        (opts->has_l2_cache_size && opts->l2_cache_size < 0) ||
-        (opts->has_refcount_cache_size && opts->refcount_cache_size < 0)) {
-        error_setg(errp, "qcow2: cache sizes must not be negative");
+    /* QEMU's checks, in QEMU's order */
+    if (!bdrv_check_size_option("cache-size", opts->has_cache_size,
+                                opts->cache_size, errp) ||
+        !bdrv_check_size_option("l2-cache-size", opts->has_l2_cache_size,
+                                opts->l2_cache_size, errp) ||
+        !bdrv_check_size_option("l2-cache-entry-size",
+                                opts->has_l2_cache_entry_size,
+                                opts->l2_cache_entry_size, errp) ||
+        !bdrv_check_size_option("refcount-cache-size",
+                                opts->has_refcount_cache_size,
+                                opts->refcount_cache_size, errp)) {
         return false;
     }
     if (opts->has_cache_size && opts->has_l2_cache_size &&
-        opts->has_refcount_cache_size &&
-        opts->l2_cache_size + opts->refcount_cache_size !=
-        opts->cache_size) {
-        error_setg(errp, "l2-cache-size, refcount-cache-size and cache-size "
+        opts->has_refcount_cache_size) {
+        error_setg(errp, "cache-size, l2-cache-size and refcount-cache-size "
                    "may not be set at the same time");
+        return false;
+    }
+    if (opts->has_cache_size && opts->has_l2_cache_size &&
+        opts->l2_cache_size > opts->cache_size) {
+        error_setg(errp, "l2-cache-size may not exceed cache-size");
+        return false;
+    }
+    if (opts->has_cache_size && opts->has_refcount_cache_size &&
+        opts->refcount_cache_size > opts->cache_size) {
+        error_setg(errp, "refcount-cache-size may not exceed cache-size");
+        return false;
+    }
+    if (opts->has_l2_cache_entry_size &&
+        (opts->l2_cache_entry_size < 512 ||
+         opts->l2_cache_entry_size > s->cluster_size ||
+         (opts->l2_cache_entry_size & (opts->l2_cache_entry_size - 1)))) {
+        error_setg(errp, "L2 cache entry size must be a power of two "
+                   "between 512 and the cluster size (%" PRId64 ")",
+                   s->cluster_size);
+        return false;
+    }
+    if (opts->has_l2_cache_entry_size &&
+        opts->l2_cache_entry_size != s->cluster_size) {
+        error_setg(errp, "qcow2: l2-cache-entry-size must be the cluster "
+                   "size (%" PRId64 ")", s->cluster_size);
+        return false;
+    }
+    if (opts->has_cache_clean_interval &&
+        (uint64_t)opts->cache_clean_interval > UINT_MAX) {
+        error_setg(errp, "Cache clean interval too big");
+        return false;
+    }
+    if (opts->has_cache_clean_interval && opts->cache_clean_interval) {
+        error_setg(errp, "qcow2: cache-clean-interval is not supported "
+                   "(only 0)");
         return false;
     }
     if (opts->has_l2_cache_size) {
