@@ -67,6 +67,7 @@ struct NBDExport {
     char *description;          /* NULL if none */
     uint64_t size;
     uint32_t min_block;         /* advertised minimum block size */
+    OnOffAuto multi_conn;       /* NBD_FLAG_CAN_MULTI_CONN */
     GPtrArray *contexts;        /* NBDMetaContext *; index = context id */
 
     /* Main loop only. */
@@ -82,10 +83,12 @@ GList *nbd_export_list(void);
 
 /*
  * Transmission flags for a client; NBD_FLAG_SEND_DF depends on whether
- * it negotiated structured replies.
+ * it negotiated structured replies, NBD_FLAG_CAN_MULTI_CONN on the
+ * export's multi-conn setting and, for auto, on @shared_server (the
+ * server accepts more than one connection).
  */
 uint16_t nbd_export_tx_flags(NBDExport *exp, bool structured_reply,
-                             bool multi_conn);
+                             bool shared_server);
 
 /*
  * Attach @client (takes a BlockExport reference); fails if the export was
