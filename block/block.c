@@ -15,6 +15,17 @@ enum {
 static GList *all_nodes;
 static GPtrArray *block_drivers;
 
+bool bdrv_check_size_option(const char *name, bool has_value, int64_t value,
+                            Error **errp)
+{
+    if (has_value && value < 0) {
+        error_setg(errp, "Parameter '%s' expects a non-negative number "
+                   "below 2^64", name);
+        return false;
+    }
+    return true;
+}
+
 void bdrv_register(const BlockDriver *drv)
 {
     if (!block_drivers) {

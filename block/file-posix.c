@@ -1,8 +1,9 @@
 /*
  * The "file" protocol driver: a regular file or block device.
  *
- * I/O goes through io_uring by default (aio=io_uring; aio=native is
- * accepted as a synonym because blockd has no Linux AIO engine), or
+ * I/O goes through io_uring by default (aio=io_uring; aio=native, which
+ * as in QEMU requires cache.direct=on, is accepted as a synonym because
+ * blockd has no Linux AIO engine), or
  * through the thread pool with aio=threads or where io_uring cannot be
  * set up.  With cache.direct=on the file is opened O_DIRECT and the node
  * advertises the device's direct-I/O alignment (from statx, else probed
@@ -89,6 +90,13 @@ static int coroutine_fn file_open(BlockDriverState *bs,
     int flags = O_CLOEXEC | (bs->cache_direct ? O_DIRECT : 0);
     struct stat st;
 
+    /* QEMU's rule: native AIO is only asynchronous with O_DIRECT */
+    if (opts->has_aio && opts->aio == BLOCKDEV_AIO_OPTIONS_NATIVE &&
+        !bs->cache_direct) {
+        error_setg(errp, "aio=native was specified, but it requires "
+                   "cache.direct=on, which was not specified.");
+        return -EINVAL;
+    }
     s->open_flags = flags;
     s->reopen_fd = -1;
     s->fd = open(opts->filename, flags | (bs->read_only ? O_RDONLY : O_RDWR));

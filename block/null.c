@@ -12,6 +12,8 @@ enum {
     NULL_DEFAULT_SIZE = 1 << 30,
 };
 
+#define NULL_MAX_SIZE (INT64_MAX & ~((1LL << 30) - 1))
+
 typedef struct BDRVNullState {
     bool read_zeroes;
 } BDRVNullState;
@@ -24,6 +26,17 @@ static int coroutine_fn null_open(BlockDriverState *bs,
 
     if (opts->has_size && opts->size < 0) {
         error_setg(errp, "Parameter 'size' expects a non-negative value");
+        return -EINVAL;
+    }
+    /* QEMU's bound on any node's length: INT64_MAX down to 1 GiB */
+    if (opts->has_size && opts->size > NULL_MAX_SIZE) {
+        error_setg(errp, "Could not refresh total sector count: %s",
+                   strerror(EFBIG));
+        return -EFBIG;
+    }
+    /* QEMU holds the delay in an int64_t */
+    if (opts->has_latency_ns && opts->latency_ns > INT64_MAX) {
+        error_setg(errp, "latency-ns is invalid");
         return -EINVAL;
     }
     bs->total_bytes = opts->has_size ? opts->size : NULL_DEFAULT_SIZE;

@@ -27,8 +27,12 @@ static int coroutine_fn raw_open(BlockDriverState *bs,
                          BDRV_CHILD_FILTERED, errp)) {
         return -EINVAL;
     }
+    if (!bdrv_check_size_option("offset", opts->has_offset, opts->offset,
+                                errp) ||
+        !bdrv_check_size_option("size", opts->has_size, opts->size, errp)) {
+        return -EINVAL;
+    }
     file_size = bdrv_getlength(bs->file->bs);
-    /* Negative values read as huge ones, as in QEMU (unsigned there). */
     s->offset = opts->has_offset ? opts->offset : 0;
     s->has_size = opts->has_size;
     s->size = opts->has_size ? opts->size : file_size - s->offset;

@@ -26,6 +26,15 @@
 #define BLOCKD_VERSION_STRING "0.1.0"
 #endif
 
+/*
+ * The QEMU release whose QMP interface blockd implements.  QMP clients
+ * decide what they may use from the "qemu" version member, so that is
+ * where this goes; blockd's own version is in "package".
+ */
+#define QMP_INTERFACE_MAJOR 7
+#define QMP_INTERFACE_MINOR 2
+#define QMP_INTERFACE_MICRO 0
+
 typedef struct Chardev {
     /* Set at creation, never changed */
     char *id;
@@ -61,6 +70,6 @@ void monitor_qmp_dispatcher_init(void);
 typedef struct MonitorQMP MonitorQMP;
 MonitorQMP *monitor_cur(void);
 bool monitor_qmp_negotiated(MonitorQMP *mon);
-void monitor_qmp_set_negotiated(MonitorQMP *mon);
+void monitor_qmp_set_negotiated(MonitorQMP *mon, bool oob);
 
 #endif /* MONITOR_MONITOR_INTERNAL_H */

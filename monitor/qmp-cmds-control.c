@@ -13,6 +13,7 @@
 void qmp_qmp_capabilities(QMPCapabilityList *enable, Error **errp)
 {
     MonitorQMP *mon = monitor_cur();
+    bool oob = false;
 
     assert(mon);
     if (monitor_qmp_negotiated(mon)) {
@@ -21,23 +22,20 @@ void qmp_qmp_capabilities(QMPCapabilityList *enable, Error **errp)
                   "ignored");
         return;
     }
-    /*
-     * "oob" is accepted; blockd executes every command in order, which is
-     * a valid implementation of out-of-band as far as ordering goes.
-     */
-    monitor_qmp_set_negotiated(mon);
+    for (; enable; enable = enable->next) {
+        oob |= enable->value == QMP_CAPABILITY_OOB;
+    }
+    monitor_qmp_set_negotiated(mon, oob);
 }
 
 VersionInfo *qmp_query_version(Error **errp)
 {
     VersionInfo *info = g_new0(VersionInfo, 1);
-    int major = 0, minor = 0, micro = 0;
 
-    sscanf(BLOCKD_VERSION_STRING, "%d.%d.%d", &major, &minor, &micro);
     info->qemu = g_new0(VersionTriple, 1);
-    info->qemu->major = major;
-    info->qemu->minor = minor;
-    info->qemu->micro = micro;
+    info->qemu->major = QMP_INTERFACE_MAJOR;
+    info->qemu->minor = QMP_INTERFACE_MINOR;
+    info->qemu->micro = QMP_INTERFACE_MICRO;
     info->package = g_strdup("blockd " BLOCKD_VERSION_STRING);
     return info;
 }

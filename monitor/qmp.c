@@ -18,6 +18,9 @@
  * Before qmp_capabilities a session uses qmp_cap_negotiation_commands,
  * which holds only qmp_capabilities, and a CommandNotFound answer there is
  * rewritten to QEMU's "Expecting capabilities negotiation" message.
+ * "exec-oob" is understood once the session enabled the "oob" capability;
+ * no command is marked allow-oob (as in qemu-storage-daemon 7.2), so
+ * qmp_dispatch() refuses each one, and it is answered in its turn.
  *
  * Output.  Responses and events are serialized into @outbuf and written
  * without blocking; a G_IO_OUT watch drains the rest.  A client that lets
@@ -29,6 +32,9 @@
 #include "util/main-loop.h"
 #include "qapi/qmp-event.h"
 #include "qapi/qmp-dispatch.h"
+#include "qapi/qapi-commands.h"
+#include "qapi/qapi-visit.h"
+#include "qapi/qobject-output-visitor.h"
 #include "util/json-parser.h"
 #include "monitor-internal.h"
 
@@ -46,6 +52,7 @@ struct MonitorQMP {
     int fd;                     /* -1 once closed */
     int refcnt;
     bool negotiated;            /* qmp_capabilities succeeded */
+    bool oob;                   /* ... with the "oob" capability */
     bool busy;                  /* a request is queued or running */
     guint in_watch;
     guint out_watch;
@@ -84,9 +91,10 @@ bool monitor_qmp_negotiated(MonitorQMP *mon)
     return mon->negotiated;
 }
 
-void monitor_qmp_set_negotiated(MonitorQMP *mon)
+void monitor_qmp_set_negotiated(MonitorQMP *mon, bool oob)
 {
     mon->negotiated = true;
+    mon->oob = oob;
 }
 
 static void monitor_qmp_unref(MonitorQMP *mon)
@@ -201,7 +209,7 @@ static void coroutine_fn monitor_qmp_dispatch(MonitorQMP *mon,
     cur_mon = mon;
     resp = qmp_dispatch(negotiated ? &qmp_commands
                                    : &qmp_cap_negotiation_commands,
-                        req, false);
+                        req, mon->oob);
     cur_mon = NULL;
     if (!negotiated && response_is_command_not_found(resp)) {
         json_object *error;
@@ -374,18 +382,14 @@ static json_object *monitor_qmp_greeting(void)
     json_object *qmp = json_object_new_object();
     json_object *caps = json_object_new_array();
     json_object *greeting = json_object_new_object();
-    json_object *version = json_object_new_object();
-    json_object *triple = json_object_new_object();
-    int major = 0, minor = 0, micro = 0;
+    json_object *version = NULL;
+    g_autoptr(VersionInfo) info = qmp_query_version(&error_abort);
+    g_autoptr(Visitor) v = qobject_output_visitor_new(&version);
 
-    sscanf(BLOCKD_VERSION_STRING, "%d.%d.%d", &major, &minor, &micro);
-    json_object_object_add(triple, "micro", json_object_new_int(micro));
-    json_object_object_add(triple, "minor", json_object_new_int(minor));
-    json_object_object_add(triple, "major", json_object_new_int(major));
-    json_object_object_add(version, "qemu", triple);
-    json_object_object_add(version, "package",
-        json_object_new_string("blockd " BLOCKD_VERSION_STRING));
+    visit_type_VersionInfo(v, NULL, &info, &error_abort);
+    visit_complete(v, &version);
     json_object_object_add(qmp, "version", version);
+    /* Offered like qemu-storage-daemon does; see qmp_capabilities */
     json_object_array_add(caps, json_object_new_string("oob"));
     json_object_object_add(qmp, "capabilities", caps);
     json_object_object_add(greeting, "QMP", qmp);

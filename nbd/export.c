@@ -45,7 +45,7 @@ GList *nbd_export_list(void)
 
 NBDExport *nbd_export_new(BlockExport *common, const char *name,
                           const char *description, bool allocation_depth,
-                          Error **errp)
+                          OnOffAuto multi_conn, Error **errp)
 {
     NBDExport *exp;
     int64_t size;
@@ -70,6 +70,7 @@ NBDExport *nbd_export_new(BlockExport *common, const char *name,
     exp->name = g_strdup(name);
     exp->description = g_strdup(description);
     exp->size = size;
+    exp->multi_conn = multi_conn;
     exp->min_block = MAX(blk_get_request_alignment(common->blk), 1);
     nbd_meta_init_export(exp, allocation_depth);
     nbd_exports = g_list_append(nbd_exports, exp);
@@ -77,7 +78,7 @@ NBDExport *nbd_export_new(BlockExport *common, const char *name,
 }
 
 uint16_t nbd_export_tx_flags(NBDExport *exp, bool structured_reply,
-                             bool multi_conn)
+                             bool shared_server)
 {
     uint16_t flags = NBD_FLAG_HAS_FLAGS | NBD_FLAG_SEND_FLUSH |
                      NBD_FLAG_SEND_FUA | NBD_FLAG_SEND_CACHE;
@@ -91,7 +92,8 @@ uint16_t nbd_export_tx_flags(NBDExport *exp, bool structured_reply,
     if (structured_reply) {
         flags |= NBD_FLAG_SEND_DF;
     }
-    if (multi_conn) {
+    if (exp->multi_conn == ON_OFF_AUTO_ON ||
+        (exp->multi_conn == ON_OFF_AUTO_AUTO && shared_server)) {
         flags |= NBD_FLAG_CAN_MULTI_CONN;
     }
     return flags;

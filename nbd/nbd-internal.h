@@ -41,11 +41,18 @@ typedef struct NBDMetaContext NBDMetaContext;
 #define NBD_MAX_IN_FLIGHT 64
 
 /*
- * Largest option payload accepted during the handshake.  Big enough for
- * an export name plus a generous list of meta context queries; anything
- * larger ends the connection rather than being buffered.
+ * Largest option payload at all, as in QEMU: a longer one ends the
+ * connection.  Payloads up to this size are read, though not necessarily
+ * kept (see server-handshake.c).
  */
-#define NBD_MAX_OPTION_SIZE (64 * 1024)
+#define NBD_MAX_OPTION_SIZE (32 * 1024 * 1024)
+
+/*
+ * Largest NBD_OPT_LIST_META_CONTEXT / SET_META_CONTEXT payload read into
+ * memory: room for a thousand queries of NBD_MAX_NAME_SIZE bytes.  A
+ * larger one is read and discarded, and refused with NBD_REP_ERR_TOO_BIG.
+ */
+#define NBD_MAX_META_OPTION_SIZE (8 * 1024 * 1024)
 
 /* Upper bound on extents in one block status reply. */
 #define NBD_MAX_BLOCK_STATUS_EXTENTS (1u << 16)
@@ -60,6 +67,7 @@ struct NBDExport {
     char *description;          /* NULL if none */
     uint64_t size;
     uint32_t min_block;         /* advertised minimum block size */
+    OnOffAuto multi_conn;       /* NBD_FLAG_CAN_MULTI_CONN */
     GPtrArray *contexts;        /* NBDMetaContext *; index = context id */
 
     /* Main loop only. */
@@ -75,10 +83,12 @@ GList *nbd_export_list(void);
 
 /*
  * Transmission flags for a client; NBD_FLAG_SEND_DF depends on whether
- * it negotiated structured replies.
+ * it negotiated structured replies, NBD_FLAG_CAN_MULTI_CONN on the
+ * export's multi-conn setting and, for auto, on @shared_server (the
+ * server accepts more than one connection).
  */
 uint16_t nbd_export_tx_flags(NBDExport *exp, bool structured_reply,
-                             bool multi_conn);
+                             bool shared_server);
 
 /*
  * Attach @client (takes a BlockExport reference); fails if the export was

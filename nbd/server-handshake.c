@@ -8,10 +8,18 @@
  * Clients that do not set FIXED_NEWSTYLE, or set flags we do not know,
  * are disconnected at once: oldstyle and plain newstyle are not served.
  *
- * Bounds: an option's payload is read whole into one buffer, and payloads
- * above NBD_MAX_OPTION_SIZE end the connection instead (no valid option
- * comes close).  Every length inside a payload is checked against what
- * is left of it before use; a mismatch is NBD_REP_ERR_INVALID.  The whole
+ * Bounds: an option's payload may be up to NBD_MAX_OPTION_SIZE long (as
+ * in QEMU; a longer one ends the connection).  Each
+ * option we understand has a largest valid payload (nbd_opt_max_payload);
+ * a payload within it is read whole into one buffer.  A longer one is
+ * read and discarded in chunks, never buffered, and the option is
+ * answered as it would be with an unusable payload: NBD_REP_ERR_UNSUP for
+ * options we do not know, NBD_REP_ERR_INVALID for options whose payload
+ * cannot be that long, NBD_REP_ERR_TOO_BIG for meta context queries we
+ * will not hold in memory; the negotiation then goes on.  Only
+ * NBD_OPT_EXPORT_NAME, which has no error reply, ends the connection.
+ * Every length inside a payload is checked against what is left of it
+ * before use; a mismatch is NBD_REP_ERR_INVALID.  The whole
  * handshake runs under a timer (listener.c) that disconnects clients that
  * take too long, so a stalled or slow-dripping client cannot keep a
  * connection slot.
@@ -129,6 +137,24 @@ static char *nbd_opt_get_string(NBDOptReader *r)
     r->p += len;
     r->left -= len;
     return s;
+}
+
+/*
+ * A meta context query; *query is NULL for one longer than any context
+ * name, which can match nothing and is skipped.
+ */
+static bool nbd_opt_get_query(NBDOptReader *r, char **query)
+{
+    uint32_t len;
+
+    if (!nbd_opt_get32(r, &len) || len > r->left) {
+        return false;
+    }
+    *query = len > NBD_MAX_NAME_SIZE ? NULL
+                                     : g_strndup((const char *)r->p, len);
+    r->p += len;
+    r->left -= len;
+    return true;
 }
 
 /*
@@ -371,12 +397,12 @@ static int coroutine_fn nbd_opt_meta_context(NBDClient *client,
 
     exp = nbd_export_find(name);
     for (uint32_t i = 0; i < nqueries; i++) {
-        g_autofree char *query = nbd_opt_get_string(&r);
+        g_autofree char *query = NULL;
 
-        if (!query) {
+        if (!nbd_opt_get_query(&r, &query)) {
             return nbd_opt_invalid(client, option);
         }
-        if (exp) {
+        if (exp && query) {
             nbd_meta_match(exp, query, list, ids);
         }
     }
@@ -423,30 +449,48 @@ static int coroutine_fn nbd_opt_meta_context(NBDClient *client,
     return nbd_opt_ack(client, option);
 }
 
-/* Read one option and act on it; see the return convention above. */
-static int coroutine_fn nbd_co_handle_option(NBDClient *client)
+/* Largest payload a well-formed @option can have (see the top). */
+static uint32_t nbd_opt_max_payload(uint32_t option)
 {
-    NBDOptionHeader hdr;
-    g_autofree uint8_t *data = NULL;
-    uint32_t option, len;
-    int ret;
+    switch (option) {
+    case NBD_OPT_EXPORT_NAME:
+        return NBD_MAX_NAME_SIZE;
+    case NBD_OPT_INFO:
+    case NBD_OPT_GO:
+        /* name length, name, number of requests, requests */
+        return 4 + NBD_MAX_NAME_SIZE + 2 + 2 * UINT16_MAX;
+    case NBD_OPT_LIST_META_CONTEXT:
+    case NBD_OPT_SET_META_CONTEXT:
+        return NBD_MAX_META_OPTION_SIZE;
+    default:
+        /* The payload is ignored, or has to be empty. */
+        return 0;
+    }
+}
 
-    ret = nbd_co_recv(client, &hdr, sizeof(hdr));
-    if (ret < 0) {
-        return ret;
+/* Read and drop @len bytes of payload, a chunk at a time. */
+static int coroutine_fn nbd_opt_discard(NBDClient *client, uint32_t len)
+{
+    const uint32_t chunk_size = 64 * 1024;
+    g_autofree uint8_t *chunk = g_malloc(MIN(len, chunk_size));
+
+    while (len > 0) {
+        uint32_t n = MIN(len, chunk_size);
+        int ret = nbd_co_recv(client, chunk, n);
+
+        if (ret < 0) {
+            return ret;
+        }
+        len -= n;
     }
-    option = nbd_ld32(&hdr.option);
-    len = nbd_ld32(&hdr.length);
-    if (nbd_ld64(&hdr.magic) != NBD_OPTS_MAGIC ||
-        len > NBD_MAX_OPTION_SIZE) {
-        return -EINVAL;
-    }
-    /* One extra byte keeps string payloads NUL-terminated. */
-    data = g_malloc0(len + 1);
-    ret = nbd_co_recv(client, data, len);
-    if (ret < 0) {
-        return ret;
-    }
+    return 0;
+}
+
+/* Act on an option whose payload (if any) is @data; see the top. */
+static int coroutine_fn nbd_opt_dispatch(NBDClient *client, uint32_t option,
+                                         const uint8_t *data, uint32_t len)
+{
+    int ret;
 
     switch (option) {
     case NBD_OPT_EXPORT_NAME:
@@ -474,6 +518,61 @@ static int coroutine_fn nbd_co_handle_option(NBDClient *client)
                              "option %" PRIu32 " is not supported",
                              option);
     }
+}
+
+/* Answer an option whose @len bytes of payload were discarded. */
+static int coroutine_fn nbd_opt_oversized(NBDClient *client, uint32_t option,
+                                          uint32_t len)
+{
+    switch (option) {
+    case NBD_OPT_INFO:
+    case NBD_OPT_GO:
+        return nbd_opt_invalid(client, option);
+    case NBD_OPT_LIST_META_CONTEXT:
+    case NBD_OPT_SET_META_CONTEXT:
+        return nbd_opt_error(client, option, NBD_REP_ERR_TOO_BIG,
+                             "option %" PRIu32 " of %" PRIu32 " bytes is "
+                             "too big", option, len);
+    default:
+        /* Options that do not read their payload */
+        return nbd_opt_dispatch(client, option, NULL, len);
+    }
+}
+
+/* Read one option and act on it; see the return convention above. */
+static int coroutine_fn nbd_co_handle_option(NBDClient *client)
+{
+    NBDOptionHeader hdr;
+    g_autofree uint8_t *data = NULL;
+    uint32_t option, len;
+    int ret;
+
+    ret = nbd_co_recv(client, &hdr, sizeof(hdr));
+    if (ret < 0) {
+        return ret;
+    }
+    if (nbd_ld64(&hdr.magic) != NBD_OPTS_MAGIC) {
+        return -EINVAL;
+    }
+    option = nbd_ld32(&hdr.option);
+    len = nbd_ld32(&hdr.length);
+    if (len > NBD_MAX_OPTION_SIZE) {
+        return -EINVAL;
+    }
+    if (len > nbd_opt_max_payload(option)) {
+        if (option == NBD_OPT_EXPORT_NAME) {
+            return -EINVAL;     /* it has no error reply */
+        }
+        ret = nbd_opt_discard(client, len);
+        return ret < 0 ? ret : nbd_opt_oversized(client, option, len);
+    }
+    /* One extra byte keeps string payloads NUL-terminated. */
+    data = g_malloc0(len + 1);
+    ret = nbd_co_recv(client, data, len);
+    if (ret < 0) {
+        return ret;
+    }
+    return nbd_opt_dispatch(client, option, data, len);
 }
 
 int coroutine_fn nbd_co_negotiate(NBDClient *client)

@@ -150,6 +150,10 @@ static const QmpCommand *qmp_check_request(const QmpCommandList *cmds,
                   "The command %s has not been found", name);
         return NULL;
     }
+    if (has_oob && !(cmd->options & QCO_ALLOW_OOB)) {
+        error_setg(errp, "The command %s does not support OOB", name);
+        return NULL;
+    }
     return cmd;
 }
 

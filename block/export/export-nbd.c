@@ -48,7 +48,10 @@ static bool blk_exp_nbd_create(BlockExport *exp, BlockExportOptions *opts,
 
     nexp->nbd = nbd_export_new(exp, name, nbd->description,
                                nbd->has_allocation_depth &&
-                               nbd->allocation_depth, errp);
+                               nbd->allocation_depth,
+                               nbd->has_multi_conn ? nbd->multi_conn
+                                                   : ON_OFF_AUTO_AUTO,
+                               errp);
     return nexp->nbd != NULL;
 }
 

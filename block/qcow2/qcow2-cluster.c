@@ -129,7 +129,7 @@ static int coroutine_fn get_mapping(BlockDriverState *bs, int64_t offset,
         uint64_t host = first & QCOW2_L2E_OFFSET_MASK;
 
         if (qcow2_offset_into_cluster(s, host)) {
-            return qcow2_signal_corruption(bs, "Cluster allocation offset "
+            return qcow2_signal_corruption(bs, -1, -1, "Cluster allocation offset "
                                            "0x%" PRIx64 " unaligned (L2 "
                                            "offset: 0x%" PRIx64 ")", host,
                                            l2_offset);

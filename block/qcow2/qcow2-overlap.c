@@ -195,7 +195,8 @@ int coroutine_fn qcow2_check_metadata_overlap(BlockDriverState *bs,
     hit = qcow2_metadata_overlap(s, s->overlap_checks & ~in_place, offset,
                                  bytes);
     if (hit) {
-        return qcow2_signal_corruption(bs, "Preventing invalid write on "
+        return qcow2_signal_corruption(bs, offset, bytes,
+                                       "Preventing invalid write on "
                                        "metadata (overlaps with %s)",
                                        qcow2_metadata_name(hit));
     }

@@ -180,7 +180,7 @@ static int64_t refblock_offset(BlockDriverState *bs, int64_t r)
     offset = s->refcount_table[r];
     if (qcow2_offset_into_cluster(s, offset) ||
         offset >= QCOW2_MAX_HOST_OFFSET) {
-        return qcow2_signal_corruption(bs, "Refblock offset %#" PRIx64
+        return qcow2_signal_corruption(bs, -1, -1, "Refblock offset %#" PRIx64
                                        " unaligned or out of range "
                                        "(reftable index: %#" PRIx64 ")",
                                        offset, r);
@@ -254,7 +254,7 @@ static int64_t coroutine_fn find_free_clusters(BlockDriverState *bs,
 
             if (skip < 0 && run_start == 0) {
                 /* Only a damaged refcount says the header cluster is free. */
-                return qcow2_signal_corruption(bs, "Refcount of the header "
+                return qcow2_signal_corruption(bs, -1, -1, "Refcount of the header "
                                                "cluster is 0");
             }
             if (skip < 0) {
@@ -311,7 +311,7 @@ static int coroutine_fn update_refcounts(BlockDriverState *bs, int64_t first,
             return offset;
         }
         if (offset == 0) {
-            return qcow2_signal_corruption(bs, "refcount block for cluster "
+            return qcow2_signal_corruption(bs, -1, -1, "refcount block for cluster "
                                            "0x%" PRIx64 " missing",
                                            c << s->cluster_bits);
         }
@@ -329,7 +329,7 @@ static int coroutine_fn update_refcounts(BlockDriverState *bs, int64_t first,
                 if (addend > 0) {
                     return -ERANGE;
                 }
-                return qcow2_signal_corruption(bs, "refcount of cluster "
+                return qcow2_signal_corruption(bs, -1, -1, "refcount of cluster "
                                                "0x%" PRIx64 " dropped "
                                                "below 0",
                                                c << s->cluster_bits);

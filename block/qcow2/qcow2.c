@@ -29,6 +29,7 @@
  */
 #include "block/qcow2/qcow2.h"
 #include "block/qcow2-bitmap.h"
+#include "qapi/qapi-events.h"
 #include "qapi/qapi-types.h"
 
 #include <fcntl.h>
@@ -72,6 +73,7 @@ int coroutine_fn qcow2_write_header_u64(BlockDriverState *bs, int offset,
 }
 
 int coroutine_fn qcow2_signal_corruption(BlockDriverState *bs,
+                                         int64_t offset, int64_t size,
                                          const char *fmt, ...)
 {
     BDRVQcow2State *s = bs->opaque;
@@ -85,6 +87,14 @@ int coroutine_fn qcow2_signal_corruption(BlockDriverState *bs,
         return -EIO;
     }
     s->corrupt = true;
+    /*
+     * Fatal: the image is marked corrupt and no longer written.  The
+     * device name is empty, as for QEMU's nodes that have no named
+     * BlockBackend (all of them, in the storage daemon).
+     */
+    qapi_event_send_block_image_corrupted("", bs->node_name,
+                                          msg, offset >= 0, offset,
+                                          size >= 0, size, !bs->read_only);
     if (bs->read_only) {
         error_report("qcow2: Image is corrupt: %s; further corruption "
                      "events will be suppressed", msg);
@@ -264,17 +274,6 @@ static bool qcow2_parse_options(BlockDriverState *bs,
                    "supported");
         return false;
     }
-    if (opts->has_cache_clean_interval && opts->cache_clean_interval) {
-        error_setg(errp, "qcow2: cache-clean-interval is not supported "
-                   "(only 0)");
-        return false;
-    }
-    if (opts->has_l2_cache_entry_size &&
-        opts->l2_cache_entry_size != s->cluster_size) {
-        error_setg(errp, "qcow2: l2-cache-entry-size must be the cluster "
-                   "size (%" PRId64 ")", s->cluster_size);
-        return false;
-    }
     s->pass_discard_request = opts->has_pass_discard_request
                               ? opts->pass_discard_request
                               : bs->discard_unmap;
@@ -284,18 +283,58 @@ static bool qcow2_parse_options(BlockDriverState *bs,
         opts->has_overlap_check ? opts->overlap_check
                                 : QCOW2_OVERLAP_CHECK_MODE_CACHED);
 
-    if ((opts->has_cache_size && opts->cache_size < 0) ||
-        (opts->has_l2_cache_size && opts->l2_cache_size < 0) ||
-        (opts->has_refcount_cache_size && opts->refcount_cache_size < 0)) {
-        error_setg(errp, "qcow2: cache sizes must not be negative");
+    /* QEMU's checks, in QEMU's order */
+    if (!bdrv_check_size_option("cache-size", opts->has_cache_size,
+                                opts->cache_size, errp) ||
+        !bdrv_check_size_option("l2-cache-size", opts->has_l2_cache_size,
+                                opts->l2_cache_size, errp) ||
+        !bdrv_check_size_option("l2-cache-entry-size",
+                                opts->has_l2_cache_entry_size,
+                                opts->l2_cache_entry_size, errp) ||
+        !bdrv_check_size_option("refcount-cache-size",
+                                opts->has_refcount_cache_size,
+                                opts->refcount_cache_size, errp)) {
         return false;
     }
     if (opts->has_cache_size && opts->has_l2_cache_size &&
-        opts->has_refcount_cache_size &&
-        opts->l2_cache_size + opts->refcount_cache_size !=
-        opts->cache_size) {
-        error_setg(errp, "l2-cache-size, refcount-cache-size and cache-size "
+        opts->has_refcount_cache_size) {
+        error_setg(errp, "cache-size, l2-cache-size and refcount-cache-size "
                    "may not be set at the same time");
+        return false;
+    }
+    if (opts->has_cache_size && opts->has_l2_cache_size &&
+        opts->l2_cache_size > opts->cache_size) {
+        error_setg(errp, "l2-cache-size may not exceed cache-size");
+        return false;
+    }
+    if (opts->has_cache_size && opts->has_refcount_cache_size &&
+        opts->refcount_cache_size > opts->cache_size) {
+        error_setg(errp, "refcount-cache-size may not exceed cache-size");
+        return false;
+    }
+    if (opts->has_l2_cache_entry_size &&
+        (opts->l2_cache_entry_size < 512 ||
+         opts->l2_cache_entry_size > s->cluster_size ||
+         (opts->l2_cache_entry_size & (opts->l2_cache_entry_size - 1)))) {
+        error_setg(errp, "L2 cache entry size must be a power of two "
+                   "between 512 and the cluster size (%" PRId64 ")",
+                   s->cluster_size);
+        return false;
+    }
+    if (opts->has_l2_cache_entry_size &&
+        opts->l2_cache_entry_size != s->cluster_size) {
+        error_setg(errp, "qcow2: l2-cache-entry-size must be the cluster "
+                   "size (%" PRId64 ")", s->cluster_size);
+        return false;
+    }
+    if (opts->has_cache_clean_interval &&
+        (uint64_t)opts->cache_clean_interval > UINT_MAX) {
+        error_setg(errp, "Cache clean interval too big");
+        return false;
+    }
+    if (opts->has_cache_clean_interval && opts->cache_clean_interval) {
+        error_setg(errp, "qcow2: cache-clean-interval is not supported "
+                   "(only 0)");
         return false;
     }
     if (opts->has_l2_cache_size) {

@@ -289,11 +289,14 @@ static inline void qcow2_compressed_range(uint64_t l2e, int cluster_bits,
  * qcow2_signal_corruption:
  * Report metadata corruption found at run time, mark the image corrupt in
  * its header (so that it is not opened read/write again before a repair)
- * and fail every later write of this node.  Returns -EIO.
+ * and fail every later write of this node; the first time, also send
+ * BLOCK_IMAGE_CORRUPTED with the message and the affected host range
+ * (@offset and @size, -1 when unknown).  Returns -EIO.
  */
 int coroutine_fn qcow2_signal_corruption(BlockDriverState *bs,
+                                         int64_t offset, int64_t size,
                                          const char *fmt, ...)
-    G_GNUC_PRINTF(2, 3);
+    G_GNUC_PRINTF(4, 5);
 
 /* Write an 8-byte header field in place (overlap-checked, no flush). */
 int coroutine_fn qcow2_write_header_u64(BlockDriverState *bs, int offset,

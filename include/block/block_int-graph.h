@@ -85,6 +85,13 @@ struct BlockDriverState {
 /* block.c */
 const BlockDriver *bdrv_find_driver(const char *format_name);
 void bdrv_register(const BlockDriver *drv);
+
+/*
+ * Check a byte-count driver option (QEMU parses these as sizes): a
+ * negative @value is refused with QEMU's message, naming @name.
+ */
+bool bdrv_check_size_option(const char *name, bool has_value, int64_t value,
+                            Error **errp);
 /* The format whose driver probes @buf best ("raw" if none claims it). */
 const char *bdrv_probe_format(const uint8_t *buf, int buf_size);
 

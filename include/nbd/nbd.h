@@ -65,6 +65,8 @@ void nbd_server_shutdown(void);
  * @name: the name clients ask for
  * @description: free text shown to clients, or NULL
  * @allocation_depth: offer the qemu:allocation-depth meta context
+ * @multi_conn: whether to advertise NBD_FLAG_CAN_MULTI_CONN; auto: when
+ *     the server accepts more than one connection (QEMU 7.2's rule)
  *
  * Publish @exp under @name.  Fails if no server is running or the name is
  * taken or too long.  The NBDExport takes no reference on @exp; each
@@ -72,7 +74,7 @@ void nbd_server_shutdown(void);
  */
 NBDExport *nbd_export_new(BlockExport *exp, const char *name,
                           const char *description, bool allocation_depth,
-                          Error **errp);
+                          OnOffAuto multi_conn, Error **errp);
 
 /*
  * Unpublish @nexp (new clients no longer find it) and disconnect its

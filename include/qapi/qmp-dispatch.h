@@ -56,7 +56,8 @@ void qmp_for_each_command(const QmpCommandList *cmds,
  * qmp_dispatch:
  * @cmds: the command table
  * @request: the parsed request (any JSON value, NULL for null)
- * @allow_oob: accept "exec-oob" as a synonym of "execute"
+ * @allow_oob: accept "exec-oob" in place of "execute"; a command not
+ *     marked allow-oob (QCO_ALLOW_OOB) is then refused
  *
  * Validate @request ("execute", optional "arguments" and "id"), run the
  * command and return the response object: {"return": ...} or
