@@ -13,13 +13,11 @@
  */
 #include "block/block-backend.h"
 #include "block/block_int.h"
-#include "util/main-loop.h"
 
 struct BlockBackend {
     char *user;             /* "NBD export 'e0'", for messages */
     BdrvChild *root;
     unsigned in_flight;
-    CoQueue drain_waiters;  /* blk_drain() callers */
     unsigned quiesce_counter;
     CoQueue queued_requests;    /* requests held while quiesced */
     const BlockBackendDrainOps *drain_ops;  /* NULL: queue requests */
@@ -79,7 +77,6 @@ BlockBackend *blk_new_with_bs(BlockDriverState *bs, const char *user,
     BlockBackend *blk = g_new0(BlockBackend, 1);
 
     blk->user = g_strdup(user);
-    co_queue_init(&blk->drain_waiters);
     co_queue_init(&blk->queued_requests);
     blk->root = bdrv_attach_child(bs, "root", BDRV_CHILD_DATA, &child_root,
                                   blk, NULL, perm, shared_perm, errp);
@@ -94,11 +91,7 @@ BlockBackend *blk_new_with_bs(BlockDriverState *bs, const char *user,
 void blk_drain(BlockBackend *blk)
 {
     while (blk->in_flight > 0) {
-        if (in_coroutine()) {
-            co_queue_wait(&blk->drain_waiters);
-        } else {
-            main_loop_wait(true);
-        }
+        bdrv_drain_wait_event();
     }
 }
 
@@ -150,7 +143,6 @@ static void coroutine_fn blk_inc_in_flight(BlockBackend *blk)
 static void blk_dec_in_flight(BlockBackend *blk)
 {
     if (--blk->in_flight == 0) {
-        co_queue_restart_all(&blk->drain_waiters);
         bdrv_wake_drainers();
     }
 }
@@ -242,12 +234,8 @@ int coroutine_fn blk_co_block_status(BlockBackend *blk, int64_t offset,
     int layer;
 
     if (ret == 0) {
-        ret = bdrv_co_block_status_above(blk_bs(blk), NULL, offset, bytes,
-                                         pnum, &layer);
+        ret = bdrv_co_block_status(blk_bs(blk), offset, bytes, pnum, &layer);
         blk_dec_in_flight(blk);
-    }
-    if (ret >= 0 && layer != 1) {
-        ret &= ~BDRV_BLOCK_ALLOCATED;   /* allocated in a backing node */
     }
     if (ret >= 0 && depth) {
         *depth = layer;

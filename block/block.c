@@ -221,6 +221,24 @@ static bool coroutine_fn bdrv_node_open(BlockDriverState *bs,
     return true;
 }
 
+bool bdrv_parse_zero_options(BlockdevOptions *options,
+                             BlockdevDetectZeroesOptions *detect_zeroes,
+                             bool *discard_unmap, Error **errp)
+{
+    *discard_unmap = options->has_discard &&
+                     options->discard == BLOCKDEV_DISCARD_OPTIONS_UNMAP;
+    *detect_zeroes = options->has_detect_zeroes
+                     ? options->detect_zeroes
+                     : BLOCKDEV_DETECT_ZEROES_OPTIONS_OFF;
+    if (*detect_zeroes == BLOCKDEV_DETECT_ZEROES_OPTIONS_UNMAP &&
+        !*discard_unmap) {
+        error_setg(errp, "setting detect-zeroes to unmap is not allowed "
+                   "without setting discard operation to unmap");
+        return false;
+    }
+    return true;
+}
+
 BlockDriverState *coroutine_fn bdrv_open_blockdev(BlockdevOptions *options,
                                                   bool inherit_read_only,
                                                   Error **errp)
@@ -243,15 +261,8 @@ BlockDriverState *coroutine_fn bdrv_open_blockdev(BlockdevOptions *options,
     bs->options = bdrv_options_to_json(options);
     bs->read_only = options->has_read_only ? options->read_only
                                            : inherit_read_only;
-    bs->discard_unmap = options->has_discard &&
-                        options->discard == BLOCKDEV_DISCARD_OPTIONS_UNMAP;
-    if (options->has_detect_zeroes) {
-        bs->detect_zeroes = options->detect_zeroes;
-    }
-    if (bs->detect_zeroes == BLOCKDEV_DETECT_ZEROES_OPTIONS_UNMAP &&
-        !bs->discard_unmap) {
-        error_setg(errp, "setting detect-zeroes to unmap is not allowed "
-                   "without setting discard operation to unmap");
+    if (!bdrv_parse_zero_options(options, &bs->detect_zeroes,
+                                 &bs->discard_unmap, errp)) {
         bdrv_node_free(bs);
         return NULL;
     }

@@ -108,14 +108,19 @@ static bool drain_poll_nodes(BlockDriverState *const *nodes, size_t n)
     return false;
 }
 
+void bdrv_drain_wait_event(void)
+{
+    if (in_coroutine()) {
+        co_queue_wait(&drain_event);
+    } else {
+        main_loop_wait(true);
+    }
+}
+
 static void drain_wait(BlockDriverState *const *nodes, size_t n)
 {
     while (drain_poll_nodes(nodes, n)) {
-        if (in_coroutine()) {
-            co_queue_wait(&drain_event);
-        } else {
-            main_loop_wait(true);
-        }
+        bdrv_drain_wait_event();
     }
 }
 

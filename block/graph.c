@@ -199,7 +199,8 @@ static void graph_topological_order(GraphChange *gc)
 
     for (guint i = 0; i < gc->changed_nodes->len; i++) {
         graph_visit(postorder, seen, gc->changed_nodes->pdata[i]);
-    }    for (guint i = 0; i < gc->moves->len; i++) {
+    }
+    for (guint i = 0; i < gc->moves->len; i++) {
         EdgeMove *move = &g_array_index(gc->moves, EdgeMove, i);
 
         if (move->from) {

@@ -576,14 +576,14 @@ int coroutine_fn bdrv_co_block_status_above(BlockDriverState *bs,
 }
 
 int coroutine_fn bdrv_co_block_status(BlockDriverState *bs, int64_t offset,
-                                      int64_t bytes, int64_t *pnum)
+                                      int64_t bytes, int64_t *pnum,
+                                      int *depth)
 {
-    int depth;
     int ret = bdrv_co_block_status_above(bs, NULL, offset, bytes, pnum,
-                                         &depth);
+                                         depth);
 
-    if (ret >= 0 && depth != 1) {
-        ret &= ~BDRV_BLOCK_ALLOCATED;
+    if (ret >= 0 && *depth != 1) {
+        ret &= ~BDRV_BLOCK_ALLOCATED;   /* allocated in a backing node */
     }
     return ret;
 }

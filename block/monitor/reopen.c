@@ -150,11 +150,6 @@ static bool reopen_prepare(BlockdevOptions *options, BdrvReopenChange *change,
     *change = (BdrvReopenChange) {
         .bs = bs,
         .read_only = options->has_read_only && options->read_only,
-        .detect_zeroes = options->has_detect_zeroes
-                         ? options->detect_zeroes
-                         : BLOCKDEV_DETECT_ZEROES_OPTIONS_OFF,
-        .discard_unmap = options->has_discard &&
-                         options->discard == BLOCKDEV_DISCARD_OPTIONS_UNMAP,
     };
     if (change->read_only && !bs->read_only &&
         !bdrv_can_set_read_only(bs, errp)) {
@@ -165,10 +160,8 @@ static bool reopen_prepare(BlockdevOptions *options, BdrvReopenChange *change,
         error_setg(errp, "Cannot change the option 'read-only'");
         return false;
     }
-    if (change->detect_zeroes == BLOCKDEV_DETECT_ZEROES_OPTIONS_UNMAP &&
-        !change->discard_unmap) {
-        error_setg(errp, "setting detect-zeroes to unmap is not allowed "
-                   "without setting discard operation to unmap");
+    if (!bdrv_parse_zero_options(options, &change->detect_zeroes,
+                                 &change->discard_unmap, errp)) {
         return false;
     }
     if (!reopen_child(bs, new_opts, "file", &change->file, &same, errp)) {

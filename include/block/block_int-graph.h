@@ -92,6 +92,13 @@ void bdrv_register(const BlockDriver *drv);
  */
 bool bdrv_check_size_option(const char *name, bool has_value, int64_t value,
                             Error **errp);
+/*
+ * The generic options detect-zeroes and discard of @options, with their
+ * defaults; detect-zeroes=unmap needs discard=unmap (QEMU's message).
+ */
+bool bdrv_parse_zero_options(BlockdevOptions *options,
+                             BlockdevDetectZeroesOptions *detect_zeroes,
+                             bool *discard_unmap, Error **errp);
 /* The format whose driver probes @buf best ("raw" if none claims it). */
 const char *bdrv_probe_format(const uint8_t *buf, int buf_size);
 
@@ -210,6 +217,11 @@ void bdrv_drain(BlockDriverState *bs);
 bool bdrv_drain_poll(BlockDriverState *bs);
 /* An in-flight count reached zero: let waiting drains look again. */
 void bdrv_wake_drainers(void);
+/*
+ * Wait until some in-flight count reaches zero (in a coroutine), or for
+ * one main-loop iteration (outside one); callers loop on their condition.
+ */
+void bdrv_drain_wait_event(void);
 /* Raise (lower) @bs's quiesce counter and pass it on to the parents. */
 void bdrv_quiesce(BlockDriverState *bs);
 void bdrv_unquiesce(BlockDriverState *bs);

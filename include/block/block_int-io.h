@@ -19,8 +19,14 @@ int coroutine_fn bdrv_co_pwrite_zeroes(BdrvChild *child, int64_t offset,
 int coroutine_fn bdrv_co_pdiscard(BdrvChild *child, int64_t offset,
                                   int64_t bytes);
 int coroutine_fn bdrv_co_flush(BlockDriverState *bs);
+/*
+ * What [@offset, +@bytes) of @bs reads as, over its whole backing chain:
+ * BDRV_BLOCK_* for the first *@pnum bytes, BDRV_BLOCK_ALLOCATED only if
+ * @bs itself allocates them; *@depth as bdrv_co_block_status_above() says.
+ */
 int coroutine_fn bdrv_co_block_status(BlockDriverState *bs, int64_t offset,
-                                      int64_t bytes, int64_t *pnum);
+                                      int64_t bytes, int64_t *pnum,
+                                      int *depth);
 /*
  * bdrv_co_block_status_above:
  * Walk the backing chain from @bs down to, not including, @base (NULL:
