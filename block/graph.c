@@ -319,9 +319,12 @@ static PermPair *graph_compute_node(GraphChange *gc, BlockDriverState *bs,
     return cum;
 }
 
-/* Check what the parents of @bs will take together. */
+/*
+ * Work out what the parents of @bs will take together and, if @check,
+ * check it (a change that only relaxes cannot conflict).
+ */
 static bool graph_check_node(GraphChange *gc, BlockDriverState *bs,
-                             Error **errp)
+                             bool check, Error **errp)
 {
     guint n = g_list_length(bs->parents);
     g_autofree PermPair *perms = g_new(PermPair, n);
@@ -329,6 +332,10 @@ static bool graph_check_node(GraphChange *gc, BlockDriverState *bs,
     PermPair *cum = graph_compute_node(gc, bs, perms, changed);
     GList *l;
     guint i;
+
+    if (!check) {
+        return true;
+    }
 
     /* Edges that did not change were compatible with each other already. */
     for (i = 0; i < n; i++) {
@@ -380,11 +387,11 @@ static bool graph_check_cycle(BdrvChild *child, BlockDriverState *to,
     return true;
 }
 
-static bool graph_check(GraphChange *gc, Error **errp)
+static bool graph_check(GraphChange *gc, bool check, Error **errp)
 {
     graph_topological_order(gc);
     for (guint i = 0; i < gc->order->len; i++) {
-        if (!graph_check_node(gc, gc->order->pdata[i], errp)) {
+        if (!graph_check_node(gc, gc->order->pdata[i], check, errp)) {
             return false;
         }
     }
@@ -482,17 +489,7 @@ static void graph_commit(GraphChange *gc)
  */
 static bool graph_apply(GraphChange *gc, bool check, Error **errp)
 {
-    if (!check) {
-        graph_topological_order(gc);
-        for (guint i = 0; i < gc->order->len; i++) {
-            BlockDriverState *bs = gc->order->pdata[i];
-            guint n = g_list_length(bs->parents);
-            g_autofree PermPair *perms = g_new(PermPair, n);
-            g_autofree bool *changed = g_new(bool, n);
-
-            graph_compute_node(gc, bs, perms, changed);
-        }
-    } else if (!graph_check(gc, errp)) {
+    if (!graph_check(gc, check, errp)) {
         graph_abort(gc);
         return false;
     }
@@ -687,7 +684,7 @@ bool bdrv_reopen_multiple(BdrvReopenChange *changes, size_t n, Error **errp)
     for (size_t i = 0; i < n && ok; i++) {
         ok = graph_reopen_one(gc, &changes[i], errp);
     }
-    if (ok && !graph_check(gc, errp)) {
+    if (ok && !graph_check(gc, true, errp)) {
         ok = false;
         graph_abort(gc);
     } else if (!ok) {
