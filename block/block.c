@@ -6,6 +6,7 @@
  */
 #include "util/id.h"
 #include "block/block_int.h"
+#include "block/dirty-bitmap.h"
 #include "qapi/qapi-types.h"
 
 enum {
@@ -341,9 +342,11 @@ static void bdrv_close(BlockDriverState *bs)
     if (!bs->read_only) {
         co_run_sync(bdrv_close_flush_entry, bs);
     }
+    /* The driver stores persistent bitmaps as it closes. */
     if (bs->drv->bdrv_close) {
         bs->drv->bdrv_close(bs);
     }
+    bdrv_release_all_dirty_bitmaps(bs);
     while (bs->children) {
         bdrv_detach_child(bs->children->data);
     }

@@ -22,6 +22,7 @@
  */
 #include "block/block_int.h"
 #include "block/block-backend.h"
+#include "block/dirty-bitmap.h"
 #include "util/main-loop.h"
 
 enum {
@@ -273,7 +274,8 @@ static bool bdrv_may_grow(BdrvChild *child)
 static int bdrv_check_write(BdrvChild *child, int64_t offset, int64_t bytes,
                             bool may_grow)
 {
-    if (!(child->perm & BLK_PERM_WRITE) || child->bs->read_only) {
+    if (!(child->perm & BLK_PERM_WRITE) || child->bs->read_only ||
+        bdrv_has_readonly_bitmaps(child->bs)) {
         return -EPERM;
     }
     return bdrv_check_range_to(offset, bytes,
@@ -353,6 +355,7 @@ int coroutine_fn bdrv_co_pwrite(BdrvChild *child, int64_t offset,
         return bdrv_co_pwrite_zeroes(child, offset, bytes, zero_flags);
     }
     ret = bdrv_do_pwrite(bs, offset, bytes, buf, flags & BDRV_REQ_FUA);
+    bdrv_set_dirty(bs, offset, bytes);
     if (ret == 0 && offset + bytes > bs->total_bytes) {
         bs->total_bytes = offset + bytes;
     }
@@ -444,6 +447,7 @@ int coroutine_fn bdrv_co_pwrite_zeroes(BdrvChild *child, int64_t offset,
         ret = bdrv_do_pwrite(bs, tail_start, end - tail_start, NULL,
                              flags & BDRV_REQ_FUA);
     }
+    bdrv_set_dirty(bs, offset, bytes);
     return ret;
 }
 
@@ -470,6 +474,7 @@ int coroutine_fn bdrv_co_pdiscard(BdrvChild *child, int64_t offset,
     tracked_request_begin(bs, &req, start, end - start, true, false);
     wait_serialising_requests(bs, &req);
     ret = bs->drv->bdrv_co_pdiscard(bs, start, end - start);
+    bdrv_set_dirty(bs, start, end - start);
     tracked_request_end(bs, &req);
     return ret == -ENOTSUP ? 0 : ret;
 }

@@ -6,6 +6,7 @@
  */
 #include "block/qapi.h"
 #include "block/block_int.h"
+#include "block/dirty-bitmap.h"
 
 /* A format node's footprint is its file's. */
 static void image_info_actual_size(BlockDriverState *bs, ImageInfo *info)
@@ -89,5 +90,6 @@ BlockDeviceInfo *bdrv_block_device_info(BlockDriverState *bs, bool flat)
     info->cache->writeback = true;
     info->cache->direct = bs->cache_direct;
     info->cache->no_flush = bs->cache_no_flush;
+    info->dirty_bitmaps = bdrv_query_dirty_bitmaps(bs);
     return info;
 }

@@ -24,16 +24,16 @@
  * specification says; storing a bitmap later replaces it, leaking the
  * clusters it used.
  *
- * in_use: opened read/write, the driver sets in_use on every auto bitmap
- * that does not have it (disabled bitmaps cannot change and are left
- * alone), rewriting the directory before any guest write can happen.
- * With no write tracking yet, the stored contents are still exact at
- * clean close only if the image was not written since the flag was set:
- * then the flag is cleared again; otherwise it stays, and QEMU and
- * qemu-img treat the bitmap as inconsistent, which is correct since it
- * did not record the writes.  A write counter (bumped before every guest
- * data change) tells the two cases apart.  The bitmaps issue replaces
- * this with an in-memory bitmap that is stored at close.
+ * Loaded at open: every stored bitmap becomes a BdrvDirtyBitmap of the
+ * node (block/dirty-bitmap.c), as QEMU does it: one stored with in_use
+ * is inconsistent (its data is not read; only removal is possible), the
+ * others are read, enabled if they have the "auto" flag, and read-only
+ * if the image is.  Read/write, in_use is then set on every bitmap
+ * loaded, in one directory write before any guest write can happen, so
+ * a crash leaves them flagged.  At clean close every persistent,
+ * consistent, writable bitmap is stored back (in_use cleared, "auto" if
+ * it records writes), again in one directory write.  A persistent
+ * bitmap removed over QMP leaves the directory at once.
  *
  * Crash safety of every directory change (flags, store, remove): the new
  * bitmap data, bitmap table and directory go into newly allocated
@@ -51,6 +51,7 @@
  */
 #include "block/qcow2/qcow2.h"
 #include "block/qcow2-bitmap.h"
+#include "block/dirty-bitmap.h"
 
 enum {
     BITMAPS_EXT_LEN = 24,
@@ -68,9 +69,10 @@ struct Qcow2Bitmaps {
      * update, so main-loop readers never see a half-changed one.
      */
     GPtrArray *dir;
-    /* Bumped before every change of guest data. */
-    uint64_t write_count;
 };
+
+static int coroutine_fn load_bitmaps(BlockDriverState *bs, Error **errp);
+static int coroutine_fn store_bitmaps(BlockDriverState *bs, Error **errp);
 
 /* --- Open and the header extension --- */
 
@@ -437,6 +439,33 @@ static int coroutine_fn write_directory(BlockDriverState *bs, GPtrArray *dir,
     return 0;
 }
 
+/*
+ * Rewrite the directory in place with @dir, which differs from it only
+ * in flags, as QEMU does to set in_use at open: nothing is allocated.
+ * Crash-safe without a copy: each entry's 4-byte flags field lies within
+ * one sector, so a torn write leaves every entry old or new, and no
+ * guest write happens before the flush.  Called with s->lock held.
+ */
+static int coroutine_fn flag_in_place(BlockDriverState *bs, GPtrArray *dir)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t size = qcow2_bitmap_dir_size(dir);
+    g_autofree uint8_t *buf = g_try_malloc0(size);
+    int ret;
+
+    g_assert(size == s->bitmaps->dir_size);
+    if (!buf) {
+        return -ENOMEM;
+    }
+    qcow2_bitmap_dir_encode(dir, buf);
+    ret = qcow2_write_metadata(bs, QCOW2_MD_BITMAP_DIRECTORY,
+                               s->bitmaps->dir_offset, size, buf);
+    if (ret == 0) {
+        ret = bdrv_co_flush(bs->file->bs);
+    }
+    return ret;
+}
+
 int coroutine_fn qcow2_bitmaps_open(BlockDriverState *bs, int64_t file_len,
                                     Error **errp)
 {
@@ -487,19 +516,18 @@ int coroutine_fn qcow2_bitmaps_open(BlockDriverState *bs, int64_t file_len,
     }
     g_ptr_array_unref(b->dir);
     b->dir = g_steal_pointer(&dir);
-    if (bs->read_only) {
-        return 0;
+    ret = load_bitmaps(bs, errp);
+    if (ret < 0 || bs->read_only) {
+        return ret;
     }
 
-    /* Read/write: flag the auto bitmaps before any guest write. */
+    /* Read/write: flag the loaded bitmaps before any guest write. */
     flagged = dir_dup(b->dir);
     for (guint i = 0; i < flagged->len; i++) {
         Qcow2BitmapEntry *e = flagged->pdata[i];
 
-        if ((e->flags & QCOW2_BME_AUTO) && !(e->flags & QCOW2_BME_IN_USE)) {
+        if (!(e->flags & QCOW2_BME_IN_USE)) {
             e->flags |= QCOW2_BME_IN_USE;
-            e->flagged = true;
-            e->clean_at = b->write_count;
             changed = true;
         }
     }
@@ -508,12 +536,17 @@ int coroutine_fn qcow2_bitmaps_open(BlockDriverState *bs, int64_t file_len,
         return 0;
     }
     co_mutex_lock(&s->lock);
-    ret = write_directory(bs, flagged, errp);
+    ret = flag_in_place(bs, flagged);
     co_mutex_unlock(&s->lock);
     if (ret < 0) {
-        error_prepend(errp, "qcow2: could not mark bitmaps in use: ");
+        g_ptr_array_unref(flagged);
+        error_setg_errno(errp, -ret, "qcow2: could not mark bitmaps in use");
+        bdrv_release_all_dirty_bitmaps(bs);
+        return ret;
     }
-    return ret;
+    g_ptr_array_unref(b->dir);
+    b->dir = flagged;
+    return 0;
 }
 
 int coroutine_fn qcow2_bitmaps_note_write(BlockDriverState *bs)
@@ -522,9 +555,6 @@ int coroutine_fn qcow2_bitmaps_note_write(BlockDriverState *bs)
     uint64_t keep = s->autoclear_features & QCOW2_AUTOCLEAR_BITMAPS;
     int ret;
 
-    if (s->bitmaps) {
-        s->bitmaps->write_count++;
-    }
     if (s->autoclear_features == keep) {
         return 0;
     }
@@ -543,27 +573,11 @@ static void coroutine_fn close_entry(void *opaque)
 {
     BlockDriverState *bs = opaque;
     BDRVQcow2State *s = bs->opaque;
-    Qcow2Bitmaps *b = s->bitmaps;
     Error *local_err = NULL;
-    GPtrArray *dir = dir_dup(b->dir);
-    bool changed = false;
     int ret;
 
-    for (guint i = 0; i < dir->len; i++) {
-        Qcow2BitmapEntry *e = dir->pdata[i];
-
-        if (e->flagged && e->clean_at == b->write_count) {
-            e->flags &= ~QCOW2_BME_IN_USE;
-            e->flagged = false;
-            changed = true;
-        }
-    }
-    if (!changed) {
-        g_ptr_array_unref(dir);
-        return;
-    }
     co_mutex_lock(&s->lock);
-    ret = write_directory(bs, dir, &local_err);
+    ret = store_bitmaps(bs, &local_err);
     if (ret == 0) {
         ret = qcow2_cache_write(s->l2_cache);
     }
@@ -575,9 +589,8 @@ static void coroutine_fn close_entry(void *opaque)
     }
     co_mutex_unlock(&s->lock);
     if (local_err) {
-        error_prepend(&local_err, "qcow2: '%s': could not clear the in_use "
-                      "flag of bitmaps (they stay inconsistent): ",
-                      bs->filename);
+        error_prepend(&local_err, "Lost persistent bitmaps during "
+                      "inactivation of node '%s': ", bs->node_name);
         error_report_err(local_err);
     } else if (ret < 0) {
         error_report("qcow2: '%s': could not flush on close: %s",
@@ -672,68 +685,84 @@ static uint64_t *coroutine_fn read_table(BlockDriverState *bs,
     return g_steal_pointer(&table);
 }
 
-bool coroutine_fn qcow2_load_bitmap(BlockDriverState *bs, const char *name,
-                                    uint8_t **bits, uint64_t *nbits,
-                                    uint32_t *granularity, Error **errp)
+/*
+ * Read the data of bitmap @e into @bitmap, one cluster at a time.
+ * Called with s->lock held.
+ */
+static int coroutine_fn read_bitmap_data(BlockDriverState *bs,
+                                         const Qcow2BitmapEntry *e,
+                                         BdrvDirtyBitmap *bitmap,
+                                         Error **errp)
 {
-    BDRVQcow2State *s = qcow2_state(bs, errp);
-    const Qcow2BitmapEntry *e;
-    g_autofree uint64_t *table = NULL;
-    g_autofree uint8_t *out = NULL;
-    uint64_t n, bytes;
-    int i, ret = 0;
+    BDRVQcow2State *s = bs->opaque;
+    uint64_t bytes = hbitmap_serialized_bytes(bdrv_dirty_bitmap_bits(bitmap));
+    g_autofree uint64_t *table = read_table(bs, e, errp);
+    g_autofree uint8_t *chunk = g_malloc(s->cluster_size);
 
-    if (!s) {
-        return false;
+    if (!table) {
+        return -EINVAL;
     }
-    co_mutex_lock(&s->lock);
-    i = s->bitmaps ? dir_find(s->bitmaps->dir, name) : -1;
-    if (i < 0) {
-        co_mutex_unlock(&s->lock);
-        error_setg(errp, "Bitmap '%s' not found in the image", name);
-        return false;
-    }
-    e = s->bitmaps->dir->pdata[i];
-    if ((e->flags & QCOW2_BME_IN_USE) && !e->flagged) {
-        co_mutex_unlock(&s->lock);
-        error_setg(errp, "Bitmap '%s' is inconsistent (in use); it can only "
-                   "be removed", name);
-        return false;
-    }
-    n = DIV_ROUND_UP((uint64_t)bs->total_bytes, 1ULL << e->granularity_bits);
-    bytes = DIV_ROUND_UP(n, 8);
-    table = read_table(bs, e, errp);
-    out = table ? g_try_malloc0(MAX(bytes, 1)) : NULL;
-    if (table && !out) {
-        error_setg(errp, "qcow2: could not allocate bitmap '%s'", name);
-    }
-    for (uint64_t c = 0; out && c * s->cluster_size < bytes; c++) {
+    for (uint64_t c = 0; c < e->table_size; c++) {
         uint64_t start = c * s->cluster_size;
-        uint64_t len = MIN((uint64_t)s->cluster_size, bytes - start);
+        uint64_t len;
         uint64_t off = table[c] & QCOW2_BME_TABLE_OFFSET_MASK;
 
+        if (start >= bytes) {
+            break;
+        }
+        len = MIN((uint64_t)s->cluster_size, bytes - start);
         if (off) {
-            ret = bdrv_co_pread(bs->file, off, len, out + start, 0);
+            int ret = bdrv_co_pread(bs->file, off, len, chunk, 0);
+
             if (ret < 0) {
                 error_setg_errno(errp, -ret, "qcow2: could not read bitmap "
-                                 "'%s'", name);
-                break;
+                                 "'%s'", e->name);
+                return ret;
             }
-        } else if (table[c] == QCOW2_BME_TABLE_ALL_ONES) {
-            memset(out + start, 0xff, len);
+        } else {
+            memset(chunk, table[c] == QCOW2_BME_TABLE_ALL_ONES ? 0xff : 0,
+                   len);
         }
+        bdrv_dirty_bitmap_deserialize_part(bitmap, chunk, start, len);
     }
-    *granularity = 1U << e->granularity_bits;
+    return 0;
+}
+
+/* Make every stored bitmap a BdrvDirtyBitmap of @bs (at open). */
+static int coroutine_fn load_bitmaps(BlockDriverState *bs, Error **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    GPtrArray *dir = s->bitmaps->dir;
+    int ret = 0;
+
+    co_mutex_lock(&s->lock);
+    for (guint i = 0; i < dir->len && ret == 0; i++) {
+        const Qcow2BitmapEntry *e = dir->pdata[i];
+        BdrvDirtyBitmap *bitmap =
+            bdrv_create_dirty_bitmap(bs, 1U << e->granularity_bits, e->name,
+                                     errp);
+
+        if (!bitmap) {
+            ret = -EINVAL;
+            break;
+        }
+        bdrv_dirty_bitmap_set_persistence(bitmap, true);
+        if (e->flags & QCOW2_BME_IN_USE) {
+            bdrv_dirty_bitmap_set_inconsistent(bitmap);
+            continue;
+        }
+        ret = read_bitmap_data(bs, e, bitmap, errp);
+        if (!(e->flags & QCOW2_BME_AUTO)) {
+            bdrv_disable_dirty_bitmap(bitmap);
+        }
+        bdrv_dirty_bitmap_set_readonly(bitmap, bs->read_only);
+    }
     co_mutex_unlock(&s->lock);
-    if (!out || ret < 0) {
-        return false;
+    if (ret < 0) {
+        error_prepend(errp, "Could not load bitmaps of '%s': ", bs->filename);
+        bdrv_release_all_dirty_bitmaps(bs);
     }
-    if (n % 8) {
-        out[bytes - 1] &= (1U << (n % 8)) - 1;
-    }
-    *bits = g_steal_pointer(&out);
-    *nbits = n;
-    return true;
+    return ret;
 }
 
 /* Free the table and data clusters of @e. Called with s->lock held. */
@@ -775,17 +804,20 @@ static bool buf_is_all(const uint8_t *p, size_t len, uint8_t v)
 }
 
 /*
- * Write the data clusters and the table of a bitmap into new clusters;
+ * Write the data clusters and the table of @bitmap into new clusters;
  * fills @e's table location.  Called with s->lock held.  On failure the
  * clusters allocated so far stay allocated (leaked).
  */
 static int coroutine_fn write_bitmap_data(BlockDriverState *bs,
                                           Qcow2BitmapEntry *e,
-                                          const uint8_t *bits, uint64_t nbits,
+                                          const BdrvDirtyBitmap *bitmap,
                                           Error **errp)
 {
     BDRVQcow2State *s = bs->opaque;
-    uint64_t bytes = DIV_ROUND_UP(nbits, 8);
+    const HBitmap *bits = bdrv_dirty_bitmap_bits(bitmap);
+    uint64_t bytes = hbitmap_serialized_bytes(bits);
+    uint64_t nbits = DIV_ROUND_UP(hbitmap_size(bits),
+                                  hbitmap_granularity(bits));
     g_autofree uint64_t *table = g_try_new0(uint64_t, MAX(e->table_size, 1));
     g_autofree uint8_t *chunk = g_malloc0(s->cluster_size);
     int64_t table_bytes = ALIGN_UP((int64_t)e->table_size * 8,
@@ -804,10 +836,7 @@ static int coroutine_fn write_bitmap_data(BlockDriverState *bs,
                              nbits - start * 8);
 
         memset(chunk, 0, s->cluster_size);
-        memcpy(chunk, bits + start, len);
-        if (valid % 8) {
-            chunk[len - 1] &= (1U << (valid % 8)) - 1;
-        }
+        hbitmap_serialize_part(bits, chunk, start, len);
         if (buf_is_all(chunk, s->cluster_size, 0)) {
             continue;
         }
@@ -856,141 +885,146 @@ static int coroutine_fn write_bitmap_data(BlockDriverState *bs,
     return 0;
 }
 
-/* Common checks of store and remove: a writable, healthy qcow2 v3. */
-static BDRVQcow2State *writable_state(BlockDriverState *bs, const char *op,
-                                      const char *name, Error **errp)
+/* Will @bitmap be stored at close? */
+static bool bitmap_to_store(const BdrvDirtyBitmap *bitmap)
 {
-    BDRVQcow2State *s = qcow2_state(bs, errp);
-
-    if (!s) {
-        return NULL;
-    }
-    if (bs->read_only) {
-        error_setg(errp, "qcow2: cannot %s bitmap '%s': node '%s' is "
-                   "read-only", op, name, bs->node_name);
-        return NULL;
-    }
-    if (s->version < 3) {
-        error_setg(errp, "Cannot store dirty bitmaps in qcow2 v2 files");
-        return NULL;
-    }
-    if (s->corrupt) {
-        error_setg(errp, "qcow2: cannot %s bitmap '%s': the image is "
-                   "corrupt", op, name);
-        return NULL;
-    }
-    get_state(s);
-    return s;
+    return bdrv_dirty_bitmap_name(bitmap) &&
+           bdrv_dirty_bitmap_persistent(bitmap) &&
+           !bdrv_dirty_bitmap_readonly(bitmap) &&
+           !bdrv_dirty_bitmap_inconsistent(bitmap) &&
+           !bdrv_dirty_bitmap_get_skip_store(bitmap);
 }
 
-bool coroutine_fn qcow2_store_bitmap(BlockDriverState *bs, const char *name,
-                                     const uint8_t *bits, uint64_t nbits,
-                                     uint32_t granularity, bool auto_enabled,
-                                     Error **errp)
+/*
+ * Store every persistent bitmap of @bs (at close), in one directory
+ * update: new data and tables first, then the directory, then the old
+ * clusters are freed.  Called with s->lock held.
+ */
+static int coroutine_fn store_bitmaps(BlockDriverState *bs, Error **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    g_autoptr(GPtrArray) dir = NULL;
+    g_autoptr(GPtrArray) replaced =
+        g_ptr_array_new_with_free_func((GDestroyNotify)qcow2_bitmap_entry_free);
+    bool changed = false;
+    int ret;
+
+    if (!s->bitmaps && !bdrv_dirty_bitmaps(bs)) {
+        return 0;
+    }
+    get_state(s);
+    dir = dir_dup(s->bitmaps->dir);
+    /* Oldest first, so that new bitmaps keep their order on disk. */
+    for (GList *l = g_list_last(bdrv_dirty_bitmaps(bs)); l; l = l->prev) {
+        const BdrvDirtyBitmap *bitmap = l->data;
+        const char *name = bdrv_dirty_bitmap_name(bitmap);
+        uint32_t granularity = bdrv_dirty_bitmap_granularity(bitmap);
+        Qcow2BitmapEntry *e;
+        int i;
+
+        if (!bitmap_to_store(bitmap)) {
+            continue;
+        }
+        e = g_new0(Qcow2BitmapEntry, 1);
+        e->name = g_strdup(name);
+        e->type = QCOW2_BME_TYPE_DIRTY;
+        e->granularity_bits = __builtin_ctz(granularity);
+        e->table_size = qcow2_bitmap_table_entries(bs->total_bytes,
+                                                   granularity,
+                                                   s->cluster_bits);
+        e->flags = bdrv_dirty_bitmap_enabled(bitmap) ? QCOW2_BME_AUTO : 0;
+        ret = write_bitmap_data(bs, e, bitmap, errp);
+        if (ret < 0) {
+            qcow2_bitmap_entry_free(e);
+            return ret;
+        }
+        i = dir_find(dir, name);
+        if (i >= 0) {
+            g_ptr_array_add(replaced, dir->pdata[i]);
+            dir->pdata[i] = e;
+        } else {
+            g_ptr_array_add(dir, e);
+        }
+        changed = true;
+    }
+    if (!changed) {
+        return 0;
+    }
+    ret = write_directory(bs, g_steal_pointer(&dir), errp);
+    if (ret < 0) {
+        return ret;
+    }
+    for (guint i = 0; i < replaced->len; i++) {
+        free_bitmap_clusters(bs, replaced->pdata[i]);
+    }
+    return 0;
+}
+
+bool qcow2_can_store_new_dirty_bitmap(BlockDriverState *bs, const char *name,
+                                      uint32_t granularity, Error **errp)
 {
     ERRP_GUARD();
-    BDRVQcow2State *s = writable_state(bs, "store", name, errp);
-    g_autoptr(GPtrArray) dir = NULL;
-    Qcow2BitmapEntry *old = NULL;
-    Qcow2BitmapEntry *e;
-    uint64_t needed_bits;
-    int i, ret;
+    BDRVQcow2State *s = bs->opaque;
+    Qcow2Bitmaps *b = s->bitmaps;
+    Qcow2BitmapEntry probe = { .name = (char *)name };
 
-    if (!s) {
-        return false;
-    }
-    if (!*name || strlen(name) > QCOW2_BITMAP_MAX_NAME) {
-        error_setg(errp, *name ? "Name length exceeds maximum (%d "
-                   "characters)" : "Bitmap name must not be empty (maximum "
-                   "%d characters)", QCOW2_BITMAP_MAX_NAME);
-        return false;
-    }
-    if (granularity & (granularity - 1) || granularity == 0) {
+    if (s->version < 3) {
+        error_setg(errp, "Cannot store dirty bitmaps in qcow2 v2 files");
+    } else if (bs->read_only) {
+        /* QEMU accepts it, then loses the bitmap at close. */
+        error_setg(errp, "the node is read-only");
+    } else if (granularity == 0 || (granularity & (granularity - 1))) {
         error_setg(errp, "Granularity must be power of 2");
-        return false;
-    }
-    if (!qcow2_bitmap_check_granularity_bits(__builtin_ctz(granularity), errp)) {
-        return false;
-    }
-    needed_bits = DIV_ROUND_UP((uint64_t)bs->total_bytes, granularity);
-    if (nbits != needed_bits) {
-        error_setg(errp, "qcow2: bitmap '%s' has %" PRIu64 " bits; the disk "
-                   "needs %" PRIu64 " at granularity %" PRIu32, name, nbits,
-                   needed_bits, granularity);
-        return false;
-    }
-    if (DIV_ROUND_UP(nbits, 8) > QCOW2_BME_MAX_PHYS_SIZE) {
+    } else if (!qcow2_bitmap_check_granularity_bits(__builtin_ctz(granularity),
+                                                    errp)) {
+        /* errp is set */
+    } else if (strlen(name) > QCOW2_BITMAP_MAX_NAME) {
+        error_setg(errp, "Name length exceeds maximum (%d characters)",
+                   QCOW2_BITMAP_MAX_NAME);
+    } else if (DIV_ROUND_UP(DIV_ROUND_UP((uint64_t)bs->total_bytes,
+                                         granularity), 8) >
+               QCOW2_BME_MAX_PHYS_SIZE) {
         error_setg(errp, "Too much space will be occupied by the bitmap. "
                    "Use larger granularity");
-        return false;
-    }
-
-    co_mutex_lock(&s->lock);
-    dir = dir_dup(s->bitmaps->dir);
-    i = dir_find(dir, name);
-    if (i < 0 && dir->len >= QCOW2_BITMAP_MAX_COUNT) {
-        co_mutex_unlock(&s->lock);
+    } else if (b && b->dir->len >= QCOW2_BITMAP_MAX_COUNT) {
         error_setg(errp, "Maximum number of persistent bitmaps is already "
                    "reached");
-        return false;
-    }
-    e = g_new0(Qcow2BitmapEntry, 1);
-    e->name = g_strdup(name);
-    e->type = QCOW2_BME_TYPE_DIRTY;
-    e->granularity_bits = __builtin_ctz(granularity);
-    e->table_size = qcow2_bitmap_table_entries(bs->total_bytes, granularity,
-                                               s->cluster_bits);
-    e->flags = auto_enabled ? QCOW2_BME_AUTO | QCOW2_BME_IN_USE : 0;
-    e->flagged = auto_enabled;
-    e->clean_at = s->bitmaps->write_count;
-    if (i >= 0) {
-        old = dir->pdata[i];
-        dir->pdata[i] = e;
-    } else {
-        g_ptr_array_add(dir, e);
-    }
-    if (qcow2_bitmap_dir_size(dir) > QCOW2_BITMAP_MAX_DIR_SIZE) {
-        co_mutex_unlock(&s->lock);
-        qcow2_bitmap_entry_free(old);
+    } else if (b && qcow2_bitmap_dir_size(b->dir) +
+               qcow2_bitmap_entry_size(&probe) > QCOW2_BITMAP_MAX_DIR_SIZE) {
         error_setg(errp, "Not enough space in the bitmap directory");
-        return false;
+    } else if (b && dir_find(b->dir, name) >= 0) {
+        error_setg(errp, "Bitmap with the same name is already stored");
     }
-    ret = write_bitmap_data(bs, e, bits, nbits, errp);
-    if (ret == 0) {
-        ret = write_directory(bs, g_steal_pointer(&dir), errp);
-    }
-    if (ret == 0 && old) {
-        free_bitmap_clusters(bs, old);
-    }
-    co_mutex_unlock(&s->lock);
-    qcow2_bitmap_entry_free(old);
-    if (ret < 0) {
-        error_prepend(errp, "qcow2: could not store bitmap '%s': ", name);
+    if (*errp) {
+        error_prepend(errp, "Can't make bitmap '%s' persistent in '%s': ",
+                      name, bs->node_name);
         return false;
     }
     return true;
 }
 
-bool coroutine_fn qcow2_remove_bitmap(BlockDriverState *bs, const char *name,
-                                      Error **errp)
+bool coroutine_fn qcow2_co_remove_persistent_dirty_bitmap(BlockDriverState *bs,
+                                                          const char *name,
+                                                          Error **errp)
 {
     ERRP_GUARD();
-    BDRVQcow2State *s = writable_state(bs, "remove", name, errp);
+    BDRVQcow2State *s = bs->opaque;
     g_autoptr(GPtrArray) dir = NULL;
     Qcow2BitmapEntry *old;
     int i, ret;
 
-    if (!s) {
+    if (!s->bitmaps || dir_find(s->bitmaps->dir, name) < 0) {
+        return true;            /* never stored: nothing to remove */
+    }
+    if (bs->read_only || s->corrupt) {
+        error_setg(errp, "qcow2: cannot remove bitmap '%s' from '%s': the "
+                   "image is %s", name, bs->node_name,
+                   bs->read_only ? "read-only" : "corrupt");
         return false;
     }
     co_mutex_lock(&s->lock);
     dir = dir_dup(s->bitmaps->dir);
     i = dir_find(dir, name);
-    if (i < 0) {
-        co_mutex_unlock(&s->lock);
-        error_setg(errp, "Bitmap '%s' not found in the image", name);
-        return false;
-    }
     old = g_ptr_array_steal_index(dir, i);
     ret = write_directory(bs, g_steal_pointer(&dir), errp);
     if (ret == 0) {

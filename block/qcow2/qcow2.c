@@ -10,7 +10,7 @@
  * feature names, bitmaps (qcow2-bitmap.c); every other one is left
  * alone), the backing file name, the L1 table and the refcount table
  * are read and their entries checked.  Last, the bitmap directory is
- * checked and, read/write, auto bitmaps are flagged in_use.
+ * checked, the bitmaps are loaded and, read/write, flagged in_use.
  *
  * The header is never rewritten as a whole: the driver changes only
  * single fields in place (incompatible and autoclear feature bits, the
@@ -828,6 +828,9 @@ static const BlockDriver bdrv_qcow2 = {
     .bdrv_co_block_status = qcow2_co_block_status,
     .bdrv_get_allocated_file_size = qcow2_get_allocated_file_size,
     .bdrv_get_info = qcow2_get_info,
+    .bdrv_can_store_new_dirty_bitmap = qcow2_can_store_new_dirty_bitmap,
+    .bdrv_co_remove_persistent_dirty_bitmap =
+        qcow2_co_remove_persistent_dirty_bitmap,
     .bdrv_get_specific_info = qcow2_get_specific_info,
     .bdrv_probe = qcow2_probe,
     .bdrv_child_perm = qcow2_child_perm,

@@ -537,9 +537,6 @@ typedef struct Qcow2BitmapEntry {
     uint8_t type;
     uint8_t granularity_bits;
     char *name;                     /* NUL-terminated copy */
-    /* Not on disk: in_use was set by this open, valid while no write. */
-    bool flagged;
-    uint64_t clean_at;              /* Qcow2Bitmaps write count then */
 } Qcow2BitmapEntry;
 
 void qcow2_bitmap_entry_free(Qcow2BitmapEntry *e);
@@ -583,11 +580,14 @@ bool qcow2_bitmap_entry_check(const Qcow2BitmapEntry *e, int cluster_bits,
 /*
  * The driver's hooks.  qcow2_bitmaps_read_ext() parses the extension
  * while the header is read; qcow2_bitmaps_open() reads and checks the
- * directory and, read/write, flags auto bitmaps in_use;
- * qcow2_bitmaps_note_write() runs (under s->lock) before every change of
- * guest data and clears the autoclear bits blockd does not maintain;
- * qcow2_bitmaps_close() clears the in_use flags this open set if the
- * image was not written since; qcow2_bitmaps_free() frees the state.
+ * directory, loads every bitmap into a BdrvDirtyBitmap of the node and,
+ * read/write, flags them in_use; qcow2_bitmaps_note_write() runs (under
+ * s->lock) before every change of guest data and clears the autoclear
+ * bits blockd does not maintain; qcow2_bitmaps_close() stores the
+ * persistent bitmaps with in_use cleared; qcow2_bitmaps_free() frees
+ * the state.  The two BlockDriver callbacks of persistent bitmaps are
+ * qcow2_can_store_new_dirty_bitmap() and
+ * qcow2_co_remove_persistent_dirty_bitmap() (block/dirty-bitmap.h).
  */
 bool qcow2_bitmaps_read_ext(BlockDriverState *bs, const uint8_t *data,
                             uint32_t len, size_t pos, Error **errp);
@@ -596,6 +596,11 @@ int coroutine_fn qcow2_bitmaps_open(BlockDriverState *bs, int64_t file_len,
 int coroutine_fn qcow2_bitmaps_note_write(BlockDriverState *bs);
 void qcow2_bitmaps_close(BlockDriverState *bs);
 void qcow2_bitmaps_free(BDRVQcow2State *s);
+bool qcow2_can_store_new_dirty_bitmap(BlockDriverState *bs, const char *name,
+                                      uint32_t granularity, Error **errp);
+bool coroutine_fn qcow2_co_remove_persistent_dirty_bitmap(BlockDriverState *bs,
+                                                          const char *name,
+                                                          Error **errp);
 
 /*
  * The bitmap directory named by an extension in use (autoclear bit set):

@@ -118,6 +118,20 @@ struct BlockDriver {
     ImageInfoSpecific *(*bdrv_get_specific_info)(BlockDriverState *bs);
 
     /*
+     * Persistent dirty bitmaps (NULL: the driver cannot store them; see
+     * block/dirty-bitmap.h).  can_store_new checks that a new bitmap
+     * could be stored at close, with the driver's reason prefixed as
+     * QEMU does; remove_persistent deletes a stored bitmap now, and
+     * succeeds if the image has none of that name.
+     */
+    bool (*bdrv_can_store_new_dirty_bitmap)(BlockDriverState *bs,
+                                            const char *name,
+                                            uint32_t granularity,
+                                            Error **errp);
+    bool coroutine_fn (*bdrv_co_remove_persistent_dirty_bitmap)(
+        BlockDriverState *bs, const char *name, Error **errp);
+
+    /*
      * How much @buf (the first bytes of a file) looks like this format:
      * 0 not at all, up to 100 certainly.  Used to find the format of a
      * backing file whose image does not record it.

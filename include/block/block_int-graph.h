@@ -80,6 +80,9 @@ struct BlockDriverState {
     GQueue tracked_requests;        /* BdrvTrackedRequest * */
     unsigned serialising_in_flight;
     unsigned quiesce_counter;       /* drained sections on this node */
+
+    /* Dirty bitmaps (BdrvDirtyBitmap *), newest first: dirty-bitmap.c. */
+    GList *dirty_bitmaps;
 };
 
 /* block.c */

@@ -99,33 +99,43 @@ def test_in_use_while_open_then_restored(daemon, scratch):
     open_writable(daemon, img)
     during = bitmap_flags(img, force_share=True)
     for name, gran, enabled in BITMAPS:
-        assert during[name][0] == gran
-        if enabled:
-            assert "in-use" in during[name][1], during
-        elif not iotests.is_reference():
-            # blockd flags only bitmaps that could record writes; QEMU
-            # flags every bitmap it loaded.
-            assert "in-use" not in during[name][1], during
+        # Every bitmap loaded is flagged, enabled or not, as in QEMU.
+        assert during[name] == (gran, expected_flags(enabled, True)), during
     assert daemon.stop()
     assert bitmap_flags(img) == before
     check_clean(img)
 
 
-@iotests.blockd_only("QEMU records the writes and clears in_use at close")
-def test_writes_leave_auto_bitmaps_in_use(daemon, scratch):
+def test_writes_recorded_and_stored_at_close(daemon, scratch):
     img = make_image(scratch)
     uri = open_writable(daemon, img)
     qemu_io_cmds(uri, ["write -q -P 7 1M 64k", "write -q -z 4M 1M"])
     assert daemon.stop()
-    after = bitmap_flags(img)
-    assert after == {n: (g, expected_flags(e, e)) for n, g, e in BITMAPS}
+    # Stored back at clean close: in_use cleared, flags kept.
+    assert bitmap_flags(img) == {n: (g, expected_flags(e, False)) for n, g, e in BITMAPS}
     check_clean(img)
+    if iotests.is_reference():
+        return
+    # The enabled bitmaps hold exactly the writes; the disabled one none.
+    assert tool(img, "load", "auto64k", read_only=True).stdout.split() == \
+        ["65536", "256", "16-16,64-79"]
+    assert tool(img, "load", "off4k", read_only=True).stdout.split() == \
+        ["4096", "4096", "none"]
+
+
+@iotests.blockd_only("kills blockd and reads the image with blockd's test tool")
+def test_kill_leaves_bitmaps_inconsistent(daemon, scratch):
+    img = make_image(scratch)
+    uri = open_writable(daemon, img)
+    qemu_io_cmds(uri, ["write -q -P 7 1M 64k"])
+    daemon.kill()
+    flags = bitmap_flags(img)
+    assert all("in-use" in f for _, f in flags.values()), flags
     # Inconsistent bitmaps can only be removed.
     res = tool(img, "load", "auto64k", check=False)
     assert res.returncode == 1 and "is inconsistent" in res.stderr, res
-    assert tool(img, "load", "off4k").stdout.split() == ["4096", "4096", "none"]
     qemu_img("bitmap", "--remove", img, "auto64k")
-    check_clean(img)
+    assert "auto64k" not in bitmap_flags(img)
 
 
 def test_read_only_open_leaves_image_alone(daemon, scratch):
@@ -315,11 +325,14 @@ def test_store_limits(scratch):
 
 @iotests.blockd_only("drives blockd's storage API through a test tool")
 def test_stored_auto_bitmap_then_written(scratch):
-    """An auto bitmap stored while open stays in_use if the image is written."""
+    """An auto bitmap records the writes of a later open and stays valid."""
     img = make_image(scratch, bitmaps=[])
     tool(img, "store", "a", 65536, "auto", "0-1")
-    tool(img, "write", 0, 4096)
-    assert bitmap_flags(img) == {"a": (65536, {"auto", "in-use"})}
+    tool(img, "store", "m", 65536, "manual", "3-3")
+    tool(img, "write", 1 << 20, 4096)
+    assert bitmap_flags(img) == {"a": (65536, {"auto"}), "m": (65536, set())}
+    assert tool(img, "load", "a").stdout.split()[2] == "0-1,16-16"
+    assert tool(img, "load", "m").stdout.split()[2] == "3-3"
     check_clean(img)
 
 

@@ -1,8 +1,10 @@
 /*
- * A test-only command line front end to the qcow2 bitmap storage API
- * (include/block/qcow2-bitmap.h), which QMP does not reach yet.  The
- * iotest tests/qemu-iotests/test_qcow2_bitmaps.py runs it on an image
- * and then lets qemu-img validate the on-disk result.
+ * A test-only command line front end to qcow2 bitmap storage: it opens
+ * an image as a node, works on the node's dirty bitmaps (loaded at open,
+ * stored at close: include/block/dirty-bitmap.h) and closes it again.
+ * The iotest tests/qemu-iotests/test_qcow2_bitmaps.py runs it on an
+ * image and then lets qemu-img validate the on-disk result; it reaches
+ * cases (granularities, bit patterns) faster than QMP would.
  *
  *   qcow2-bitmap-tool [-r] IMAGE list
  *   qcow2-bitmap-tool [-r] IMAGE load NAME
@@ -14,11 +16,13 @@
  * (inclusive); the default is an empty bitmap.  load prints the
  * granularity, the number of bits and the set bits as the same kind of
  * ranges; list prints one "name granularity in_use auto" line per
- * bitmap.  write writes LENGTH bytes of 0x5a at OFFSET through the
+ * bitmap in the directory on disk.  store creates (or replaces) a
+ * persistent bitmap, recording writes if "auto".  write writes LENGTH bytes of 0x5a at OFFSET through the
  * qcow2 node (a guest write).  -r opens the image read-only.  Errors go
  * to stderr with exit status 1.
  */
 #include "block/qcow2-bitmap.h"
+#include "block/dirty-bitmap.h"
 #include "block/block-backend.h"
 #include "qapi/qapi-types.h"
 
@@ -80,7 +84,18 @@ static bool parse_ranges(const char *spec, uint8_t *bits, uint64_t nbits,
     return true;
 }
 
-static bool run_command(Tool *t, BlockDriverState *bs, Error **errp)
+static BdrvDirtyBitmap *stored_bitmap(BlockDriverState *bs, const char *name,
+                                      Error **errp)
+{
+    BdrvDirtyBitmap *bitmap = bdrv_find_dirty_bitmap(bs, name);
+
+    if (!bitmap) {
+        error_setg(errp, "Bitmap '%s' not found in the image", name);
+    }
+    return bitmap;
+}
+
+static bool coroutine_fn run_command(Tool *t, BlockDriverState *bs, Error **errp)
 {
     const char *cmd = t->argv[0];
 
@@ -97,31 +112,68 @@ static bool run_command(Tool *t, BlockDriverState *bs, Error **errp)
         return true;
     }
     if (!strcmp(cmd, "load") && t->argc == 2) {
+        BdrvDirtyBitmap *bitmap = stored_bitmap(bs, t->argv[1], errp);
+        const HBitmap *hb = bitmap ? bdrv_dirty_bitmap_bits(bitmap) : NULL;
         g_autofree uint8_t *bits = NULL;
-        uint64_t nbits;
         uint32_t gran;
 
-        if (!qcow2_load_bitmap(bs, t->argv[1], &bits, &nbits, &gran, errp)) {
+        if (!bitmap || !bdrv_dirty_bitmap_check(bitmap,
+                                                BDRV_BITMAP_INCONSISTENT,
+                                                errp)) {
             return false;
         }
-        printf("%" PRIu32 " %" PRIu64 " ", gran, nbits);
-        print_ranges(bits, nbits);
+        gran = hbitmap_granularity(hb);
+        bits = g_malloc(hbitmap_serialized_bytes(hb));
+        hbitmap_serialize_part(hb, bits, 0, hbitmap_serialized_bytes(hb));
+        printf("%" PRIu32 " %" PRIu64 " ", gran,
+               DIV_ROUND_UP((uint64_t)bs->total_bytes, gran));
+        print_ranges(bits, DIV_ROUND_UP((uint64_t)bs->total_bytes, gran));
         return true;
     }
     if (!strcmp(cmd, "store") && (t->argc == 4 || t->argc == 5)) {
         uint64_t gran = g_ascii_strtoull(t->argv[2], NULL, 0);
-        uint64_t nbits = gran ? DIV_ROUND_UP((uint64_t)bs->total_bytes, gran)
-                              : 0;
-        g_autofree uint8_t *bits = g_malloc0(DIV_ROUND_UP(nbits, 8) + 1);
+        BdrvDirtyBitmap *old = bdrv_find_dirty_bitmap(bs, t->argv[1]);
+        BdrvDirtyBitmap *bitmap;
+        uint64_t nbits, nbytes;
+        g_autofree uint8_t *bits = NULL;
 
+        if (old) {
+            if (!bdrv_co_remove_persistent_dirty_bitmap(bs, t->argv[1],
+                                                        errp)) {
+                return false;
+            }
+            bdrv_release_dirty_bitmap(old);
+        }
+        if (gran > UINT32_MAX ||
+            !bdrv_can_store_new_dirty_bitmap(bs, t->argv[1], gran, errp)) {
+            return false;
+        }
+        nbits = DIV_ROUND_UP((uint64_t)bs->total_bytes, gran);
+        nbytes = DIV_ROUND_UP(nbits, 8) + 1;
+        bits = g_malloc0(nbytes);
         if (t->argc == 5 && !parse_ranges(t->argv[4], bits, nbits, errp)) {
             return false;
         }
-        return qcow2_store_bitmap(bs, t->argv[1], bits, nbits, gran,
-                                  !strcmp(t->argv[3], "auto"), errp);
+        bitmap = bdrv_create_dirty_bitmap(bs, gran, t->argv[1], errp);
+        if (!bitmap) {
+            return false;
+        }
+        bdrv_dirty_bitmap_deserialize_part(bitmap, bits, 0, nbytes - 1);
+        bdrv_dirty_bitmap_set_persistence(bitmap, true);
+        if (strcmp(t->argv[3], "auto")) {
+            bdrv_disable_dirty_bitmap(bitmap);
+        }
+        return true;
     }
     if (!strcmp(cmd, "remove") && t->argc == 2) {
-        return qcow2_remove_bitmap(bs, t->argv[1], errp);
+        BdrvDirtyBitmap *bitmap = stored_bitmap(bs, t->argv[1], errp);
+
+        if (!bitmap || !bdrv_co_remove_persistent_dirty_bitmap(bs, t->argv[1],
+                                                               errp)) {
+            return false;
+        }
+        bdrv_release_dirty_bitmap(bitmap);
+        return true;
     }
     if (!strcmp(cmd, "write") && t->argc == 3) {
         int64_t off = g_ascii_strtoll(t->argv[1], NULL, 0);
