@@ -240,3 +240,98 @@ qmp_x_debug_block_dirty_bitmap_sha256(const char *node, const char *name,
     ret->sha256 = hbitmap_sha256(bdrv_dirty_bitmap_bits(bitmap));
     return ret;
 }
+
+/* --- The changes map (blockd extension) --- */
+
+enum {
+    DIRTY_EXTENTS_DEFAULT_MAX = 65536,
+};
+
+/*
+ * The bits to report: the one bitmap itself, or the union of several
+ * in a new bitmap at the finest of their granularities (*@owned).
+ */
+static const HBitmap *dirty_extents_source(const char *node,
+                                           strList *names, HBitmap **owned,
+                                           Error **errp)
+{
+    const HBitmap *first = NULL;
+    g_autoptr(GPtrArray) sources = g_ptr_array_new();
+    uint32_t finest = UINT32_MAX;
+
+    if (!names) {
+        error_setg(errp, "Parameter 'bitmaps' must name at least one "
+                   "bitmap");
+        return NULL;
+    }
+    for (strList *l = names; l; l = l->next) {
+        BdrvDirtyBitmap *bitmap =
+            block_dirty_bitmap_lookup_checked(node, l->value,
+                                              BDRV_BITMAP_INCONSISTENT, errp);
+
+        if (!bitmap) {
+            return NULL;
+        }
+        first = first ? first : bdrv_dirty_bitmap_bits(bitmap);
+        finest = MIN(finest, bdrv_dirty_bitmap_granularity(bitmap));
+        g_ptr_array_add(sources, (gpointer)bdrv_dirty_bitmap_bits(bitmap));
+    }
+    if (sources->len == 1) {
+        return first;
+    }
+    *owned = hbitmap_new(hbitmap_size(first), finest);
+    for (guint i = 0; i < sources->len; i++) {
+        hbitmap_merge(*owned, sources->pdata[i]);
+    }
+    return *owned;
+}
+
+__org_blockd_DirtyExtents *
+qmp___org_blockd_query_dirty_extents(const char *node, strList *bitmaps,
+                                     bool has_offset, uint64_t offset,
+                                     bool has_max_extents,
+                                     uint32_t max_extents, Error **errp)
+{
+    g_autoptr(HBitmap) owned = NULL;
+    const HBitmap *bits = dirty_extents_source(node, bitmaps, &owned, errp);
+    __org_blockd_DirtyExtents *ret;
+    __org_blockd_DirtyExtentList **tail;
+    uint64_t size, start, len;
+    uint32_t found = 0;
+
+    if (!bits) {
+        return NULL;
+    }
+    max_extents = has_max_extents ? max_extents : DIRTY_EXTENTS_DEFAULT_MAX;
+    if (max_extents == 0) {
+        error_setg(errp, "Parameter 'max-extents' expects a number of at "
+                   "least 1");
+        return NULL;
+    }
+    size = hbitmap_size(bits);
+    offset = has_offset ? offset : 0;
+    ret = g_new0(__org_blockd_DirtyExtents, 1);
+    ret->granularity = hbitmap_granularity(bits);
+    ret->dirty_bytes = hbitmap_count(bits);
+    tail = &ret->extents;
+    while (offset < size &&
+           hbitmap_next_dirty_area(bits, offset, size, size - offset,
+                                   &start, &len)) {
+        __org_blockd_DirtyExtent *extent;
+
+        if (found == max_extents) {
+            ret->has_next_offset = true;
+            ret->next_offset = start;
+            break;
+        }
+        extent = g_new0(__org_blockd_DirtyExtent, 1);
+        extent->offset = start;
+        extent->length = len;
+        *tail = g_new0(__org_blockd_DirtyExtentList, 1);
+        (*tail)->value = extent;
+        tail = &(*tail)->next;
+        found++;
+        offset = start + len;
+    }
+    return ret;
+}

@@ -247,3 +247,71 @@ def test_read_only_bitmaps(daemon, img):
     daemon.command("block-dirty-bitmap-enable", {"node": "q", "name": "ro"})
     assert daemon.stop()
     qemu_img("check", img)
+
+
+def runs(granule_set, gran, size=SIZE):
+    """Maximal runs of dirty granules as (offset, length), clipped to size."""
+    out = []
+    for g in sorted(granule_set):
+        start, end = g * gran, min((g + 1) * gran, size)
+        if out and out[-1][0] + out[-1][1] == start:
+            out[-1] = (out[-1][0], end - out[-1][0])
+        else:
+            out.append((start, end - start))
+    return out
+
+
+def dirty_extents(d, node, names, **kw):
+    ret = d.command("__org.blockd_query-dirty-extents", {"node": node, "bitmaps": names, **kw})
+    return ret, [(e["offset"], e["length"]) for e in ret["extents"]]
+
+
+@iotests.blockd_only("__org.blockd_query-dirty-extents is a blockd extension")
+def test_changes_map(daemon, scratch):
+    size = 64 * MiB + 1024            # the last granule is partial
+    img = os.path.join(scratch, "c.qcow2")
+    qemu_img("create", "-f", "qcow2", img, str(size))
+    open_qcow2(daemon, img)
+    daemon.command("block-dirty-bitmap-add", {"node": "q", "name": "old", "granularity": 65536})
+    sock = daemon.start_nbd_unix()
+    daemon.export("q", writable=True)
+    uri = nbd_uri(sock, "q")
+    first = [(0, 4096), (64 * 1024, 128 * 1024), (5 * MiB, 1)]
+    qemu_io_cmds(uri, [f"write -q -P 1 {o} {n}" for o, n in first])
+    daemon.command("block-dirty-bitmap-add", {"node": "q", "name": "new", "granularity": 4096})
+    second = [(7 * MiB + 4096, 8192), (size - 10, 10)]
+    qemu_io_cmds(uri, [f"write -q -P 2 {o} {n}" for o, n in second])
+
+    ret, ext = dirty_extents(daemon, "q", ["new"])
+    assert ret["granularity"] == 4096 and "next-offset" not in ret
+    assert ext == runs(granules(second, 4096), 4096, size)
+    assert ret["dirty-bytes"] == len(granules(second, 4096)) * 4096
+    # The union of an older checkpoint and a newer one, at the finer granularity.
+    ret, ext = dirty_extents(daemon, "q", ["old", "new"])
+    union = set()
+    for g in granules(first + second, 65536):
+        union.update(range(g * 16, g * 16 + 16))
+    union = {g for g in union if g * 4096 < size}
+    assert ret["granularity"] == 4096
+    assert ext == runs(union, 4096, size)
+    # Paged: two runs at a time, resuming where the answer says.
+    pages, kw = [], {"max-extents": 2}
+    while True:
+        ret, ext = dirty_extents(daemon, "q", ["old", "new"], **kw)
+        pages += ext
+        if "next-offset" not in ret:
+            break
+        kw["offset"] = ret["next-offset"]
+    assert pages == runs(union, 4096, size)
+    # An offset inside a run cuts it.
+    ret, ext = dirty_extents(daemon, "q", ["old"], offset=64 * 1024 + 100)
+    assert ext[0] == (64 * 1024 + 100, 128 * 1024 - 100)
+    for args, msg in [
+        ({"bitmaps": []}, "Parameter 'bitmaps' must name at least one bitmap"),
+        ({"bitmaps": ["nosuch"]}, "Dirty bitmap 'nosuch' not found"),
+        ({"bitmaps": ["old"], "max-extents": 0},
+         "Parameter 'max-extents' expects a number of at least 1"),
+    ]:
+        assert error_of(daemon, "__org.blockd_query-dirty-extents", {"node": "q", **args}) == msg
+    assert error_of(daemon, "__org.blockd_query-dirty-extents",
+                    {"node": "nosuch", "bitmaps": ["old"]}) == "Node 'nosuch' not found"
