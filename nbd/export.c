@@ -45,6 +45,7 @@ GList *nbd_export_list(void)
 
 NBDExport *nbd_export_new(BlockExport *common, const char *name,
                           const char *description, bool allocation_depth,
+                          BlockDirtyBitmapOrStrList *bitmaps,
                           OnOffAuto multi_conn, Error **errp)
 {
     NBDExport *exp;
@@ -67,12 +68,15 @@ NBDExport *nbd_export_new(BlockExport *common, const char *name,
 
     exp = g_new0(NBDExport, 1);
     exp->common = common;
+    if (!nbd_meta_init_export(exp, allocation_depth, bitmaps, errp)) {
+        g_free(exp);
+        return NULL;
+    }
     exp->name = g_strdup(name);
     exp->description = g_strdup(description);
     exp->size = size;
     exp->multi_conn = multi_conn;
     exp->min_block = MAX(blk_get_request_alignment(common->blk), 1);
-    nbd_meta_init_export(exp, allocation_depth);
     nbd_exports = g_list_append(nbd_exports, exp);
     return exp;
 }

@@ -24,6 +24,7 @@
 #include "block/export.h"
 #include "nbd/nbd.h"
 #include "nbd/nbd-protocol.h"
+#include "block/dirty-bitmap.h"
 
 #include <sys/uio.h>
 
@@ -191,15 +192,29 @@ int coroutine_fn nbd_co_negotiate(NBDClient *client);
 typedef enum NBDMetaKind {
     NBD_META_BASE_ALLOCATION,
     NBD_META_ALLOCATION_DEPTH,
+    NBD_META_DIRTY_BITMAP,
 } NBDMetaKind;
 
 struct NBDMetaContext {
     NBDMetaKind kind;
     char *name;                 /* full name, e.g. "base:allocation" */
+    /*
+     * NBD_META_DIRTY_BITMAP: the bitmap, busy for the life of the
+     * export; the context holds a reference on its node.
+     */
+    BdrvDirtyBitmap *bitmap;
 };
 
-/* Build @exp->contexts. */
-void nbd_meta_init_export(NBDExport *exp, bool allocation_depth);
+/*
+ * Build @exp->contexts (@exp->common must be set): base:allocation,
+ * qemu:allocation-depth if @allocation_depth, and one
+ * qemu:dirty-bitmap:NAME per entry of @bitmaps, in order.  Fails with
+ * QEMU's message if a bitmap is missing or unusable; then
+ * @exp->contexts is NULL and no bitmap was touched.
+ */
+bool nbd_meta_init_export(NBDExport *exp, bool allocation_depth,
+                          BlockDirtyBitmapOrStrList *bitmaps, Error **errp);
+/* Free @exp->contexts, making the exported bitmaps usable again. */
 void nbd_meta_free_export(NBDExport *exp);
 
 /*

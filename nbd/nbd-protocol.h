@@ -110,6 +110,8 @@
 /* base:allocation status bits. */
 #define NBD_STATE_HOLE              (1u << 0)
 #define NBD_STATE_ZERO              (1u << 1)
+/* qemu:dirty-bitmap:NAME */
+#define NBD_STATE_DIRTY             (1u << 0)
 
 /* Error values carried in replies (not the host's errno values). */
 #define NBD_SUCCESS                 0

@@ -8,7 +8,8 @@
  *
  * Option checks run in QEMU's order, so that a command with several
  * problems reports the same one: server running, name length,
- * description length, then (in the server) a duplicate name.
+ * description length, then (in the server) a duplicate name and the
+ * bitmaps, one after the other.
  */
 #include "util/osdep.h"
 #include "block/export.h"
@@ -39,16 +40,10 @@ static bool blk_exp_nbd_create(BlockExport *exp, BlockExportOptions *opts,
         error_setg(errp, "description '%s' too long", nbd->description);
         return false;
     }
-    if (nbd->bitmaps) {
-        /* Dirty bitmaps need the qemu:dirty-bitmap context (not yet). */
-        error_setg(errp, "Exporting dirty bitmaps over NBD is not "
-                   "supported yet");
-        return false;
-    }
-
     nexp->nbd = nbd_export_new(exp, name, nbd->description,
                                nbd->has_allocation_depth &&
                                nbd->allocation_depth,
+                               nbd->bitmaps,
                                nbd->has_multi_conn ? nbd->multi_conn
                                                    : ON_OFF_AUTO_AUTO,
                                errp);

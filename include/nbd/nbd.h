@@ -65,15 +65,18 @@ void nbd_server_shutdown(void);
  * @name: the name clients ask for
  * @description: free text shown to clients, or NULL
  * @allocation_depth: offer the qemu:allocation-depth meta context
+ * @bitmaps: dirty bitmaps to offer as qemu:dirty-bitmap:NAME contexts
  * @multi_conn: whether to advertise NBD_FLAG_CAN_MULTI_CONN; auto: when
  *     the server accepts more than one connection (QEMU 7.2's rule)
  *
- * Publish @exp under @name.  Fails if no server is running or the name is
- * taken or too long.  The NBDExport takes no reference on @exp; each
+ * Publish @exp under @name.  Fails if no server is running, the name is
+ * taken or a bitmap cannot be exported.  Exported bitmaps are busy
+ * until nbd_export_free().  The NBDExport takes no reference on @exp; each
  * client that opens it does.
  */
 NBDExport *nbd_export_new(BlockExport *exp, const char *name,
                           const char *description, bool allocation_depth,
+                          BlockDirtyBitmapOrStrList *bitmaps,
                           OnOffAuto multi_conn, Error **errp);
 
 /*

@@ -77,6 +77,7 @@ CMD_WRITE_ZEROES = 6
 CMD_BLOCK_STATUS = 7
 CMD_FLAG_FUA = 1 << 0
 CMD_FLAG_NO_HOLE = 1 << 1
+CMD_FLAG_REQ_ONE = 1 << 3
 
 # Structured reply chunk types and flags
 REPLY_FLAG_DONE = 1 << 0
