@@ -306,6 +306,15 @@ def test_changes_map(daemon, scratch):
     # An offset inside a run cuts it.
     ret, ext = dirty_extents(daemon, "q", ["old"], offset=64 * 1024 + 100)
     assert ext[0] == (64 * 1024 + 100, 128 * 1024 - 100)
+    # The same runs as the NBD context qemu:dirty-bitmap:NAME, run for run.
+    from test_nbd_dirty_bitmap import bitmap_map
+    for name in ("old", "new"):
+        daemon.command("block-dirty-bitmap-disable", {"node": "q", "name": name})
+    daemon.command("block-export-add", {"type": "nbd", "id": "maps", "node-name": "q",
+                                        "name": "maps", "bitmaps": ["old", "new"]})
+    for name in ("old", "new"):
+        nbd_runs = [(o, n) for o, n, dirty in bitmap_map(nbd_uri(sock, "maps"), name) if dirty]
+        assert dirty_extents(daemon, "q", [name])[1] == nbd_runs, name
     for args, msg in [
         ({"bitmaps": []}, "Parameter 'bitmaps' must name at least one bitmap"),
         ({"bitmaps": ["nosuch"]}, "Dirty bitmap 'nosuch' not found"),

@@ -22,6 +22,7 @@ import pytest
 import iotests
 import nbd_client as N
 from iotests import KiB, MiB, nbd_uri, qemu_img, qemu_io_cmds, require_tool, run
+from test_dirty_bitmaps import error_of
 
 pytestmark = pytest.mark.quick
 
@@ -66,13 +67,6 @@ def bitmap_map(uri, name):
         else:
             out.append((e["offset"], e["length"], e["type"]))
     return out
-
-
-def error_of(d, cmd, args):
-    resp = d.cmd(cmd, args)
-    assert "error" in resp, resp
-    assert resp["error"]["class"] == "GenericError", resp
-    return resp["error"]["desc"]
 
 
 def bitmap_info(d, node, name):
