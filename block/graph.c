@@ -709,6 +709,13 @@ bool bdrv_reopen_multiple(BdrvReopenChange *changes, size_t n, Error **errp)
             changes[i].bs->detect_zeroes = changes[i].detect_zeroes;
             changes[i].bs->discard_unmap = changes[i].discard_unmap;
         }
+        for (guint i = 0; i < gc->reopened->len; i++) {
+            BlockDriverState *bs = gc->reopened->pdata[i];
+
+            if (bs->drv->bdrv_reopen_commit_post) {
+                bs->drv->bdrv_reopen_commit_post(bs);
+            }
+        }
     }
     bdrv_drained_end_nodes((BlockDriverState **)drained->pdata,
                            drained->len);

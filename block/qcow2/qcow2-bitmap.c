@@ -474,8 +474,6 @@ int coroutine_fn qcow2_bitmaps_open(BlockDriverState *bs, int64_t file_len,
     Qcow2Bitmaps *b = get_state(s);
     g_autofree uint8_t *buf = NULL;
     g_autoptr(GPtrArray) dir = NULL;
-    GPtrArray *flagged;
-    bool changed = false;
     int ret;
 
     if (!b->ext_pos || b->ext_ignored) {
@@ -522,6 +520,24 @@ int coroutine_fn qcow2_bitmaps_open(BlockDriverState *bs, int64_t file_len,
     }
 
     /* Read/write: flag the loaded bitmaps before any guest write. */
+    ret = qcow2_bitmaps_mark_in_use(bs, errp);
+    if (ret < 0) {
+        bdrv_release_all_dirty_bitmaps(bs);
+    }
+    return ret;
+}
+
+int coroutine_fn qcow2_bitmaps_mark_in_use(BlockDriverState *bs, Error **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    Qcow2Bitmaps *b = s->bitmaps;
+    GPtrArray *flagged;
+    bool changed = false;
+    int ret;
+
+    if (!b || !b->dir->len) {
+        return 0;
+    }
     flagged = dir_dup(b->dir);
     for (guint i = 0; i < flagged->len; i++) {
         Qcow2BitmapEntry *e = flagged->pdata[i];
@@ -541,7 +557,6 @@ int coroutine_fn qcow2_bitmaps_open(BlockDriverState *bs, int64_t file_len,
     if (ret < 0) {
         g_ptr_array_unref(flagged);
         error_setg_errno(errp, -ret, "qcow2: could not mark bitmaps in use");
-        bdrv_release_all_dirty_bitmaps(bs);
         return ret;
     }
     g_ptr_array_unref(b->dir);
@@ -569,15 +584,14 @@ int coroutine_fn qcow2_bitmaps_note_write(BlockDriverState *bs)
     return ret;
 }
 
-static void coroutine_fn close_entry(void *opaque)
+int coroutine_fn qcow2_bitmaps_store_all(BlockDriverState *bs, Error **errp)
 {
-    BlockDriverState *bs = opaque;
+    ERRP_GUARD();
     BDRVQcow2State *s = bs->opaque;
-    Error *local_err = NULL;
     int ret;
 
     co_mutex_lock(&s->lock);
-    ret = store_bitmaps(bs, &local_err);
+    ret = store_bitmaps(bs, errp);
     if (ret == 0) {
         ret = qcow2_cache_write(s->l2_cache);
     }
@@ -588,13 +602,22 @@ static void coroutine_fn close_entry(void *opaque)
         ret = bdrv_co_flush(bs->file->bs);
     }
     co_mutex_unlock(&s->lock);
-    if (local_err) {
+    if (ret < 0 && !*errp) {
+        error_setg_errno(errp, -ret, "qcow2: '%s': could not flush",
+                         bs->filename);
+    }
+    return ret;
+}
+
+static void coroutine_fn close_entry(void *opaque)
+{
+    BlockDriverState *bs = opaque;
+    Error *local_err = NULL;
+
+    if (qcow2_bitmaps_store_all(bs, &local_err) < 0) {
         error_prepend(&local_err, "Lost persistent bitmaps during "
                       "inactivation of node '%s': ", bs->node_name);
         error_report_err(local_err);
-    } else if (ret < 0) {
-        error_report("qcow2: '%s': could not flush on close: %s",
-                     bs->filename, g_strerror(-ret));
     }
 }
 
@@ -606,6 +629,18 @@ void qcow2_bitmaps_close(BlockDriverState *bs)
         return;
     }
     co_run_sync(close_entry, bs);
+}
+
+void qcow2_bitmaps_set_readonly(BlockDriverState *bs, bool readonly)
+{
+    for (GList *l = bdrv_dirty_bitmaps(bs); l; l = l->next) {
+        BdrvDirtyBitmap *bitmap = l->data;
+
+        if (bdrv_dirty_bitmap_persistent(bitmap) &&
+            !bdrv_dirty_bitmap_inconsistent(bitmap)) {
+            bdrv_dirty_bitmap_set_readonly(bitmap, readonly);
+        }
+    }
 }
 
 /* --- The API --- */

@@ -109,7 +109,7 @@ static void set_inactive_l2(BDRVQcow2State *s, GArray *l2)
 }
 
 int coroutine_fn qcow2_read_snapshots(BlockDriverState *bs, int64_t file_len,
-                                      Error **errp)
+                                      bool writable, Error **errp)
 {
     BDRVQcow2State *s = bs->opaque;
     int64_t pos = s->snapshots_offset;
@@ -159,7 +159,7 @@ int coroutine_fn qcow2_read_snapshots(BlockDriverState *bs, int64_t file_len,
         }
     }
     s->snapshots_size = pos - s->snapshots_offset;
-    if (bs->read_only) {
+    if (!writable) {
         return 0;           /* nothing is written: no overlap checks */
     }
     l2 = g_array_new(FALSE, FALSE, sizeof(int64_t));

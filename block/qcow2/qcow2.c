@@ -666,7 +666,7 @@ static int coroutine_fn qcow2_open(BlockDriverState *bs,
     if (ret < 0) {
         goto fail;
     }
-    ret = qcow2_read_snapshots(bs, file_len, errp);
+    ret = qcow2_read_snapshots(bs, file_len, !bs->read_only, errp);
     if (ret < 0) {
         goto fail;
     }
@@ -814,9 +814,129 @@ static ImageInfoSpecific *qcow2_get_specific_info(BlockDriverState *bs)
     return spec;
 }
 
+/*
+ * blockdev-reopen switching read-only.
+ *
+ * To read-only: everything is written back while the file child is still
+ * writable -- the caches, and the persistent bitmaps with in_use cleared,
+ * as at close -- and the bitmaps become read-only at commit.  An abort
+ * leaves the node read/write, so it flags the bitmaps in_use again.
+ *
+ * To read/write: the checks of a read/write open run first (a corrupt
+ * image, or one left dirty by lazy refcounts, is refused; the snapshots'
+ * L2 tables are collected for the overlap check).  The bitmaps are
+ * flagged in_use only once the file child is writable (commit_post),
+ * and before any guest write: the node is still drained then.
+ */
+typedef struct Qcow2Reopen {
+    BlockDriverState *bs;
+    Error **errp;
+    int ret;
+} Qcow2Reopen;
+
+static void coroutine_fn qcow2_reopen_ro_entry(void *opaque)
+{
+    Qcow2Reopen *r = opaque;
+
+    r->ret = bdrv_co_flush(r->bs);
+    if (r->ret < 0) {
+        error_setg_errno(r->errp, -r->ret, "qcow2: could not flush '%s'",
+                         r->bs->filename);
+        return;
+    }
+    r->ret = qcow2_bitmaps_store_all(r->bs, r->errp);
+}
+
+static void coroutine_fn qcow2_reopen_rw_entry(void *opaque)
+{
+    Qcow2Reopen *r = opaque;
+    BDRVQcow2State *s = r->bs->opaque;
+    int64_t file_len = bdrv_getlength(r->bs->file->bs);
+
+    qcow2_snapshots_free(s);
+    r->ret = file_len < 0 ? file_len
+             : qcow2_read_snapshots(r->bs, file_len, true, r->errp);
+    if (file_len < 0) {
+        error_setg_errno(r->errp, -file_len, "qcow2: could not get the "
+                         "length of '%s'", r->bs->filename);
+    }
+}
+
+static bool qcow2_reopen_prepare(BlockDriverState *bs, bool read_only,
+                                 Error **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    Qcow2Reopen r = { .bs = bs, .errp = errp };
+
+    if (read_only) {
+        co_run_sync(qcow2_reopen_ro_entry, &r);
+        return r.ret == 0;
+    }
+    if (s->corrupt || (s->incompatible_features & QCOW2_INCOMPAT_CORRUPT)) {
+        error_setg(errp, "qcow2: Image is corrupt; cannot be opened "
+                   "read/write");
+        return false;
+    }
+    if (s->incompatible_features & QCOW2_INCOMPAT_DIRTY) {
+        error_setg(errp, "qcow2: '%s' is dirty (lazy refcounts) and cannot "
+                   "be switched to read/write; open it read/write to "
+                   "repair it", bs->filename);
+        return false;
+    }
+    co_run_sync(qcow2_reopen_rw_entry, &r);
+    return r.ret == 0;
+}
+
+static void qcow2_reopen_commit(BlockDriverState *bs)
+{
+    if (bs->read_only) {
+        qcow2_bitmaps_set_readonly(bs, true);
+    }
+}
+
+static void coroutine_fn qcow2_reopen_mark_entry(void *opaque)
+{
+    Qcow2Reopen *r = opaque;
+
+    r->ret = qcow2_bitmaps_mark_in_use(r->bs, r->errp);
+}
+
+/* Flag the bitmaps in_use: the node is read/write (again). */
+static void qcow2_reopen_mark_in_use(BlockDriverState *bs)
+{
+    Error *local_err = NULL;
+    Qcow2Reopen r = { .bs = bs, .errp = &local_err };
+
+    co_run_sync(qcow2_reopen_mark_entry, &r);
+    if (local_err) {
+        /* They stay valid in memory and are stored at close. */
+        error_report_err(local_err);
+    }
+}
+
+static void qcow2_reopen_abort(BlockDriverState *bs)
+{
+    if (!bs->read_only) {
+        qcow2_reopen_mark_in_use(bs);
+    }
+}
+
+static void qcow2_reopen_commit_post(BlockDriverState *bs)
+{
+    if (!bs->read_only) {
+        qcow2_reopen_mark_in_use(bs);
+        qcow2_bitmaps_set_readonly(bs, false);
+    }
+}
+
 static const BlockDriver bdrv_qcow2 = {
     .format_name = "qcow2",
     .instance_size = sizeof(BDRVQcow2State),
+    .can_reopen_read_only = true,
+    .bdrv_reopen_prepare = qcow2_reopen_prepare,
+    .bdrv_reopen_commit = qcow2_reopen_commit,
+    .bdrv_reopen_abort = qcow2_reopen_abort,
+    .bdrv_reopen_commit_post = qcow2_reopen_commit_post,
     .bdrv_open = qcow2_open,
     .bdrv_close = qcow2_close,
     .bdrv_co_create = qcow2_co_create,

@@ -352,12 +352,12 @@ int coroutine_fn qcow2_write_metadata(BlockDriverState *bs,
 /*
  * qcow2_read_snapshots:
  * Walk the snapshot table (its size, each snapshot's L1 table location)
- * and, read/write, collect the snapshots' L2 tables for the overlap
+ * and, if @writable, collect the snapshots' L2 tables for the overlap
  * check.  Fails on a table past the end of the file, QEMU's limits, or
- * (read/write) an L1 table that is misaligned or outside the file.
+ * (@writable) an L1 table that is misaligned or outside the file.
  */
 int coroutine_fn qcow2_read_snapshots(BlockDriverState *bs, int64_t file_len,
-                                      Error **errp);
+                                      bool writable, Error **errp);
 void qcow2_snapshots_free(BDRVQcow2State *s);
 
 /* qcow2-refcount.c */
@@ -596,6 +596,17 @@ int coroutine_fn qcow2_bitmaps_open(BlockDriverState *bs, int64_t file_len,
 int coroutine_fn qcow2_bitmaps_note_write(BlockDriverState *bs);
 void qcow2_bitmaps_close(BlockDriverState *bs);
 void qcow2_bitmaps_free(BDRVQcow2State *s);
+/*
+ * For blockdev-reopen (and open and close).  store_all: store every
+ * persistent bitmap (in_use cleared) and flush the image, as at close;
+ * *errp is set on failure.  mark_in_use: flag every stored bitmap in_use
+ * in place, as at a read/write open.  set_readonly: the persistent,
+ * consistent bitmaps become (stop being) read-only with the node.
+ */
+int coroutine_fn qcow2_bitmaps_store_all(BlockDriverState *bs, Error **errp);
+int coroutine_fn qcow2_bitmaps_mark_in_use(BlockDriverState *bs,
+                                           Error **errp);
+void qcow2_bitmaps_set_readonly(BlockDriverState *bs, bool readonly);
 bool qcow2_can_store_new_dirty_bitmap(BlockDriverState *bs, const char *name,
                                       uint32_t granularity, Error **errp);
 bool coroutine_fn qcow2_co_remove_persistent_dirty_bitmap(BlockDriverState *bs,

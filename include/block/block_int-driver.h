@@ -170,6 +170,13 @@ struct BlockDriver {
                                 Error **errp);
     void (*bdrv_reopen_commit)(BlockDriverState *bs);
     void (*bdrv_reopen_abort)(BlockDriverState *bs);
+    /*
+     * After a committed reopen, once the whole graph change (children's
+     * permissions and reopens included) is in effect, still drained:
+     * for work that needs the new state, such as writing to a child that
+     * just became writable.  Cannot fail; report problems.
+     */
+    void (*bdrv_reopen_commit_post)(BlockDriverState *bs);
 
     /*
      * A layer above (or the core, for the node's own requests) reached

@@ -9,6 +9,7 @@ the model.
 iotests groups: rw quick
 """
 
+import json
 import os
 
 import pytest
@@ -211,3 +212,39 @@ def test_file_read_only_switch(daemon, scratch):
     with open(img, "rb") as f:
         f.seek(4096)
         assert f.read(4096) == b"\x5a" * 4096
+
+
+def bitmap_flags(img):
+    info = json.loads(qemu_img("info", "-U", "--output=json", img).stdout)
+    return {b["name"]: sorted(b["flags"])
+            for b in info["format-specific"]["data"].get("bitmaps", [])}
+
+
+def test_qcow2_read_only_switch_with_bitmaps(graph):
+    """qcow2 goes read-only (bitmaps stored) and back (flagged again)."""
+    d, img = graph
+    d.command("block-dirty-bitmap-add", {"node": "q0", "name": "p", "persistent": True})
+    sock = d.start_nbd_unix()
+    d.export("q0", writable=True)
+    uri = iotests.nbd_uri(sock, "q0")
+    iotests.qemu_io_cmds(uri, ["write -q -P 1 0 64k"])
+    d.del_export()
+    assert reopen(d, q0(**{"read-only": True})) == {"return": {}}
+    assert node(d, "q0")["ro"] is True
+    # Stored as at close: the writes are in it and in_use is clear.
+    assert bitmap_flags(img) == {"p": ["auto"]}
+    assert error(d.cmd("block-dirty-bitmap-clear", {"node": "q0", "name": "p"})) == \
+        "Bitmap 'p' is readonly and cannot be modified"
+    digest = d.command("x-debug-block-dirty-bitmap-sha256", {"node": "q0", "name": "p"})
+    assert reopen(d, q0()) == {"return": {}}
+    assert bitmap_flags(img) == {"p": ["auto", "in-use"]}
+    d.command("block-dirty-bitmap-clear", {"node": "q0", "name": "p"})
+    d.export("q0", writable=True)
+    iotests.qemu_io_cmds(uri, ["write -q -P 2 1M 64k"])
+    assert d.command("x-debug-block-dirty-bitmap-sha256", {"node": "q0", "name": "p"}) != digest
+    assert d.stop()
+    assert bitmap_flags(img) == {"p": ["auto"]}
+    qemu_img("check", img)
+    res = iotests.qemu_io("-f", "qcow2", "-c", "read -q -P 1 0 64k", "-c",
+                          "read -q -P 2 1M 64k", img, check=False)
+    assert res.returncode == 0 and "verification failed" not in res.output, res
