@@ -328,14 +328,16 @@ static uint64_t find_dirty_granule(const HBitmap *hb, uint64_t start)
     return pos;
 }
 
-/* The first clean granule in [@start, @last], or NOT_FOUND. */
+/*
+ * The first clean granule from @start on, looking no further than the
+ * word that holds @last; NOT_FOUND if there is none.
+ */
 static uint64_t find_clean_granule(const HBitmap *hb, uint64_t start,
                                    uint64_t last)
 {
     const uint64_t *words = hb->levels[0];
     uint64_t w = start / BITS_PER_WORD;
     uint64_t clean = ~words[w] & (~0ULL << (start % BITS_PER_WORD));
-    uint64_t pos;
 
     while (!clean) {
         if (++w > last / BITS_PER_WORD) {
@@ -343,8 +345,7 @@ static uint64_t find_clean_granule(const HBitmap *hb, uint64_t start,
         }
         clean = ~words[w];
     }
-    pos = w * BITS_PER_WORD + __builtin_ctzll(clean);
-    return pos <= last ? pos : NOT_FOUND;
+    return w * BITS_PER_WORD + __builtin_ctzll(clean);
 }
 
 /* A granule found in [offset, ...) as the offset the searches return. */
