@@ -165,8 +165,8 @@ static void update_summaries(HBitmap *hb, unsigned level, uint64_t first,
     }
 }
 
-/* Replace every level above the bottom with one computed from it. */
-static void rebuild_summaries(HBitmap *hb)
+/* Replace every level above the bottom with a clean one sized for it. */
+static void alloc_summaries(HBitmap *hb)
 {
     for (unsigned l = 1; l < hb->nlevels; l++) {
         g_clear_pointer(&hb->levels[l], g_free);
@@ -179,7 +179,6 @@ static void rebuild_summaries(HBitmap *hb)
         hb->nwords[l] = words_for_bits(hb->nwords[l - 1]);
         hb->levels[l] = g_new0(uint64_t, hb->nwords[l]);
     }
-    update_summaries(hb, 0, 0, hb->nwords[0] - 1);
 }
 
 HBitmap *hbitmap_new(uint64_t size, uint32_t granularity)
@@ -194,7 +193,7 @@ HBitmap *hbitmap_new(uint64_t size, uint32_t granularity)
     hb->nwords[0] = words_for_bits(hb->granules);
     hb->levels[0] = g_new0(uint64_t, hb->nwords[0]);
     hb->nlevels = 1;
-    rebuild_summaries(hb);
+    alloc_summaries(hb);
     return hb;
 }
 
@@ -459,7 +458,8 @@ void hbitmap_truncate(HBitmap *hb, uint64_t size)
     hb->size = size;
     hb->granules = granules;
     hb->nwords[0] = nwords;
-    rebuild_summaries(hb);
+    alloc_summaries(hb);
+    update_summaries(hb, 0, 0, nwords - 1);
 }
 
 uint64_t hbitmap_serialized_bytes(const HBitmap *hb)

@@ -710,7 +710,10 @@ static void assert_sha256(const HBitmap *hb, const char *expected)
     g_assert_cmpstr(sha, ==, expected);
 }
 
-/* SHA-256 of 8 zero bytes: one clean word. */
+/*
+ * SHA-256 of 8 zero bytes: one clean word.  qemu-storage-daemon 7.2
+ * reports it for a new bitmap on a null-co node of 1 MiB or of 0 bytes.
+ */
 #define SHA256_ONE_CLEAN_WORD \
     "af5570f5a1810b7af78caf4bc70a660f0df51e42baf91d4de5b2328de0e83dfc"
 
@@ -728,13 +731,17 @@ static void test_sha256_empty(void)
     assert_sha256(nothing, SHA256_ONE_CLEAN_WORD);
     /* 65 granules: two words, though 9 bytes would serialize them. */
     assert_sha256(odd, two_words);
+    assert_sha256(odd, "374708fff7719dd5979ec875d56cd228"
+                       "6f6d3cf7ec317a3b25632aab28ec37bb");
     assert_sha256(large, large_words);
 }
 
 /*
  * Words built by hand: granules 0, 1, 63, 64, 130 and 16383 of 1 GiB at
  * 64 KiB are bits of the words 0x8000000000000003, 0x1, 0x4, 0..., and
- * 0x8000000000000000 in the last of 256 words.
+ * 0x8000000000000000 in the last of 256 words.  The literal digest is
+ * what qemu-storage-daemon 7.2 (x86_64) reports for a bitmap on a null-co
+ * node after 512-byte writes at those granules.
  */
 static void test_sha256_words(void)
 {
@@ -759,6 +766,27 @@ static void test_sha256_words(void)
     expected = g_compute_checksum_for_data(G_CHECKSUM_SHA256, le,
                                            sizeof(le));
     assert_sha256(hb, expected);
+    assert_sha256(hb, "e3ff0e267680d248822b74c76cff8c1f"
+                      "fb49a0b1fbdd515b3870970ba7dbbd4e");
+}
+
+/*
+ * 65 dirty granules, the last one partial: the second word holds one
+ * bit, and the bits past it are zero.  The literal is again
+ * qemu-storage-daemon 7.2's, after a write of the whole node.
+ */
+static void test_sha256_full_tail(void)
+{
+    g_autoptr(HBitmap) hb = all_dirty(65 * 512 - 1, 512);
+    const uint8_t le[16] = {
+        0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01,
+    };
+    g_autofree char *expected =
+        g_compute_checksum_for_data(G_CHECKSUM_SHA256, le, sizeof(le));
+
+    assert_sha256(hb, expected);
+    assert_sha256(hb, "c9cb04ba987a95a535a8ba7d18b3815d"
+                      "0f04b47add63f2b18ed0a66f9a6d617a");
 }
 
 /* --- Performance (-m perf) --- */
@@ -768,13 +796,24 @@ static void perf_report(const char *what)
     g_test_message("%-34s %8.3f ms", what, g_test_timer_elapsed() * 1000);
 }
 
-/* Dirty 1 % of @hb's bytes with random 4 KiB-aligned 4 KiB writes. */
-static void perf_dirty_one_percent(HBitmap *hb, GRand *r)
+/* The offsets of random 4 KiB writes to 1 % of a 1 TiB disk. */
+static uint64_t *perf_write_offsets(GRand *r, uint64_t *n)
 {
-    uint64_t blocks = hbitmap_size(hb) / (4 * KiB);
+    uint64_t blocks = 1 * TiB / (4 * KiB);
+    uint64_t *offsets;
 
-    for (uint64_t i = 0; i < blocks / 100; i++) {
-        hbitmap_set(hb, rand_below(r, blocks) * 4 * KiB, 4 * KiB);
+    *n = blocks / 100;
+    offsets = g_new(uint64_t, *n);
+    for (uint64_t i = 0; i < *n; i++) {
+        offsets[i] = rand_below(r, blocks) * 4 * KiB;
+    }
+    return offsets;
+}
+
+static void perf_write(HBitmap *hb, const uint64_t *offsets, uint64_t n)
+{
+    for (uint64_t i = 0; i < n; i++) {
+        hbitmap_set(hb, offsets[i], 4 * KiB);
     }
 }
 
@@ -786,15 +825,17 @@ static void test_perf_1tib(void)
     g_autoptr(HBitmap) coarse = hbitmap_new(1 * TiB, 1 * MiB);
     g_autofree uint8_t *buf = NULL;
     g_autofree char *sha = NULL;
+    g_autofree uint64_t *writes = NULL;
     HBitmap *sources[8];
-    uint64_t offset = 0, start, bytes, areas = 0, count;
+    uint64_t offset = 0, start, bytes, areas = 0, count, nwrites;
 
     g_test_timer_start();
     hb = hbitmap_new(1 * TiB, 64 * KiB);
     perf_report("new");
 
+    writes = perf_write_offsets(r, &nwrites);
     g_test_timer_start();
-    perf_dirty_one_percent(hb, r);
+    perf_write(hb, writes, nwrites);
     perf_report("1 % random 4 KiB writes (2.7 M)");
 
     g_test_timer_start();
@@ -813,7 +854,9 @@ static void test_perf_1tib(void)
 
     for (int i = 0; i < 8; i++) {
         sources[i] = hbitmap_new(1 * TiB, 64 * KiB);
-        perf_dirty_one_percent(sources[i], r);
+        g_free(writes);
+        writes = perf_write_offsets(r, &nwrites);
+        perf_write(sources[i], writes, nwrites);
     }
     g_test_timer_start();
     for (int i = 0; i < 8; i++) {
@@ -863,6 +906,7 @@ int main(int argc, char **argv)
                     test_deserialize_ignores_tail);
     g_test_add_func("/hbitmap/sha256/empty", test_sha256_empty);
     g_test_add_func("/hbitmap/sha256/words", test_sha256_words);
+    g_test_add_func("/hbitmap/sha256/full-tail", test_sha256_full_tail);
     if (g_test_perf()) {
         g_test_add_func("/hbitmap/perf/1tib", test_perf_1tib);
     }
