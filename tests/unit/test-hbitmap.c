@@ -679,6 +679,26 @@ static void test_truncate_shrink_tiny(void)
     g_assert_cmpint(hbitmap_next_dirty(hb, 4096, UINT64_MAX), ==, -1);
 }
 
+/* A copy shares nothing: changing either leaves the other alone. */
+static void test_copy_independent(void)
+{
+    g_autoptr(HBitmap) hb = hbitmap_new(300000 * 512ULL, 512);
+    g_autoptr(HBitmap) copy = NULL;
+
+    hbitmap_set(hb, 1000 * 512, 512);
+    copy = hbitmap_copy(hb);
+    hbitmap_set(hb, 200000 * 512, 512);
+    hbitmap_reset(copy, 1000 * 512, 512);
+    hbitmap_set(copy, 7, 1);
+
+    g_assert_cmpint(hbitmap_next_dirty(hb, 0, UINT64_MAX), ==, 1000 * 512);
+    g_assert_cmpint(hbitmap_next_dirty(hb, 1001 * 512, UINT64_MAX), ==,
+                    200000 * 512);
+    g_assert_cmpuint(hbitmap_count(hb), ==, 2 * 512);
+    g_assert_cmpint(hbitmap_next_dirty(copy, 512, UINT64_MAX), ==, -1);
+    g_assert_cmpuint(hbitmap_count(copy), ==, 512);
+}
+
 /* Bits of @buf past the last granule are ignored, not stored. */
 static void test_deserialize_ignores_tail(void)
 {
@@ -902,6 +922,7 @@ int main(int argc, char **argv)
                     test_count_whole_granules);
     g_test_add_func("/hbitmap/truncate/shrink/tiny",
                     test_truncate_shrink_tiny);
+    g_test_add_func("/hbitmap/copy/independent", test_copy_independent);
     g_test_add_func("/hbitmap/deserialize/ignores-tail",
                     test_deserialize_ignores_tail);
     g_test_add_func("/hbitmap/sha256/empty", test_sha256_empty);
