@@ -165,8 +165,8 @@ static void update_summaries(HBitmap *hb, unsigned level, uint64_t first,
     }
 }
 
-/* Replace every level above the bottom with one computed from it. */
-static void rebuild_summaries(HBitmap *hb)
+/* Replace every level above the bottom with a clean one sized for it. */
+static void alloc_summaries(HBitmap *hb)
 {
     for (unsigned l = 1; l < hb->nlevels; l++) {
         g_clear_pointer(&hb->levels[l], g_free);
@@ -179,7 +179,6 @@ static void rebuild_summaries(HBitmap *hb)
         hb->nwords[l] = words_for_bits(hb->nwords[l - 1]);
         hb->levels[l] = g_new0(uint64_t, hb->nwords[l]);
     }
-    update_summaries(hb, 0, 0, hb->nwords[0] - 1);
 }
 
 HBitmap *hbitmap_new(uint64_t size, uint32_t granularity)
@@ -194,7 +193,7 @@ HBitmap *hbitmap_new(uint64_t size, uint32_t granularity)
     hb->nwords[0] = words_for_bits(hb->granules);
     hb->levels[0] = g_new0(uint64_t, hb->nwords[0]);
     hb->nlevels = 1;
-    rebuild_summaries(hb);
+    alloc_summaries(hb);
     return hb;
 }
 
@@ -328,14 +327,16 @@ static uint64_t find_dirty_granule(const HBitmap *hb, uint64_t start)
     return pos;
 }
 
-/* The first clean granule in [@start, @last], or NOT_FOUND. */
+/*
+ * The first clean granule from @start on, looking no further than the
+ * word that holds @last; NOT_FOUND if there is none.
+ */
 static uint64_t find_clean_granule(const HBitmap *hb, uint64_t start,
                                    uint64_t last)
 {
     const uint64_t *words = hb->levels[0];
     uint64_t w = start / BITS_PER_WORD;
     uint64_t clean = ~words[w] & (~0ULL << (start % BITS_PER_WORD));
-    uint64_t pos;
 
     while (!clean) {
         if (++w > last / BITS_PER_WORD) {
@@ -343,8 +344,7 @@ static uint64_t find_clean_granule(const HBitmap *hb, uint64_t start,
         }
         clean = ~words[w];
     }
-    pos = w * BITS_PER_WORD + __builtin_ctzll(clean);
-    return pos <= last ? pos : NOT_FOUND;
+    return w * BITS_PER_WORD + __builtin_ctzll(clean);
 }
 
 /* A granule found in [offset, ...) as the offset the searches return. */
@@ -458,7 +458,8 @@ void hbitmap_truncate(HBitmap *hb, uint64_t size)
     hb->size = size;
     hb->granules = granules;
     hb->nwords[0] = nwords;
-    rebuild_summaries(hb);
+    alloc_summaries(hb);
+    update_summaries(hb, 0, 0, nwords - 1);
 }
 
 uint64_t hbitmap_serialized_bytes(const HBitmap *hb)
