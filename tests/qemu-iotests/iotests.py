@@ -265,6 +265,20 @@ _TIMESTAMP_RE = re.compile(r"\d+")
 _GEN_NODE_RE = re.compile(r"#block\d+")
 
 
+def nbdinfo_map(uri: str, context: str = "base:allocation") -> List[Tuple[int, int, int]]:
+    """nbdinfo's map of ``context`` as (offset, length, type), neighbours of
+    the same type merged: servers may split extents differently."""
+    require_tool("nbdinfo")
+    extents = json.loads(run(["nbdinfo", f"--map={context}", "--json", uri]).stdout)
+    out: List[Tuple[int, int, int]] = []
+    for e in extents:
+        if out and out[-1][2] == e["type"] and out[-1][0] + out[-1][1] == e["offset"]:
+            out[-1] = (out[-1][0], out[-1][1] + e["length"], e["type"])
+        else:
+            out.append((e["offset"], e["length"], e["type"]))
+    return out
+
+
 def filter_qmp_event(ev: Dict[str, Any]) -> Dict[str, Any]:
     """Replace the event timestamp with a fixed one."""
     ev = dict(ev)

@@ -7,12 +7,11 @@ backing chain reports the depth of the layer that allocates each range.
 iotests groups: quick
 """
 
-import json
 import os
 
 import pytest
 
-from iotests import MiB, create_image, nbd_uri, qemu_io_cmds, require_tool, run
+from iotests import MiB, create_image, nbd_uri, nbdinfo_map, qemu_io_cmds, run
 
 pytestmark = pytest.mark.quick
 
@@ -28,16 +27,7 @@ def sparse_file(path, size, writes):
 
 
 def block_map(uri):
-    require_tool("nbdinfo")
-    extents = json.loads(run(["nbdinfo", "--map", "--json", uri]).stdout)
-    # Merge neighbours of the same type: servers may split extents differently.
-    out = []
-    for e in extents:
-        if out and out[-1][2] == e["type"] and out[-1][0] + out[-1][1] == e["offset"]:
-            out[-1] = (out[-1][0], out[-1][1] + e["length"], e["type"])
-        else:
-            out.append((e["offset"], e["length"], e["type"]))
-    return out
+    return nbdinfo_map(uri)
 
 
 @pytest.fixture
@@ -121,16 +111,7 @@ def test_map_follows_writes_and_unmap(server, scratch):
 
 
 def depth_map(uri):
-    require_tool("nbdinfo")
-    extents = json.loads(run(["nbdinfo", "--map=qemu:allocation-depth",
-                              "--json", uri]).stdout)
-    out = []
-    for e in extents:
-        if out and out[-1][2] == e["type"]:
-            out[-1] = (out[-1][0], out[-1][1] + e["length"], e["type"])
-        else:
-            out.append((e["offset"], e["length"], e["type"]))
-    return out
+    return nbdinfo_map(uri, "qemu:allocation-depth")
 
 
 def qcow2_chain(scratch, base_size=4 * MiB):

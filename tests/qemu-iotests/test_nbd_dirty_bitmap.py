@@ -21,7 +21,7 @@ import pytest
 
 import iotests
 import nbd_client as N
-from iotests import KiB, MiB, nbd_uri, qemu_img, qemu_io_cmds, require_tool, run
+from iotests import KiB, MiB, nbd_uri, nbdinfo_map, qemu_img, qemu_io_cmds, run
 from test_dirty_bitmaps import error_of
 
 pytestmark = pytest.mark.quick
@@ -57,16 +57,7 @@ def expected_map(size, gran, writes):
 
 def bitmap_map(uri, name):
     """nbdinfo's map of context qemu:dirty-bitmap:NAME, neighbours merged."""
-    require_tool("nbdinfo")
-    extents = json.loads(run(["nbdinfo", f"--map=qemu:dirty-bitmap:{name}", "--json",
-                              uri]).stdout)
-    out = []
-    for e in extents:
-        if out and out[-1][2] == e["type"] and out[-1][0] + out[-1][1] == e["offset"]:
-            out[-1] = (out[-1][0], out[-1][1] + e["length"], e["type"])
-        else:
-            out.append((e["offset"], e["length"], e["type"]))
-    return out
+    return nbdinfo_map(uri, f"qemu:dirty-bitmap:{name}")
 
 
 def bitmap_info(d, node, name):

@@ -12,7 +12,7 @@ import pytest
 
 import iotests
 from iotests import nbd_uri, qemu_img, qemu_io_popen, wait_all
-from test_dirty_bitmaps import bitmaps, error_of, expected_sha256, granules, open_qcow2, sha
+from test_dirty_bitmaps import bitmaps, expected_sha256, granules, open_qcow2, sha
 
 MiB = 1024 * 1024
 SIZE = 64 * MiB
