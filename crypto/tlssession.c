@@ -137,8 +137,9 @@ ssize_t coroutine_fn qcrypto_tls_session_co_readv(QCryptoTLSSession *sess,
     int i = 0;
 
     /*
-     * Fill as much of @iov as can be had without waiting: several records
-     * may be queued, and each extra one saves the caller a round.
+     * Go on past the first record only while GnuTLS already holds
+     * decrypted data: another receive would most likely fail with
+     * EAGAIN, and the caller's next call tries the socket first anyway.
      */
     while (i < iovcnt) {
         ssize_t n;
@@ -153,12 +154,12 @@ ssize_t coroutine_fn qcrypto_tls_session_co_readv(QCryptoTLSSession *sess,
         if (n > 0) {
             done += n;
             off += n;
+            if (gnutls_record_check_pending(sess->session) == 0) {
+                break;
+            }
         } else if (n == 0) {
             break;                      /* end of the stream */
         } else if (n == GNUTLS_E_AGAIN) {
-            if (done > 0) {
-                break;
-            }
             co_wait_fd(sess->fd, G_IO_IN);
         } else if (n != GNUTLS_E_INTERRUPTED) {
             return done > 0 ? (ssize_t)done : qcrypto_tls_errno(n);
