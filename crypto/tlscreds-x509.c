@@ -8,7 +8,8 @@
  * QEMU hands to authz objects, so existing rules keep matching.
  *
  * sanity-check (the default) checks our own certificate when the object
- * is created: it must be signed by a CA of ca-cert.pem and be valid now.
+ * is created: it must be signed by a CA of ca-cert.pem and be valid now
+ * (QEMU also checks key usage and basic constraints).
  * That turns a wrong directory into an object-add error instead of
  * handshakes that fail later.
  */
@@ -41,6 +42,27 @@ static int x509_apply(QCryptoTLSCreds *creds, gnutls_session_t session)
     return ret;
 }
 
+/* Why a certificate failed verification, in QEMU's words. */
+static const char *x509_status_reason(unsigned int status)
+{
+    if (status & GNUTLS_CERT_SIGNER_NOT_FOUND) {
+        return "The certificate hasn't got a known issuer";
+    }
+    if (status & GNUTLS_CERT_REVOKED) {
+        return "The certificate has been revoked";
+    }
+    if (status & GNUTLS_CERT_INSECURE_ALGORITHM) {
+        return "The certificate uses an insecure algorithm";
+    }
+    if (status & GNUTLS_CERT_EXPIRED) {
+        return "The certificate has expired";
+    }
+    if (status & GNUTLS_CERT_NOT_ACTIVATED) {
+        return "The certificate is not yet active";
+    }
+    return "The certificate is not trusted";
+}
+
 static bool x509_check_peer(QCryptoTLSCreds *creds, gnutls_session_t session,
                             char **identity, Error **errp)
 {
@@ -61,15 +83,8 @@ static bool x509_check_peer(QCryptoTLSCreds *creds, gnutls_session_t session,
         return false;
     }
     if (status != 0) {
-        gnutls_datum_t msg;
-
-        if (gnutls_certificate_verification_status_print(
-                status, GNUTLS_CRT_X509, &msg, 0) >= 0) {
-            error_setg(errp, "Peer certificate is not valid: %s", msg.data);
-            gnutls_free(msg.data);
-        } else {
-            error_setg(errp, "Peer certificate is not valid");
-        }
+        error_setg(errp, "Peer certificate is not valid: %s",
+                   x509_status_reason(status));
         return false;
     }
     certs = gnutls_certificate_get_peers(session, &ncerts);
@@ -122,37 +137,51 @@ static const QCryptoTLSCredsOps x509_ops = {
     .check_peer = x509_check_peer,
 };
 
+/* Load the PEM certificates of @path (at least one). */
+static bool x509_load_crt_list(const char *path, gnutls_x509_crt_t **list,
+                               unsigned int *n, Error **errp)
+{
+    gnutls_datum_t data = { 0 };
+    int ret = gnutls_load_file(path, &data);
+
+    *list = NULL;
+    *n = 0;
+    if (ret >= 0) {
+        ret = gnutls_x509_crt_list_import2(list, n, &data,
+                                           GNUTLS_X509_FMT_PEM, 0);
+        gnutls_free(data.data);
+    }
+    if (ret >= 0 && *n == 0) {
+        ret = GNUTLS_E_NO_CERTIFICATE_FOUND;
+    }
+    if (ret < 0) {
+        error_setg(errp, "Unable to load certificate %s: %s", path,
+                   gnutls_strerror(ret));
+        return false;
+    }
+    return true;
+}
+
+static void x509_free_crt_list(gnutls_x509_crt_t *list, unsigned int n)
+{
+    for (unsigned int i = 0; i < n; i++) {
+        gnutls_x509_crt_deinit(list[i]);
+    }
+    gnutls_free(list);
+}
+
 /* sanity-check: @cert_path must be signed by a CA in @ca_path, valid now. */
 static bool x509_sanity_check(const char *cert_path, const char *ca_path,
                               Error **errp)
 {
     gnutls_x509_crt_t *cas = NULL, *certs = NULL;
     unsigned int ncas = 0, ncerts = 0, status = 0;
-    gnutls_datum_t data = { 0 };
     time_t now = time(NULL);
     bool ok = false;
     int ret;
 
-    ret = gnutls_load_file(ca_path, &data);
-    if (ret >= 0) {
-        ret = gnutls_x509_crt_list_import2(&cas, &ncas, &data,
-                                           GNUTLS_X509_FMT_PEM, 0);
-        gnutls_free(data.data);
-    }
-    if (ret < 0) {
-        error_setg(errp, "Unable to load CA certificate %s: %s", ca_path,
-                   gnutls_strerror(ret));
-        return false;
-    }
-    ret = gnutls_load_file(cert_path, &data);
-    if (ret >= 0) {
-        ret = gnutls_x509_crt_list_import2(&certs, &ncerts, &data,
-                                           GNUTLS_X509_FMT_PEM, 0);
-        gnutls_free(data.data);
-    }
-    if (ret < 0 || ncerts == 0) {
-        error_setg(errp, "Unable to load certificate %s: %s", cert_path,
-                   gnutls_strerror(ret < 0 ? ret : GNUTLS_E_NO_CERTIFICATE_FOUND));
+    if (!x509_load_crt_list(ca_path, &cas, &ncas, errp) ||
+        !x509_load_crt_list(cert_path, &certs, &ncerts, errp)) {
         goto out;
     }
     if (gnutls_x509_crt_get_activation_time(certs[0]) > now) {
@@ -165,21 +194,20 @@ static bool x509_sanity_check(const char *cert_path, const char *ca_path,
     }
     ret = gnutls_x509_crt_list_verify(certs, ncerts, cas, ncas, NULL, 0, 0,
                                       &status);
-    if (ret < 0 || status != 0) {
-        error_setg(errp, "The certificate %s is not signed by a CA of %s",
-                   cert_path, ca_path);
+    if (ret < 0) {
+        error_setg(errp, "Unable to validate certificate %s: %s", cert_path,
+                   gnutls_strerror(ret));
+        goto out;
+    }
+    if (status != 0) {
+        error_setg(errp, "Our own certificate %s failed validation against "
+                   "%s: %s", cert_path, ca_path, x509_status_reason(status));
         goto out;
     }
     ok = true;
 out:
-    for (unsigned int i = 0; i < ncas; i++) {
-        gnutls_x509_crt_deinit(cas[i]);
-    }
-    for (unsigned int i = 0; i < ncerts; i++) {
-        gnutls_x509_crt_deinit(certs[i]);
-    }
-    gnutls_free(cas);
-    gnutls_free(certs);
+    x509_free_crt_list(cas, ncas);
+    x509_free_crt_list(certs, ncerts);
     return ok;
 }
 
@@ -286,8 +314,8 @@ static Object *x509_create(ObjectOptions *opts, Error **errp)
         return NULL;
     }
     if (props->passwordid) {
-        error_setg(errp, "Encrypted private keys (passwordid) are not "
-                   "supported");
+        /* blockd has no secret objects (QEMU's message for a missing one) */
+        error_setg(errp, "No secret with id '%s'", props->passwordid);
         x509_free(&x509->parent);
         return NULL;
     }

@@ -105,6 +105,11 @@ def pki(tmp_path_factory: Any) -> Dict[str, str]:
         "server": _creds_dir(work, "server", {"ca-cert.pem": good["cert"],
                                               "server-cert.pem": server["cert"],
                                               "server-key.pem": server["key"]}),
+        # The server's certificate with a CA that did not sign it
+        "server-other-ca": _creds_dir(work, "server-other-ca",
+                                      {"ca-cert.pem": other["cert"],
+                                       "server-cert.pem": server["cert"],
+                                       "server-key.pem": server["key"]}),
     }
     for name, cert in (("alice", alice), ("mallory", mallory), ("eve", eve)):
         # Every client trusts the good CA, so each of them accepts the
@@ -429,6 +434,19 @@ def test_object_and_server_errors(daemon: Any, scratch: str,
     assert err("object-add", {"qom-type": "tls-creds-psk", "id": "p1",
                               "endpoint": "server", "dir": missing}) == \
         f"Unable to access credentials {missing}/keys.psk: No such file or directory"
+    assert err("object-add", {**server, "id": "t1", "dir": pki["server-other-ca"]}) == \
+        (f"Our own certificate {pki['server-other-ca']}/server-cert.pem failed "
+         f"validation against {pki['server-other-ca']}/ca-cert.pem: "
+         "The certificate hasn't got a known issuer")
+    daemon.command("object-add", {**server, "id": "unchecked",
+                                  "dir": pki["server-other-ca"], "sanity-check": False})
+    assert err("object-add", {**server, "id": "t1", "passwordid": "sec0"}) == \
+        "No secret with id 'sec0'"
+    psk = {"qom-type": "tls-creds-psk", "id": "p1", "dir": pki["psk-server"]}
+    assert err("object-add", {**psk, "endpoint": "server", "username": "x"}) == \
+        "username should not be set when endpoint=server"
+    assert err("object-add", {**psk, "endpoint": "client", "username": "bob"}) == \
+        f"Username bob not found in PSK file {pki['psk-server']}/keys.psk"
     assert err("object-add", {"qom-type": "authz-simple", "id": "a1"}) == \
         "Parameter 'identity' is missing"
     assert err("object-add", {"qom-type": "authz-list", "id": "a1",
@@ -453,7 +471,7 @@ def test_object_and_server_errors(daemon: Any, scratch: str,
     daemon.command("nbd-server-stop")
 
     assert err("object-del", {"id": "nosuch"}) == "object 'nosuch' not found"
-    for obj in ("tls0", "authz0", "client0"):
+    for obj in ("tls0", "authz0", "client0", "unchecked"):
         daemon.command("object-del", id=obj)
 
 
