@@ -398,8 +398,7 @@ def test_tls_over_unix_socket(daemon_factory: Any, scratch: str,
     d.add_file_raw(image, node="disk")
     sock = d.start_nbd_unix(tls_creds="tls0")
     d.export("disk", name="disk")
-    uri = (f"nbds+unix:///disk?socket={sock}&tls-certificates={pki['alice']}"
-           "&tls-verify-peer=false")
+    uri = f"nbds+unix:///disk?socket={sock}&tls-certificates={pki['alice']}"
     res = nbdinfo(uri)
     assert res.returncode == 0 and res.stdout.strip() == str(IMAGE_SIZE), res.output
     res = nbdinfo(iotests.nbd_uri(sock, "disk"))
