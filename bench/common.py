@@ -130,12 +130,27 @@ class Daemon:
         self.stop()
 
 
-def run_fio(job: Dict[str, Any], workdir: str, timeout: float) -> Dict[str, Any]:
+class FioClient:
+    """How fio is run: ``prefix`` (say, setpriv) before its argv, ``env``
+    for its environment (None: ours), and ``outdir``, a directory it can
+    write its JSON report to (None: the work directory)."""
+
+    def __init__(self, prefix: Sequence[str] = (), env: Optional[Dict[str, str]] = None,
+                 outdir: Optional[str] = None):
+        self.prefix = list(prefix)
+        self.env = env
+        self.outdir = outdir
+
+
+def run_fio(job: Dict[str, Any], workdir: str, timeout: float,
+            client: Optional[FioClient] = None) -> Dict[str, Any]:
     """Run one fio job (options as a dict) and return its parsed JSON job entry."""
-    out = os.path.join(workdir, "fio.json")
-    argv = ["fio", "--output-format=json", f"--output={out}", "--name=bench"]
+    client = client or FioClient()
+    out = os.path.join(client.outdir or workdir, "fio.json")
+    argv = client.prefix + ["fio", "--output-format=json", f"--output={out}",
+                            "--name=bench"]
     argv += [f"--{k}={v}" if v is not True else f"--{k}" for k, v in job.items()]
-    res = subprocess.run(argv, capture_output=True, timeout=timeout,
+    res = subprocess.run(argv, capture_output=True, timeout=timeout, env=client.env,
                          preexec_fn=_die_with_parent)
     if res.returncode != 0:
         die(f"fio failed ({res.returncode}): {' '.join(argv)}\n"
@@ -157,7 +172,8 @@ def fio_result(job: Dict[str, Any], direction: str) -> Dict[str, float]:
 
 
 def measure(binary: str, args: Sequence[str], job: Dict[str, Any], direction: str,
-            workdir: str, tag: str, timeout: float) -> Dict[str, float]:
+            workdir: str, tag: str, timeout: float,
+            client: Optional[FioClient] = None) -> Dict[str, float]:
     """Start a daemon, run one fio job against it, stop it.
 
     Returns fio_result() plus ``cpu_us``: the daemon's CPU time (user +
@@ -168,7 +184,7 @@ def measure(binary: str, args: Sequence[str], job: Dict[str, Any], direction: st
     """
     with Daemon(binary, args, workdir, tag) as daemon:
         cpu_before = daemon.cpu_seconds()
-        job_result = run_fio(job, workdir, timeout)
+        job_result = run_fio(job, workdir, timeout, client)
         cpu = daemon.cpu_seconds() - cpu_before
     res = fio_result(job_result, direction)
     runtime_s = job_result["job_runtime"] / 1000.0

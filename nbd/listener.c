@@ -13,6 +13,11 @@
  * further clients wait in the kernel's backlog, as with QEMU, and are
  * served in order as soon as a slot frees up.
  *
+ * With tls-creds every client must start TLS before anything else (see
+ * server-handshake.c); the server keeps a reference on the credentials,
+ * so object-del does not pull them from under it, and looks the
+ * tls-authz object up by id for each client.
+ *
  * Stopping closes the listening sockets, unlinks the UNIX socket file we
  * created, disconnects every client (handshake included), and removes
  * every NBD export, waiting until they are gone.  The NBDServer itself
@@ -51,6 +56,10 @@ void nbd_server_unref(NBDServer *server)
         return;
     }
     g_assert(!server->clients);
+    if (server->tls_creds) {
+        object_unref(&server->tls_creds->parent);
+    }
+    g_free(server->tls_authz);
     g_array_unref(server->listeners);
     g_free(server->unix_path);
     g_free(server);
@@ -290,6 +299,7 @@ static bool nbd_server_start_common(SocketAddressType type,
                                     const char *tls_authz,
                                     uint32_t max_connections, Error **errp)
 {
+    QCryptoTLSCreds *creds = NULL;
     NBDServer *server;
     bool ok;
 
@@ -297,17 +307,22 @@ static bool nbd_server_start_common(SocketAddressType type,
         error_setg(errp, "NBD server already running");
         return false;
     }
-    if (tls_authz && !tls_creds) {
-        error_setg(errp, "tls-authz is not supported without tls-creds");
-        return false;
-    }
+    /* As in QEMU 7.2, tls-authz without tls-creds is accepted (unused). */
     if (tls_creds) {
-        error_setg(errp, "TLS is not supported by this NBD server "
-                   "(tls-creds '%s')", tls_creds);
-        return false;
+        creds = qcrypto_tls_creds_find(tls_creds,
+                                       QCRYPTO_TLS_CREDS_ENDPOINT_SERVER,
+                                       errp);
+        if (!creds) {
+            return false;
+        }
     }
 
     server = g_new0(NBDServer, 1);
+    if (creds) {
+        server->tls_creds = creds;
+        object_ref(&creds->parent);
+        server->tls_authz = g_strdup(tls_authz);
+    }
     server->refcount = 1;
     server->max_connections = max_connections;
     server->handshake_max_seconds = NBD_DEFAULT_HANDSHAKE_MAX_SECONDS;

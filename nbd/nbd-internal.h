@@ -25,6 +25,7 @@
 #include "nbd/nbd.h"
 #include "nbd/nbd-protocol.h"
 #include "block/dirty-bitmap.h"
+#include "crypto/tlssession.h"
 
 #include <sys/uio.h>
 
@@ -109,6 +110,8 @@ struct NBDServer {
     GList *clients;             /* those clients, for stopping */
     GArray *listeners;          /* NBDListener */
     char *unix_path;            /* socket file we created, or NULL */
+    QCryptoTLSCreds *tls_creds; /* holds a reference; NULL: no TLS */
+    char *tls_authz;            /* authz object id for TLS clients */
 };
 
 void nbd_server_unref(NBDServer *server);
@@ -128,6 +131,12 @@ struct NBDClient {
     /* Set at accept, never changed. */
     NBDServer *server;          /* holds a reference */
     int fd;
+
+    /*
+     * The transport: NULL for plain bytes on @fd; set by NBD_OPT_STARTTLS,
+     * after which every byte goes through the TLS session.
+     */
+    QCryptoTLSSession *tls;
 
     /* Handshake results, set before the transmission phase. */
     NBDExport *exp;             /* NULL until an export was chosen */
@@ -164,7 +173,8 @@ void nbd_client_kick(NBDClient *client);
 
 /*
  * Receive exactly @len bytes, using the read-ahead buffer first.  Returns
- * 0 or -errno (-EPIPE at end of file).
+ * 0 or -errno (-EPIPE at end of file).  This and nbd_co_sendv() are the
+ * only functions that touch the transport.
  */
 int coroutine_fn nbd_co_recv(NBDClient *client, void *buf, size_t len);
 

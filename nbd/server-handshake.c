@@ -24,6 +24,11 @@
  * take too long, so a stalled or slow-dripping client cannot keep a
  * connection slot.
  *
+ * TLS: on a server with tls-creds nothing but NBD_OPT_STARTTLS (and
+ * ABORT) is served until the client has completed the TLS handshake; other
+ * options get NBD_REP_ERR_TLS_REQD, so not even the export list leaks.
+ * Nothing negotiated before TLS carries over, since nothing can be.
+ *
  * Exports are looked up by name for each option, and no pointer to one
  * is kept across a yield without a reference on its BlockExport: the
  * export may be deleted while a reply is being sent.  The meta context
@@ -511,12 +516,82 @@ static int coroutine_fn nbd_opt_dispatch(NBDClient *client, uint32_t option,
     case NBD_OPT_SET_META_CONTEXT:
         return nbd_opt_meta_context(client, option, data, len);
     case NBD_OPT_STARTTLS:
+        if (client->tls) {
+            return nbd_opt_error(client, option, NBD_REP_ERR_INVALID,
+                                 "TLS is already active");
+        }
         return nbd_opt_error(client, option, NBD_REP_ERR_POLICY,
                              "TLS is not configured on this server");
     default:
         return nbd_opt_error(client, option, NBD_REP_ERR_UNSUP,
                              "option %" PRIu32 " is not supported",
                              option);
+    }
+}
+
+/*
+ * NBD_OPT_STARTTLS on a server with TLS: acknowledge, then run the TLS
+ * handshake on the socket; from then on nbd_co_recv()/nbd_co_sendv() go
+ * through the session.  A client that fails the handshake, the
+ * certificate check or the authz object is disconnected.
+ */
+static int coroutine_fn nbd_opt_starttls(NBDClient *client)
+{
+    NBDServer *server = client->server;
+    Error *err = NULL;
+    int ret;
+
+    /*
+     * The client must wait for our reply before its TLS handshake: bytes
+     * already read past the option are plaintext that must not be taken
+     * as coming through TLS.
+     */
+    if (client->rbuf_end > client->rbuf_start) {
+        return -EINVAL;
+    }
+    ret = nbd_opt_ack(client, NBD_OPT_STARTTLS);
+    if (ret < 0) {
+        return ret;
+    }
+    client->tls = qcrypto_tls_session_new_server(server->tls_creds,
+                                                 server->tls_authz,
+                                                 client->fd, &err);
+    if (client->tls && qcrypto_tls_session_co_handshake(client->tls, &err)) {
+        return 0;
+    }
+    error_report("NBD client refused: %s", error_get_pretty(err));
+    error_free(err);
+    return -EACCES;
+}
+
+/*
+ * An option from a client that has not started TLS on a server that
+ * requires it: STARTTLS and ABORT are served, NBD_OPT_EXPORT_NAME (which
+ * has no error reply) ends the connection, everything else gets
+ * NBD_REP_ERR_TLS_REQD.  No payload is kept.
+ */
+static int coroutine_fn nbd_opt_before_tls(NBDClient *client,
+                                           uint32_t option, uint32_t len)
+{
+    int ret;
+
+    if (option == NBD_OPT_EXPORT_NAME) {
+        return -EACCES;
+    }
+    ret = nbd_opt_discard(client, len);
+    if (ret < 0) {
+        return ret;
+    }
+    switch (option) {
+    case NBD_OPT_STARTTLS:
+        return len ? nbd_opt_invalid(client, option)
+                   : nbd_opt_starttls(client);
+    case NBD_OPT_ABORT:
+        return nbd_opt_dispatch(client, option, NULL, 0);
+    default:
+        return nbd_opt_error(client, option, NBD_REP_ERR_TLS_REQD,
+                             "option %" PRIu32 " is not permitted before "
+                             "TLS", option);
     }
 }
 
@@ -558,6 +633,9 @@ static int coroutine_fn nbd_co_handle_option(NBDClient *client)
     len = nbd_ld32(&hdr.length);
     if (len > NBD_MAX_OPTION_SIZE) {
         return -EINVAL;
+    }
+    if (client->server->tls_creds && !client->tls) {
+        return nbd_opt_before_tls(client, option, len);
     }
     if (len > nbd_opt_max_payload(option)) {
         if (option == NBD_OPT_EXPORT_NAME) {

@@ -21,6 +21,10 @@
  * single data chunk, so DF holds trivially); other commands always get
  * simple replies, which the protocol allows and every client handles.
  *
+ * Transport: the bytes go straight to the socket, or after
+ * NBD_OPT_STARTTLS through the client's TLS session; nbd_co_recv() and
+ * nbd_co_sendv() choose, and nothing else touches the socket's data.
+ *
  * Receiving goes through a small read-ahead buffer: one readv fills the
  * caller's buffer and the read-ahead buffer at once, so a burst of small
  * requests costs one read rather than two per request, and write
@@ -113,7 +117,8 @@ int coroutine_fn nbd_co_recv(NBDClient *client, void *buf, size_t len)
         iov[0].iov_len = len;
         iov[1].iov_base = client->rbuf;
         iov[1].iov_len = NBD_RBUF_SIZE;
-        n = co_readv(client->fd, iov, 2, client->recv_filled);
+        n = client->tls ? qcrypto_tls_session_co_readv(client->tls, iov, 2)
+                        : co_readv(client->fd, iov, 2, client->recv_filled);
         if (n == 0) {
             return -EPIPE;
         } else if (n < 0) {
@@ -134,6 +139,9 @@ int coroutine_fn nbd_co_recv(NBDClient *client, void *buf, size_t len)
 int coroutine_fn nbd_co_sendv(NBDClient *client, struct iovec *iov,
                               int iovcnt)
 {
+    if (client->tls) {
+        return qcrypto_tls_session_co_sendv(client->tls, iov, iovcnt);
+    }
     return co_sendv_full(client->fd, iov, iovcnt);
 }
 
@@ -680,6 +688,9 @@ static void nbd_client_free(NBDClient *client)
     nbd_server_update_accepting(server);
     nbd_server_unref(server);
 
+    if (client->tls) {
+        qcrypto_tls_session_free(client->tls);
+    }
     close(client->fd);
     g_free(client->meta.export_name);
     g_array_unref(client->meta.ids);

@@ -22,6 +22,7 @@
 #include "block/job.h"
 #include "monitor/monitor.h"
 #include "nbd/nbd.h"
+#include "qom/object.h"
 #include "qapi/qapi-commands.h"
 #include "qapi/qapi-visit.h"
 #include "qapi/qmp-option.h"
@@ -72,9 +73,15 @@ static void help(void)
 "                         configure a QMP monitor\n"
 "\n"
 "  --nbd-server addr.type=inet,addr.host=<host>,addr.port=<port>\n"
-"               [,max-connections=<n>]\n"
-"  --nbd-server addr.type=unix,addr.path=<path>[,max-connections=<n>]\n"
+"               [,tls-creds=<id>][,tls-authz=<id>][,max-connections=<n>]\n"
+"  --nbd-server addr.type=unix,addr.path=<path>[,tls-creds=<id>]\n"
+"               [,tls-authz=<id>][,max-connections=<n>]\n"
 "                         start an NBD server for exporting block nodes\n"
+"\n"
+"  --object <type>,id=<id>[,<property>=<value>...]\n"
+"                         create an object (tls-creds-x509, tls-creds-psk,\n"
+"                         authz-simple, authz-list), e.g. TLS credentials\n"
+"                         for --nbd-server tls-creds=<id>\n"
 "\n"
 "  --pidfile <path>       write process ID to a file after startup\n");
 }
@@ -160,9 +167,12 @@ static bool process_option(int option, const char *arg, Error **errp)
         return monitor_chardev_add_opts(arg, errp);
     case OPTION_MONITOR:
         return monitor_add_opts(arg, errp);
-    case OPTION_OBJECT:
-        error_setg(errp, "No object types are supported yet");
-        return false;
+    case OPTION_OBJECT: {
+        g_autoptr(ObjectOptions) opts =
+            qmp_option_parse_ObjectOptions(arg, "qom-type", errp);
+
+        return opts && object_add(opts, errp);
+    }
     case OPTION_BLOCKDEV:
     case OPTION_EXPORT:
     case OPTION_NBD_SERVER:
@@ -277,6 +287,7 @@ static void shutdown_daemon(void)
     job_cancel_sync_all();
     blk_exp_close_all();
     nbd_server_shutdown();
+    object_del_all();
     blockdev_close_all();
     monitor_cleanup();
     if (pidfile_path) {

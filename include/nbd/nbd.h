@@ -27,7 +27,8 @@ typedef struct NBDExport NBDExport;
 /*
  * nbd_server_start:
  * @addr: where to listen (UNIX path or TCP host/port)
- * @tls_creds, @tls_authz: must be NULL (TLS is not supported yet)
+ * @tls_creds: id of server TLS credentials that clients must use, or NULL
+ * @tls_authz: id of the authz object TLS clients must pass, or NULL
  * @max_connections: connections served at once; 0 means no limit
  *
  * Start listening.  Fails if a server is already running.  A UNIX socket

@@ -34,5 +34,6 @@ QMP_OPTION_PARSER(BlockdevOptions)
 QMP_OPTION_PARSER(BlockExportOptions)
 QMP_OPTION_PARSER(NbdServerOptions)
 QMP_OPTION_PARSER(MonitorOptions)
+QMP_OPTION_PARSER(ObjectOptions)
 
 #endif /* QAPI_QMP_OPTION_H */

@@ -11,8 +11,9 @@ Everything blocks with a timeout; a peer that closes the connection raises
 """
 
 import socket
+import ssl
 import struct
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 NBDMAGIC = 0x4E42444D41474943        # "NBDMAGIC"
 IHAVEOPT = 0x49484156454F5054        # "IHAVEOPT"
@@ -29,6 +30,7 @@ FLAG_NO_ZEROES = 1 << 1
 OPT_EXPORT_NAME = 1
 OPT_ABORT = 2
 OPT_LIST = 3
+OPT_STARTTLS = 5
 OPT_INFO = 6
 OPT_GO = 7
 OPT_STRUCTURED_REPLY = 8
@@ -99,8 +101,10 @@ class Disconnected(Exception):
 
 
 class NBDClient:
-    def __init__(self, path: str, timeout: float = 10.0):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    def __init__(self, path: Union[str, Tuple[str, int]], timeout: float = 10.0):
+        """Connect to a UNIX socket ``path`` or a TCP ``(host, port)``."""
+        family = socket.AF_INET if isinstance(path, tuple) else socket.AF_UNIX
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         self.sock.connect(path)
         self.handle = 0
@@ -204,6 +208,14 @@ class NBDClient:
                 continue
             return rtype, got
         raise AssertionError("too many NBD_REP_INFO replies")
+
+    def starttls(self, context: ssl.SSLContext) -> None:
+        """NBD_OPT_STARTTLS, which must succeed, then the TLS handshake:
+        everything afterwards goes through TLS."""
+        self.send_option(OPT_STARTTLS)
+        opt, rtype, _ = self.read_option_reply()
+        assert (opt, rtype) == (OPT_STARTTLS, REP_ACK), hex(rtype)
+        self.sock = context.wrap_socket(self.sock)
 
     def structured_replies(self) -> None:
         """Negotiate structured replies (NBD_OPT_STRUCTURED_REPLY); must succeed."""
