@@ -172,24 +172,21 @@ static bool lock_check_conflicts(FileLock *lock, const char *filename,
                                  uint64_t perm, uint64_t shared,
                                  Error **errp)
 {
-    for (int i = 0; i < LOCK_PERM_BITS; i++) {
-        uint64_t bit = 1ULL << i;
+    /* QEMU's order: every permission taken, then every one not shared. */
+    for (int i = 0; i < 2 * LOCK_PERM_BITS; i++) {
+        bool taken = i < LOCK_PERM_BITS;
+        uint64_t bit = 1ULL << (i % LOCK_PERM_BITS);
         int ret;
 
-        if (perm & bit) {
-            ret = lock_byte_test(lock->fd, LOCK_SHARED_BASE + i);
-            if (ret != 0) {
-                lock_error(errp, filename, i, ret < 0 ? -ret : 0);
-                return false;
-            }
+        if (taken ? !(perm & bit) : (shared & bit)) {
+            continue;
         }
-        if (!(shared & bit)) {
-            ret = lock_byte_test(lock->fd, LOCK_PERM_BASE + i);
-            if (ret != 0) {
-                lock_error(errp, filename, LOCK_PERM_BITS + i,
-                           ret < 0 ? -ret : 0);
-                return false;
-            }
+        ret = lock_byte_test(lock->fd, taken
+                             ? LOCK_SHARED_BASE + i
+                             : LOCK_PERM_BASE + i - LOCK_PERM_BITS);
+        if (ret != 0) {
+            lock_error(errp, filename, i, ret < 0 ? -ret : 0);
+            return false;
         }
     }
     return true;

@@ -247,13 +247,15 @@ static void qcow2_child_perm(BlockDriverState *bs, BdrvChild *child,
         *nshared = BLK_PERM_ALL;
         return;
     }
-    /* Metadata may be written whenever the node is writable. */
+    /*
+     * Metadata may be written whenever the node is writable; as in QEMU,
+     * nobody else may ever write or resize the file under it, read-only
+     * or not (a writer would change the metadata this node trusts).
+     */
     *nperm = BLK_PERM_CONSISTENT_READ;
     *nshared = BLK_PERM_CONSISTENT_READ | BLK_PERM_WRITE_UNCHANGED;
     if (!bs->read_only) {
         *nperm |= BLK_PERM_WRITE | BLK_PERM_RESIZE;
-    } else {
-        *nshared |= parent_shared & BLK_PERM_WRITE;
     }
 }
 

@@ -52,3 +52,27 @@ def test_locks_follow_the_export(daemon, scratch):
     daemon.del_export("e")
     qemu_img("resize", "-f", "raw", img, "3M")
     assert virtual_size(img) == 3 * MiB
+
+
+def test_read_only_qcow2_beside_a_writer(daemon_factory, scratch):
+    """A read-only qcow2 never lets others write its file: QEMU's message.
+
+    Within one daemon and from a second one, the first conflict reported is
+    the "write" sharing, as QEMU checks every permission taken before every
+    one not shared.
+    """
+    img = os.path.join(scratch, "a.qcow2")
+    qemu_img("create", "-f", "qcow2", img, str(MiB))
+    writer = daemon_factory()
+    writer.command("blockdev-add", {"driver": "qcow2", "node-name": "w",
+                                    "file": {"driver": "file", "filename": img}})
+    reader = daemon_factory()
+    for d in (writer, reader):
+        resp = d.cmd("blockdev-add", {"driver": "qcow2", "node-name": "r", "read-only": True,
+                                      "file": {"driver": "file", "filename": img,
+                                               "read-only": True}})
+        assert resp["error"]["desc"] == 'Failed to get shared "write" lock', resp
+    # qemu-img without -U is refused the same way; with -U it reads.
+    res = qemu_img("info", img, check=False)
+    assert res.returncode != 0 and 'Failed to get shared "write" lock' in res.stderr
+    qemu_img("info", "-U", img)
