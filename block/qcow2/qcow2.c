@@ -59,6 +59,8 @@ typedef struct Qcow2Header {
 
 /* Default cache sizes (bytes), as QEMU 7.2 on Linux. */
 #define QCOW2_DEFAULT_L2_CACHE_MAX  (32 * 1024 * 1024)
+/* blockd's cap on the refcount cache: 1 TiB of 64 KiB clusters. */
+#define QCOW2_MAX_REFCOUNT_CACHE    (32 * 1024 * 1024)
 enum {
     QCOW2_MIN_L2_CACHE_TABLES = 2,
     QCOW2_MIN_REFCOUNT_CACHE_TABLES = 4,
@@ -259,13 +261,51 @@ static void qcow2_child_perm(BlockDriverState *bs, BdrvChild *child,
     }
 }
 
+/*
+ * The L2 and refcount cache sizes in bytes, as QEMU 7.2 derives them
+ * from cache-size, l2-cache-size and refcount-cache-size (already
+ * checked against each other).  @disk_l2: the bytes of L2 tables the
+ * whole disk needs.  l2-cache-size (and its default) is a maximum that
+ * never exceeds @disk_l2; an L2 size derived from cache-size is not.
+ */
+static void qcow2_cache_sizes(BDRVQcow2State *s, BlockdevOptionsQcow2 *opts,
+                              int64_t disk_l2, int64_t *l2_cache,
+                              int64_t *rc_cache)
+{
+    int64_t min_rc = QCOW2_MIN_REFCOUNT_CACHE_TABLES * s->cluster_size;
+    int64_t l2_max = MIN(disk_l2, opts->has_l2_cache_size
+                                  ? opts->l2_cache_size
+                                  : QCOW2_DEFAULT_L2_CACHE_MAX);
+
+    if (!opts->has_cache_size) {
+        *l2_cache = l2_max;
+        *rc_cache = opts->has_refcount_cache_size
+                    ? opts->refcount_cache_size : min_rc;
+    } else if (opts->has_l2_cache_size) {
+        *l2_cache = l2_max;
+        *rc_cache = opts->cache_size - *l2_cache;
+    } else if (opts->has_refcount_cache_size) {
+        *rc_cache = opts->refcount_cache_size;
+        *l2_cache = opts->cache_size - *rc_cache;
+    } else if (opts->cache_size >= disk_l2 + min_rc) {
+        /* As much as the disk can use to L2, the rest to refcounts */
+        *l2_cache = disk_l2;
+        *rc_cache = opts->cache_size - disk_l2;
+    } else {
+        *rc_cache = MIN(opts->cache_size, min_rc);
+        *l2_cache = opts->cache_size - *rc_cache;
+    }
+}
+
 static bool qcow2_parse_options(BlockDriverState *bs,
                                 BlockdevOptionsQcow2 *opts,
                                 int64_t *l2_cache, int64_t *rc_cache,
                                 Error **errp)
 {
     BDRVQcow2State *s = bs->opaque;
-    int64_t disk_l2 = DIV_ROUND_UP(bs->total_bytes, s->cluster_size) * 8;
+    int64_t disk_l2 = ALIGN_UP(DIV_ROUND_UP(bs->total_bytes,
+                                            s->cluster_size) * 8,
+                               s->cluster_size);
 
     if (opts->has_lazy_refcounts && opts->lazy_refcounts) {
         error_setg(errp, "qcow2: lazy-refcounts=on is not supported");
@@ -339,26 +379,24 @@ static bool qcow2_parse_options(BlockDriverState *bs,
                    "(only 0)");
         return false;
     }
-    if (opts->has_l2_cache_size) {
-        *l2_cache = opts->l2_cache_size;
-    } else if (opts->has_cache_size) {
-        *l2_cache = opts->has_refcount_cache_size
-                    ? opts->cache_size - opts->refcount_cache_size
-                    : MIN(disk_l2, opts->cache_size * 3 / 4);
-    } else {
-        *l2_cache = MIN(disk_l2, QCOW2_DEFAULT_L2_CACHE_MAX);
-    }
-    if (opts->has_refcount_cache_size) {
-        *rc_cache = opts->refcount_cache_size;
-    } else if (opts->has_cache_size) {
-        *rc_cache = opts->cache_size - *l2_cache;
-    } else {
-        *rc_cache = *l2_cache / 4;
-    }
-    if (*l2_cache > INT_MAX / 2 || *rc_cache > INT_MAX / 2) {
-        error_setg(errp, "qcow2: cache size too large");
+    qcow2_cache_sizes(s, opts, disk_l2, l2_cache, rc_cache);
+    /* QEMU's limits, on the sizes as asked (in tables) */
+    if (*l2_cache / s->cluster_size > INT_MAX) {
+        error_setg(errp, "L2 cache size too big");
         return false;
     }
+    if (*rc_cache / s->cluster_size > INT_MAX) {
+        error_setg(errp, "Refcount cache size too big");
+        return false;
+    }
+    /*
+     * blockd lets neither cache grow past what the image can use: an L2
+     * cache past the whole disk's tables, or a refcount cache past
+     * QCOW2_MAX_REFCOUNT_CACHE, would only hold memory.  QEMU allocates
+     * the whole size (and fails the open where it cannot).
+     */
+    *l2_cache = MIN(*l2_cache, disk_l2);
+    *rc_cache = MIN(*rc_cache, QCOW2_MAX_REFCOUNT_CACHE);
     return true;
 }
 

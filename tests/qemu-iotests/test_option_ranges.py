@@ -81,6 +81,18 @@ CASES = [
               "refcount-cache-size": MiB // 2}),
      "cache-size, l2-cache-size and refcount-cache-size may not be set at "
      "the same time"),
+    # Without cache-size, l2-cache-size is a maximum: any size opens.
+    ("qcow2-l2-cache-size-2G", qcow2(**{"l2-cache-size": 2 * 1024 * MiB}), None),
+    ("qcow2-l2-cache-size-2^47", qcow2(**{"l2-cache-size": 2**47}), None),
+    ("qcow2-refcount-cache-size-2^47", qcow2(**{"refcount-cache-size": 2**47}),
+     "Refcount cache size too big"),
+    ("qcow2-cache-size-l2-2^47",
+     qcow2(**{"cache-size": 2**48, "l2-cache-size": 2**47}),
+     "Refcount cache size too big"),
+    ("qcow2-cache-size-rc-small",
+     qcow2(**{"cache-size": 2**48, "refcount-cache-size": MiB}),
+     "L2 cache size too big"),
+    ("qcow2-cache-size-4G", qcow2(**{"cache-size": 4 * 1024 * MiB}), None),
     ("qcow2-overlap-check-unknown", qcow2(**{"overlap-check": "bogus"}),
      "Parameter 'overlap-check' does not accept value 'bogus'"),
 ]
