@@ -17,7 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Dict, List, NoReturn, Optional, Sequence
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO_ROOT, "tests", "qemu-iotests"))
@@ -104,6 +104,14 @@ class Daemon:
             fields = f.read().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def rss_bytes(self) -> int:
+        """The daemon's resident set size (VmRSS) now."""
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * KiB
+        die(f"no VmRSS in /proc/{self.proc.pid}/status")
+
     def output(self) -> str:
         with open(self.log, errors="replace") as f:
             return f.read()
@@ -128,6 +136,33 @@ class Daemon:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+
+def create_qcow2(image: str, size: int, cluster_size: str, prealloc: str = "off") -> None:
+    """A new qcow2 image made by qemu-img, so both daemons see identical files."""
+    if os.path.exists(image):
+        os.unlink(image)
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o",
+                    f"cluster_size={cluster_size},preallocation={prealloc}",
+                    image, str(size)], check=True)
+
+
+def create_allocated_qcow2(image: str, size: int, cluster_size: str) -> None:
+    """A preallocated qcow2 image, written once so reads return data, not
+    preallocated zeroes, and no write allocates."""
+    create_qcow2(image, size, cluster_size, "falloc")
+    subprocess.run(["qemu-io", "-f", "qcow2", "-t", "none", "-c",
+                    f"write -q -P 0x5a 0 {size}", image], check=True)
+
+
+def qcow2_export_args(image: str, sock: str) -> List[str]:
+    """Daemon options: @image as qcow2 node "disk" on an io_uring, O_DIRECT
+    file node, exported writable over NBD on the UNIX socket @sock."""
+    return ["--blockdev", f"driver=file,node-name=file0,filename={image},aio=io_uring,"
+                          "cache.direct=on",
+            "--blockdev", "driver=qcow2,node-name=disk,file=file0",
+            "--nbd-server", f"addr.type=unix,addr.path={sock}",
+            "--export", "type=nbd,id=exp0,node-name=disk,name=disk,writable=on"]
 
 
 class FioClient:
@@ -168,13 +203,16 @@ def fio_result(job: Dict[str, Any], direction: str) -> Dict[str, float]:
     clat = d.get("clat_ns", {})
     return {"iops": float(d["iops"]), "bw": float(d["bw_bytes"]),
             "lat_us": float(clat.get("mean", 0.0)) / 1000.0,
-            "p50_us": float(clat.get("percentile", {}).get("50.000000", 0.0)) / 1000.0}
+            "p50_us": float(clat.get("percentile", {}).get("50.000000", 0.0)) / 1000.0,
+            "p99_us": float(clat.get("percentile", {}).get("99.000000", 0.0)) / 1000.0}
 
 
 def measure(binary: str, args: Sequence[str], job: Dict[str, Any], direction: str,
             workdir: str, tag: str, timeout: float,
-            client: Optional[FioClient] = None) -> Dict[str, float]:
-    """Start a daemon, run one fio job against it, stop it.
+            client: Optional[FioClient] = None,
+            setup: Optional[Callable[[Daemon], None]] = None) -> Dict[str, float]:
+    """Start a daemon, call @setup on it if given, run one fio job against
+    it with @client (see FioClient), stop it.
 
     Returns fio_result() plus ``cpu_us``: the daemon's CPU time (user +
     system, all threads) per request.  The CPU time is sampled just before
@@ -183,6 +221,8 @@ def measure(binary: str, args: Sequence[str], job: Dict[str, Any], direction: st
     measured rate.
     """
     with Daemon(binary, args, workdir, tag) as daemon:
+        if setup is not None:
+            setup(daemon)
         cpu_before = daemon.cpu_seconds()
         job_result = run_fio(job, workdir, timeout, client)
         cpu = daemon.cpu_seconds() - cpu_before
@@ -195,6 +235,13 @@ def measure(binary: str, args: Sequence[str], job: Dict[str, Any], direction: st
 
 def median(values: List[float]) -> float:
     return statistics.median(values) if values else float("nan")
+
+
+def median_ratio(runs_a: List[Dict[str, float]], runs_b: List[Dict[str, float]],
+                 key: str) -> float:
+    """Median over the rounds of a[key] / b[key]; runs_a[i] and runs_b[i]
+    come from the same round (NaN if there are none)."""
+    return median([ra[key] / rb[key] for ra, rb in zip(runs_a, runs_b) if rb[key]])
 
 
 def median_row(name: str, samples: Dict[str, List[Dict[str, float]]],
@@ -212,9 +259,7 @@ def median_row(name: str, samples: Dict[str, List[Dict[str, float]]],
     for label in labels:
         runs = samples[label]
         row[label] = {key: median([r[key] for r in runs]) for key in runs[0]} if runs else {}
-    row["ratio"] = {key: median([ra[key] / rb[key] for ra, rb in zip(samples[a], samples[b])
-                                 if rb[key]])
-                    for key in row[a]}
+    row["ratio"] = {key: median_ratio(samples[a], samples[b], key) for key in row[a]}
     return row
 
 
@@ -224,6 +269,7 @@ METRIC_COLUMNS = {
     "iops": ("IOPS", "{:.0f}", 1.0),
     "bw": ("MiB/s", "{:.1f}", 1.0 / MiB),
     "p50_us": ("p50 us", "{:.1f}", 1.0),
+    "p99_us": ("p99 us", "{:.1f}", 1.0),
     "cpu_us": ("CPU us/req", "{:.1f}", 1.0),
 }
 
