@@ -272,6 +272,15 @@ void bdrv_set_dirty(BlockDriverState *bs, int64_t offset, int64_t bytes)
     }
 }
 
+void bdrv_dirty_bitmaps_truncate(BlockDriverState *bs, int64_t size)
+{
+    for (GList *l = bs->dirty_bitmaps; l; l = l->next) {
+        BdrvDirtyBitmap *bitmap = l->data;
+
+        hbitmap_truncate(bitmap->bits, size);
+    }
+}
+
 bool bdrv_has_readonly_bitmaps(BlockDriverState *bs)
 {
     for (GList *l = bs->dirty_bitmaps; l; l = l->next) {

@@ -355,10 +355,12 @@ int coroutine_fn bdrv_co_pwrite(BdrvChild *child, int64_t offset,
         return bdrv_co_pwrite_zeroes(child, offset, bytes, zero_flags);
     }
     ret = bdrv_do_pwrite(bs, offset, bytes, buf, flags & BDRV_REQ_FUA);
-    bdrv_set_dirty(bs, offset, bytes);
     if (ret == 0 && offset + bytes > bs->total_bytes) {
+        /* The node grew (a file under a format): its bitmaps grow too. */
         bs->total_bytes = offset + bytes;
+        bdrv_dirty_bitmaps_truncate(bs, bs->total_bytes);
     }
+    bdrv_set_dirty(bs, offset, bytes);
     return ret;
 }
 

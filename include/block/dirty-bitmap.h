@@ -126,6 +126,9 @@ void bdrv_dirty_bitmap_deserialize_part(BdrvDirtyBitmap *bitmap,
  */
 void bdrv_set_dirty(BlockDriverState *bs, int64_t offset, int64_t bytes);
 
+/* @bs now has @size bytes: every bitmap of @bs (growing ones clean). */
+void bdrv_dirty_bitmaps_truncate(BlockDriverState *bs, int64_t size);
+
 /*
  * Does @bs hold a read-only bitmap?  Then writes to it fail with EPERM:
  * a bitmap that cannot record them would silently go stale.

@@ -324,3 +324,18 @@ def test_changes_map(daemon, scratch):
         assert error_of(daemon, "__org.blockd_query-dirty-extents", {"node": "q", **args}) == msg
     assert error_of(daemon, "__org.blockd_query-dirty-extents",
                     {"node": "nosuch", "bitmaps": ["old"]}) == "Node 'nosuch' not found"
+
+
+def test_bitmap_grows_with_its_node(daemon, img):
+    """A bitmap on a qcow2 node's file grows as allocation grows the file."""
+    daemon.command("blockdev-add", {"driver": "file", "node-name": "qf", "filename": img})
+    daemon.command("blockdev-add", {"driver": "qcow2", "node-name": "q", "file": "qf"})
+    size_before = os.path.getsize(img)
+    daemon.command("block-dirty-bitmap-add", {"node": "qf", "name": "fb"})
+    sock = daemon.start_nbd_unix()
+    daemon.export("q", writable=True)
+    qemu_io_cmds(nbd_uri(sock, "q"), ["write -q -P 3 0 1M"])
+    assert os.path.getsize(img) >= size_before + MiB
+    (info,) = bitmaps(daemon, "qf")
+    # The new data clusters lie past the old end of the file.
+    assert info["count"] >= MiB, info
