@@ -230,19 +230,35 @@ static int coroutine_fn file_co_rw(BlockDriverState *bs, AioOp op,
     return 0;
 }
 
-static int coroutine_fn file_co_pread(BlockDriverState *bs, int64_t offset,
-                                      int64_t bytes, void *buf,
-                                      BdrvRequestFlags flags)
+/* One element after the other; @qiov is only read from for writes. */
+static int coroutine_fn file_co_rwv(BlockDriverState *bs, AioOp op,
+                                    int64_t offset, IOVector *qiov)
 {
-    return file_co_rw(bs, AIO_OP_READ, offset, bytes, buf);
+    for (int i = 0; i < qiov->niov; i++) {
+        int ret = file_co_rw(bs, op, offset, qiov->iov[i].iov_len,
+                             qiov->iov[i].iov_base);
+
+        if (ret < 0) {
+            return ret;
+        }
+        offset += qiov->iov[i].iov_len;
+    }
+    return 0;
 }
 
-static int coroutine_fn file_co_pwrite(BlockDriverState *bs, int64_t offset,
-                                       int64_t bytes, const void *buf,
+static int coroutine_fn file_co_preadv(BlockDriverState *bs, int64_t offset,
+                                       int64_t bytes, IOVector *qiov,
                                        BdrvRequestFlags flags)
 {
-    /* The buffer is only read; AioRequest has one pointer for both. */
-    return file_co_rw(bs, AIO_OP_WRITE, offset, bytes, (char *)buf);
+    return file_co_rwv(bs, AIO_OP_READ, offset, qiov);
+}
+
+static int coroutine_fn file_co_pwritev(BlockDriverState *bs,
+                                        int64_t offset, int64_t bytes,
+                                        IOVector *qiov,
+                                        BdrvRequestFlags flags)
+{
+    return file_co_rwv(bs, AIO_OP_WRITE, offset, qiov);
 }
 
 static int coroutine_fn file_co_fallocate(BlockDriverState *bs, int mode,
@@ -558,8 +574,8 @@ static const BlockDriver bdrv_file = {
     .bdrv_open = file_open,
     .bdrv_close = file_close,
     .bdrv_co_create = file_co_create,
-    .bdrv_co_pread = file_co_pread,
-    .bdrv_co_pwrite = file_co_pwrite,
+    .bdrv_co_preadv = file_co_preadv,
+    .bdrv_co_pwritev = file_co_pwritev,
     .bdrv_co_pwrite_zeroes = file_co_pwrite_zeroes,
     .bdrv_co_pdiscard = file_co_pdiscard,
     .bdrv_co_flush = file_co_flush,

@@ -25,14 +25,18 @@ typedef struct MemState {
 } MemState;
 
 static void check_contract(BlockDriverState *bs, int64_t offset,
-                           int64_t bytes, const void *buf)
+                           int64_t bytes, const IOVector *qiov)
 {
     g_assert_cmpint(offset % ALIGN, ==, 0);
     g_assert_cmpint(bytes % ALIGN, ==, 0);
     g_assert_cmpint(bytes, >, 0);
     g_assert_cmpint(bytes, <=, MAX_TRANSFER);
     g_assert_cmpint(offset + bytes, <=, bs->total_bytes);
-    g_assert(buf == NULL || (uintptr_t)buf % ALIGN == 0);
+    g_assert_cmpuint(qiov->size, ==, bytes);
+    for (int i = 0; i < qiov->niov; i++) {
+        g_assert_cmpuint((uintptr_t)qiov->iov[i].iov_base % ALIGN, ==, 0);
+        g_assert_cmpuint(qiov->iov[i].iov_len % ALIGN, ==, 0);
+    }
 }
 
 /* Let the main loop run, so other requests can overtake this one. */
@@ -63,29 +67,29 @@ static void mem_close(BlockDriverState *bs)
     g_free(s->data);
 }
 
-static int coroutine_fn mem_co_pread(BlockDriverState *bs, int64_t offset,
-                                     int64_t bytes, void *buf,
-                                     BdrvRequestFlags flags)
-{
-    MemState *s = bs->opaque;
-
-    check_contract(bs, offset, bytes, buf);
-    g_assert_cmpint(flags, ==, 0);
-    mem_yield_once();
-    memcpy(buf, s->data + offset, bytes);
-    return 0;
-}
-
-static int coroutine_fn mem_co_pwrite(BlockDriverState *bs, int64_t offset,
-                                      int64_t bytes, const void *buf,
+static int coroutine_fn mem_co_preadv(BlockDriverState *bs, int64_t offset,
+                                      int64_t bytes, IOVector *qiov,
                                       BdrvRequestFlags flags)
 {
     MemState *s = bs->opaque;
 
-    check_contract(bs, offset, bytes, buf);
+    check_contract(bs, offset, bytes, qiov);
+    g_assert_cmpint(flags, ==, 0);
+    mem_yield_once();
+    iovector_from_buf(qiov, 0, s->data + offset, bytes);
+    return 0;
+}
+
+static int coroutine_fn mem_co_pwritev(BlockDriverState *bs, int64_t offset,
+                                       int64_t bytes, IOVector *qiov,
+                                       BdrvRequestFlags flags)
+{
+    MemState *s = bs->opaque;
+
+    check_contract(bs, offset, bytes, qiov);
     g_assert_cmpint(flags, ==, 0);   /* FUA is not declared: emulated */
     mem_yield_once();
-    memcpy(s->data + offset, buf, bytes);
+    iovector_to_buf(qiov, 0, s->data + offset, bytes);
     return 0;
 }
 
@@ -116,8 +120,8 @@ static const BlockDriver bdrv_test_mem = {
     .instance_size = sizeof(MemState),
     .bdrv_open = mem_open,
     .bdrv_close = mem_close,
-    .bdrv_co_pread = mem_co_pread,
-    .bdrv_co_pwrite = mem_co_pwrite,
+    .bdrv_co_preadv = mem_co_preadv,
+    .bdrv_co_pwritev = mem_co_pwritev,
     .bdrv_co_pwrite_zeroes = mem_co_pwrite_zeroes,
     .bdrv_co_flush = mem_co_flush,
     .supported_zero_flags = BDRV_REQ_MAY_UNMAP,

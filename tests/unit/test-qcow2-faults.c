@@ -71,20 +71,20 @@ static void mem_close(BlockDriverState *bs)
     g_byte_array_unref(s->data);
 }
 
-static int coroutine_fn mem_co_pread(BlockDriverState *bs, int64_t offset,
-                                     int64_t bytes, void *buf,
-                                     BdrvRequestFlags flags)
+static int coroutine_fn mem_co_preadv(BlockDriverState *bs, int64_t offset,
+                                      int64_t bytes, IOVector *qiov,
+                                      BdrvRequestFlags flags)
 {
     MemState *s = bs->opaque;
 
     g_assert(offset + bytes <= s->data->len);
-    memcpy(buf, s->data->data + offset, bytes);
+    iovector_from_buf(qiov, 0, s->data->data + offset, bytes);
     return 0;
 }
 
-static int coroutine_fn mem_co_pwrite(BlockDriverState *bs, int64_t offset,
-                                      int64_t bytes, const void *buf,
-                                      BdrvRequestFlags flags)
+static int coroutine_fn mem_co_pwritev(BlockDriverState *bs, int64_t offset,
+                                       int64_t bytes, IOVector *qiov,
+                                       BdrvRequestFlags flags)
 {
     MemState *s = bs->opaque;
 
@@ -97,8 +97,8 @@ static int coroutine_fn mem_co_pwrite(BlockDriverState *bs, int64_t offset,
         g_byte_array_set_size(s->data, offset + bytes);
         memset(s->data->data + old, 0, s->data->len - old);
     }
-    memcpy(s->data->data + offset, buf, bytes);
-    if (!crash_image && bytes && ((const uint8_t *)buf)[0] == crash_trigger) {
+    iovector_to_buf(qiov, 0, s->data->data + offset, bytes);
+    if (!crash_image && bytes && s->data->data[offset] == crash_trigger) {
         crash_image = g_byte_array_sized_new(s->data->len);
         g_byte_array_append(crash_image, s->data->data, s->data->len);
     }
@@ -122,8 +122,8 @@ static const BlockDriver bdrv_test_mem = {
     .has_variable_length = true,
     .bdrv_open = mem_open,
     .bdrv_close = mem_close,
-    .bdrv_co_pread = mem_co_pread,
-    .bdrv_co_pwrite = mem_co_pwrite,
+    .bdrv_co_preadv = mem_co_preadv,
+    .bdrv_co_pwritev = mem_co_pwritev,
     .bdrv_co_pdiscard = mem_co_pdiscard,
     .bdrv_co_flush = mem_co_flush,
 };
