@@ -5,14 +5,19 @@
  * driver, and here the driver contract (see block_int.h) is enforced:
  *
  *  - the range is checked against the node's length;
- *  - requests not aligned to bs->bl.request_alignment are widened to it.
- *    Reads go through a bounce buffer.  Writes become read-modify-write
- *    of the partial head and tail blocks, and such a request is
- *    "serialising": it waits for every earlier overlapping write and every
- *    later overlapping write waits for it, so two RMW cycles on one block
- *    cannot lose each other's bytes;
- *  - buffers not aligned to bs->bl.min_mem_alignment are bounced;
- *  - requests are split at bs->bl.max_transfer;
+ *  - requests not aligned to bs->bl.request_alignment are widened to it
+ *    (BdrvPadding): the partial head and tail blocks are read into small
+ *    bounce buffers, and the driver gets the vector [head block][the
+ *    caller's vector between them][tail block], so the caller's bytes in
+ *    the middle are not copied.  Writes are read-modify-write of those
+ *    blocks, and such a request is "serialising": it waits for every
+ *    earlier overlapping write and every later overlapping write waits
+ *    for it, so two RMW cycles on one block cannot lose each other's
+ *    bytes;
+ *  - a vector with an element that O_DIRECT cannot take (an address not
+ *    aligned to bs->bl.min_mem_alignment, or a length not a multiple of
+ *    the request alignment) is bounced whole;
+ *  - requests are split at bs->bl.max_transfer, by slicing the vector;
  *  - flags the driver cannot handle are emulated: FUA by a flush after
  *    the write, write-zeroes by writing a zeroed buffer (unless the caller
  *    asked for BDRV_REQ_NO_FALLBACK).
@@ -239,6 +244,51 @@ static bool bdrv_pad_whole(BdrvPadding *pad)
 }
 
 /*
+ * Bounce only the partial head and tail blocks: @vec is [head block]
+ * [the caller's bytes between them][tail block], if the driver can take
+ * the middle part as it is.  A request within one block has no middle.
+ * Both blocks share one allocation, the tail at the memory alignment.
+ */
+static bool bdrv_pad_edges(BlockDriverState *bs, BdrvPadding *pad,
+                           IOVector *qiov)
+{
+    int64_t align = bs->bl.request_alignment;
+    int64_t head_len = pad->offset != pad->start ? align : 0;
+    int64_t tail_len = pad->offset + pad->bytes != pad->end &&
+                       pad->end - pad->start > head_len ? align : 0;
+    int64_t mid_start = pad->start + head_len;
+    int64_t mid_end = pad->end - tail_len;
+    int64_t tail_at = ALIGN_UP(head_len, (int64_t)bs->bl.min_mem_alignment);
+    IOVector mid;
+
+    /* Within one block, the (empty) middle is at the caller's end. */
+    iovector_init_slice(&mid, qiov,
+                        MIN(mid_start - pad->offset, pad->bytes),
+                        mid_end - mid_start);
+    if (!iovector_is_aligned(&mid, bs->bl.min_mem_alignment, align) ||
+        !(pad->bounce = blk_memalign(tail_at + tail_len))) {
+        iovector_destroy(&mid);
+        return false;
+    }
+    iovector_add(&pad->vec, pad->bounce, head_len);
+    iovector_add_slice(&pad->vec, &mid, 0, mid.size);
+    iovector_add(&pad->vec, pad->bounce + tail_at, tail_len);
+    iovector_destroy(&mid);
+    if (head_len) {
+        pad->copy[0].qiov_offset = 0;
+        pad->copy[0].len = MIN(mid_start, pad->offset + pad->bytes) -
+                           pad->offset;
+        pad->copy[0].buf = pad->bounce + (pad->offset - pad->start);
+    }
+    if (tail_len) {
+        pad->copy[1].qiov_offset = mid_end - pad->offset;
+        pad->copy[1].len = pad->offset + pad->bytes - mid_end;
+        pad->copy[1].buf = pad->bounce + tail_at;
+    }
+    return true;
+}
+
+/*
  * Set up @pad for [@offset, +@bytes) of @qiov (NULL: zeroes).
  * Returns 0 or -ENOMEM.
  */
@@ -254,6 +304,9 @@ static int bdrv_pad_init(BlockDriverState *bs, BdrvPadding *pad,
         .end = ALIGN_UP(offset + bytes, align),
     };
     iovector_init(&pad->vec);
+    if (qiov && bdrv_pad_edges(bs, pad, qiov)) {
+        return 0;
+    }
     return bdrv_pad_whole(pad) ? 0 : -ENOMEM;
 }
 
