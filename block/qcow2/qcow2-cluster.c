@@ -19,10 +19,15 @@
  * run under the lock, registers the guest run as an allocation in flight
  * (s->allocs), drops the lock, writes the data together with the
  * copy-on-write head and tail of partial clusters (from the old cluster,
- * the backing node or zeroes), and takes the lock again to link the run
- * into the L2 table.  Any other request touching a guest cluster with an
- * allocation in flight waits for it first, so two writes never both
- * allocate one cluster and a discard never races with the link.
+ * the backing node or zeroes) in one vectored write, and takes the lock
+ * again to link the run into the L2 table.  Any other request touching a
+ * guest cluster with an allocation in flight waits for it first, so two
+ * writes never both allocate one cluster and a discard never races with
+ * the link.
+ *
+ * Guest data moves between the request's I/O vector and the image file
+ * as slices of that vector, one per run of clusters, and is not copied
+ * (compressed clusters excepted: they are decoded into a buffer).
  *
  * Ordering (docs/devel/qcow2.rst): new refcounts reach the disk before
  * the L2 entries that use them (the L2 cache depends on the refcount
@@ -42,8 +47,8 @@
 #include "block/qcow2/qcow2.h"
 
 enum {
-    /* Partial-cluster writes up to this size are merged with their COW. */
-    QCOW2_COW_MERGE_MAX = 4 * 1024 * 1024,
+    /* Where in its buffer the copy-on-write tail starts; see below. */
+    QCOW2_COW_BUF_ALIGN = 4096,
 };
 
 /* A run of guest clusters of one kind (see get_mapping()). */
@@ -486,25 +491,12 @@ static int coroutine_fn link_clusters(BlockDriverState *bs,
     return 0;
 }
 
-/* Write @bytes of @buf (NULL: zeroes) at @host (overlap-checked). */
-static int coroutine_fn write_host(BlockDriverState *bs, int64_t host,
-                                   int64_t bytes, const void *buf)
-{
-    g_autofree void *zeroes = NULL;
-
-    if (!bytes) {
-        return 0;
-    }
-    if (!buf) {
-        buf = zeroes = g_malloc0(bytes);
-    }
-    return bdrv_co_pwrite(bs->file, host, bytes, buf, 0);
-}
-
 /*
  * Write guest data and the copy-on-write head and tail of its first and
  * last cluster into the new clusters at @host, which the caller
- * overlap-checked under s->lock.
+ * overlap-checked under s->lock: one vectored write of [old head][@data]
+ * [old tail], so the guest's bytes are not copied.  The tail buffer
+ * starts at a page boundary, so that O_DIRECT below can take it as it is.
  */
 static int coroutine_fn write_with_cow(BlockDriverState *bs,
                                        int64_t cluster_start, int64_t n,
@@ -517,45 +509,32 @@ static int coroutine_fn write_with_cow(BlockDriverState *bs,
     int64_t run = n << s->cluster_bits;
     int64_t head = offset - cluster_start;
     int64_t tail = run - head - bytes;
+    int64_t tail_at = ALIGN_UP(head, QCOW2_COW_BUF_ALIGN);
+    IOVector vec;
     uint8_t *cow;
-    int ret;
+    int ret = 0;
 
     if (!head && !tail) {
         return bdrv_co_pwritev(bs->file, host, bytes, data, 0);
     }
-    if (run <= QCOW2_COW_MERGE_MAX) {
-        cow = blk_memalign(run);
-        if (!cow) {
-            return -ENOMEM;
-        }
-        ret = read_old_cluster(bs, head_l2e, cluster_start, head, cow);
-        if (ret == 0) {
-            ret = read_old_cluster(bs, tail_l2e, offset + bytes, tail,
-                                   cow + head + bytes);
-        }
-        if (ret == 0) {
-            iovector_to_buf(data, 0, cow + head, bytes);
-            ret = bdrv_co_pwrite(bs->file, host, run, cow, 0);
-        }
-        blk_vfree(cow);
-        return ret;
-    }
-    cow = blk_memalign(MAX(head, tail) + 1);
+    cow = blk_memalign(tail_at + tail);
     if (!cow) {
         return -ENOMEM;
     }
-    ret = read_old_cluster(bs, head_l2e, cluster_start, head, cow);
-    if (ret == 0) {
-        ret = write_host(bs, host, head, cow);
+    if (head) {
+        ret = read_old_cluster(bs, head_l2e, cluster_start, head, cow);
+    }
+    if (ret == 0 && tail) {
+        ret = read_old_cluster(bs, tail_l2e, offset + bytes, tail,
+                               cow + tail_at);
     }
     if (ret == 0) {
-        ret = bdrv_co_pwritev(bs->file, host + head, bytes, data, 0);
-    }
-    if (ret == 0) {
-        ret = read_old_cluster(bs, tail_l2e, offset + bytes, tail, cow);
-    }
-    if (ret == 0) {
-        ret = write_host(bs, host + head + bytes, tail, cow);
+        iovector_init(&vec);
+        iovector_add(&vec, cow, head);
+        iovector_add_slice(&vec, data, 0, bytes);
+        iovector_add(&vec, cow + tail_at, tail);
+        ret = bdrv_co_pwritev(bs->file, host, run, &vec, 0);
+        iovector_destroy(&vec);
     }
     blk_vfree(cow);
     return ret;
