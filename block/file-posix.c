@@ -251,8 +251,7 @@ static int coroutine_fn file_co_rwv(BlockDriverState *bs, bool is_write,
         } else if (n == 0) {
             iovector_memset(todo, 0, 0, todo->size);
             break;
-        } else {
-            done += n;
+        } else if ((done += n) < qiov->size) {
             iovector_destroy(&rest);
             iovector_init_slice(&rest, qiov, done, qiov->size - done);
         }
