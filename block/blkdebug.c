@@ -268,32 +268,41 @@ static int coroutine_fn blkdebug_check_request(BlockDriverState *bs,
     return -error;
 }
 
-static int coroutine_fn blkdebug_co_pread(BlockDriverState *bs,
-                                          int64_t offset, int64_t bytes,
-                                          void *buf, BdrvRequestFlags flags)
+static int coroutine_fn blkdebug_co_preadv(BlockDriverState *bs,
+                                           int64_t offset, int64_t bytes,
+                                           IOVector *qiov,
+                                           BdrvRequestFlags flags)
 {
     int64_t child_len = bdrv_getlength(bs->file->bs);
     int64_t n = MAX(MIN(bytes, child_len - offset), 0);
     int ret = blkdebug_check_request(bs, offset, bytes,
                                      BLKDEBUG_IO_TYPE_READ);
+    IOVector part;
 
     if (ret < 0) {
         return ret;
     }
     /* "align" may round a request up past the child's end: zeroes. */
-    memset((char *)buf + n, 0, bytes - n);
-    return n ? bdrv_co_pread(bs->file, offset, n, buf, flags) : 0;
+    iovector_memset(qiov, n, 0, bytes - n);
+    if (n == 0) {
+        return 0;
+    }
+    iovector_init_slice(&part, qiov, 0, n);
+    ret = bdrv_co_preadv(bs->file, offset, n, &part, flags);
+    iovector_destroy(&part);
+    return ret;
 }
 
-static int coroutine_fn blkdebug_co_pwrite(BlockDriverState *bs,
-                                           int64_t offset, int64_t bytes,
-                                           const void *buf,
-                                           BdrvRequestFlags flags)
+static int coroutine_fn blkdebug_co_pwritev(BlockDriverState *bs,
+                                            int64_t offset, int64_t bytes,
+                                            IOVector *qiov,
+                                            BdrvRequestFlags flags)
 {
     int ret = blkdebug_check_request(bs, offset, bytes,
                                      BLKDEBUG_IO_TYPE_WRITE);
 
-    return ret < 0 ? ret : bdrv_co_pwrite(bs->file, offset, bytes, buf, flags);
+    return ret < 0 ? ret
+                   : bdrv_co_pwritev(bs->file, offset, bytes, qiov, flags);
 }
 
 static int coroutine_fn blkdebug_co_pwrite_zeroes(BlockDriverState *bs,
@@ -355,8 +364,8 @@ static const BlockDriver bdrv_blkdebug = {
     .has_variable_length = true,
     .bdrv_open = blkdebug_open,
     .bdrv_close = blkdebug_close,
-    .bdrv_co_pread = blkdebug_co_pread,
-    .bdrv_co_pwrite = blkdebug_co_pwrite,
+    .bdrv_co_preadv = blkdebug_co_preadv,
+    .bdrv_co_pwritev = blkdebug_co_pwritev,
     .bdrv_co_pwrite_zeroes = blkdebug_co_pwrite_zeroes,
     .bdrv_co_pdiscard = blkdebug_co_pdiscard,
     .bdrv_co_flush = blkdebug_co_flush,

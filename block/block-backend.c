@@ -166,30 +166,51 @@ static int coroutine_fn blk_request_begin(BlockBackend *blk, int64_t offset,
     return 0;
 }
 
-int coroutine_fn blk_co_pread(BlockBackend *blk, int64_t offset,
-                              int64_t bytes, void *buf,
-                              BdrvRequestFlags flags)
+int coroutine_fn blk_co_preadv(BlockBackend *blk, int64_t offset,
+                               int64_t bytes, IOVector *qiov,
+                               BdrvRequestFlags flags)
 {
     int ret = blk_request_begin(blk, offset, bytes);
 
     if (ret == 0) {
-        ret = bdrv_co_pread(blk->root, offset, bytes, buf, flags);
+        ret = bdrv_co_preadv(blk->root, offset, bytes, qiov, flags);
         blk_dec_in_flight(blk);
     }
     return ret;
+}
+
+int coroutine_fn blk_co_pwritev(BlockBackend *blk, int64_t offset,
+                                int64_t bytes, IOVector *qiov,
+                                BdrvRequestFlags flags)
+{
+    int ret = blk_request_begin(blk, offset, bytes);
+
+    if (ret == 0) {
+        ret = bdrv_co_pwritev(blk->root, offset, bytes, qiov, flags);
+        blk_dec_in_flight(blk);
+    }
+    return ret;
+}
+
+int coroutine_fn blk_co_pread(BlockBackend *blk, int64_t offset,
+                              int64_t bytes, void *buf,
+                              BdrvRequestFlags flags)
+{
+    IOVector qiov;
+
+    iovector_init_buf(&qiov, buf, bytes);
+    return blk_co_preadv(blk, offset, bytes, &qiov, flags);
 }
 
 int coroutine_fn blk_co_pwrite(BlockBackend *blk, int64_t offset,
                                int64_t bytes, const void *buf,
                                BdrvRequestFlags flags)
 {
-    int ret = blk_request_begin(blk, offset, bytes);
+    IOVector qiov;
 
-    if (ret == 0) {
-        ret = bdrv_co_pwrite(blk->root, offset, bytes, buf, flags);
-        blk_dec_in_flight(blk);
-    }
-    return ret;
+    /* The vector type has no const: writes only read through it. */
+    iovector_init_buf(&qiov, (void *)buf, bytes);
+    return blk_co_pwritev(blk, offset, bytes, &qiov, flags);
 }
 
 int coroutine_fn blk_co_pwrite_zeroes(BlockBackend *blk, int64_t offset,

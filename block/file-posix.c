@@ -10,10 +10,13 @@
  * by trial reads), so the core does read-modify-write for smaller
  * requests.
  *
- * Reads beyond the end of the file (possible when its size is not a
- * multiple of the alignment) return zeroes.  Write-zeroes uses
- * fallocate: PUNCH_HOLE where unmapping is allowed, else ZERO_RANGE.
- * Block status comes from SEEK_DATA/SEEK_HOLE.
+ * A request's I/O vector goes to the kernel as it is: one element as a
+ * plain read or write, more as preadv/pwritev (IORING_OP_READV/WRITEV
+ * with io_uring).  After a short transfer the rest of the vector, as a
+ * slice, is submitted again.  Reads beyond the end of the file (possible
+ * when its size is not a multiple of the alignment) return zeroes.
+ * Write-zeroes uses fallocate: PUNCH_HOLE where unmapping is allowed,
+ * else ZERO_RANGE.  Block status comes from SEEK_DATA/SEEK_HOLE.
  *
  * With locking=on|auto (the default) the node advertises the permissions
  * its parents take with QEMU-compatible byte locks (file-lock.h), so
@@ -198,51 +201,78 @@ static void file_close(BlockDriverState *bs)
 }
 
 /*
- * Transfer all of [@offset, @offset + @bytes), resubmitting after short
- * transfers.  A read that hits the end of the file zero-fills the rest.
+ * Submit one system call for the start of @qiov at @offset: a plain read
+ * or write for one element (cheaper for io_uring than a vector of one),
+ * else preadv/pwritev of up to IOV_MAX elements.
  */
-static int coroutine_fn file_co_rw(BlockDriverState *bs, AioOp op,
-                                   int64_t offset, int64_t bytes, char *buf)
+static ssize_t coroutine_fn file_co_submit_vector(BlockDriverState *bs,
+                                                  bool is_write,
+                                                  int64_t offset,
+                                                  IOVector *qiov)
 {
-    while (bytes > 0) {
-        AioRequest req = {
-            .op = op, .buf = buf, .len = bytes, .offset = offset,
-        };
-        ssize_t n = file_co_submit(bs, &req);
+    AioRequest req = { .offset = offset };
+
+    if (qiov->niov == 1) {
+        req.op = is_write ? AIO_OP_WRITE : AIO_OP_READ;
+        req.buf = qiov->iov[0].iov_base;
+        req.len = qiov->iov[0].iov_len;
+    } else {
+        req.op = is_write ? AIO_OP_PWRITEV : AIO_OP_PREADV;
+        req.iov = qiov->iov;
+        req.iovcnt = MIN(qiov->niov, IOV_MAX);
+    }
+    return file_co_submit(bs, &req);
+}
+
+/*
+ * Transfer all of @qiov at @offset, resubmitting what is left (a slice
+ * of @qiov) after a short transfer.  A read that hits the end of the
+ * file zero-fills the rest.
+ */
+static int coroutine_fn file_co_rwv(BlockDriverState *bs, bool is_write,
+                                    int64_t offset, IOVector *qiov)
+{
+    size_t done = 0;
+    IOVector rest;
+    int ret = 0;
+
+    iovector_init(&rest);
+    while (ret == 0 && done < qiov->size) {
+        IOVector *todo = done ? &rest : qiov;
+        ssize_t n = file_co_submit_vector(bs, is_write, offset + done, todo);
 
         if (n == -EINTR || n == -EAGAIN) {
             continue;
         }
         if (n < 0) {
-            return n;
-        }
-        if (n == 0) {
-            if (op == AIO_OP_WRITE) {
-                return -EIO;
-            }
-            memset(buf, 0, bytes);
+            ret = n;
+        } else if (n == 0 && is_write) {
+            ret = -EIO;
+        } else if (n == 0) {
+            iovector_memset(todo, 0, 0, todo->size);
             break;
+        } else if ((done += n) < qiov->size) {
+            iovector_destroy(&rest);
+            iovector_init_slice(&rest, qiov, done, qiov->size - done);
         }
-        buf += n;
-        offset += n;
-        bytes -= n;
     }
-    return 0;
+    iovector_destroy(&rest);
+    return ret;
 }
 
-static int coroutine_fn file_co_pread(BlockDriverState *bs, int64_t offset,
-                                      int64_t bytes, void *buf,
-                                      BdrvRequestFlags flags)
-{
-    return file_co_rw(bs, AIO_OP_READ, offset, bytes, buf);
-}
-
-static int coroutine_fn file_co_pwrite(BlockDriverState *bs, int64_t offset,
-                                       int64_t bytes, const void *buf,
+static int coroutine_fn file_co_preadv(BlockDriverState *bs, int64_t offset,
+                                       int64_t bytes, IOVector *qiov,
                                        BdrvRequestFlags flags)
 {
-    /* The buffer is only read; AioRequest has one pointer for both. */
-    return file_co_rw(bs, AIO_OP_WRITE, offset, bytes, (char *)buf);
+    return file_co_rwv(bs, false, offset, qiov);
+}
+
+static int coroutine_fn file_co_pwritev(BlockDriverState *bs,
+                                        int64_t offset, int64_t bytes,
+                                        IOVector *qiov,
+                                        BdrvRequestFlags flags)
+{
+    return file_co_rwv(bs, true, offset, qiov);
 }
 
 static int coroutine_fn file_co_fallocate(BlockDriverState *bs, int mode,
@@ -558,8 +588,8 @@ static const BlockDriver bdrv_file = {
     .bdrv_open = file_open,
     .bdrv_close = file_close,
     .bdrv_co_create = file_co_create,
-    .bdrv_co_pread = file_co_pread,
-    .bdrv_co_pwrite = file_co_pwrite,
+    .bdrv_co_preadv = file_co_preadv,
+    .bdrv_co_pwritev = file_co_pwritev,
     .bdrv_co_pwrite_zeroes = file_co_pwrite_zeroes,
     .bdrv_co_pdiscard = file_co_pdiscard,
     .bdrv_co_flush = file_co_flush,

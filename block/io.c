@@ -5,14 +5,19 @@
  * driver, and here the driver contract (see block_int.h) is enforced:
  *
  *  - the range is checked against the node's length;
- *  - requests not aligned to bs->bl.request_alignment are widened to it.
- *    Reads go through a bounce buffer.  Writes become read-modify-write
- *    of the partial head and tail blocks, and such a request is
- *    "serialising": it waits for every earlier overlapping write and every
- *    later overlapping write waits for it, so two RMW cycles on one block
- *    cannot lose each other's bytes;
- *  - buffers not aligned to bs->bl.min_mem_alignment are bounced;
- *  - requests are split at bs->bl.max_transfer;
+ *  - requests not aligned to bs->bl.request_alignment are widened to it
+ *    (BdrvPadding): the partial head and tail blocks are read into small
+ *    bounce buffers, and the driver gets the vector [head block][the
+ *    caller's vector between them][tail block], so the caller's bytes in
+ *    the middle are not copied.  Writes are read-modify-write of those
+ *    blocks, and such a request is "serialising": it waits for every
+ *    earlier overlapping write and every later overlapping write waits
+ *    for it, so two RMW cycles on one block cannot lose each other's
+ *    bytes;
+ *  - a vector with an element that O_DIRECT cannot take (an address not
+ *    aligned to bs->bl.min_mem_alignment, or a length not a multiple of
+ *    the request alignment) is bounced whole;
+ *  - requests are split at bs->bl.max_transfer, by slicing the vector;
  *  - flags the driver cannot handle are emulated: FUA by a flush after
  *    the write, write-zeroes by writing a zeroed buffer (unless the caller
  *    asked for BDRV_REQ_NO_FALLBACK).
@@ -135,133 +140,285 @@ static void coroutine_fn wait_serialising_requests(BlockDriverState *bs,
     } while (waited);
 }
 
-/* --- reads --- */
+/* --- dispatch to the driver --- */
 
-static int coroutine_fn bdrv_aligned_pread(BlockDriverState *bs,
-                                           int64_t offset, int64_t bytes,
-                                           void *buf, BdrvRequestFlags flags)
+/*
+ * Pass an aligned request to the driver, split at bs->bl.max_transfer.
+ * Each piece goes down as a slice of @qiov, so nothing is copied.
+ */
+static int coroutine_fn bdrv_driver_rw(BlockDriverState *bs, bool is_write,
+                                       int64_t offset, int64_t bytes,
+                                       IOVector *qiov,
+                                       BdrvRequestFlags flags)
 {
-    uint32_t max = bs->bl.max_transfer ? bs->bl.max_transfer : INT_MAX;
+    int64_t max = bs->bl.max_transfer ? bs->bl.max_transfer : INT_MAX;
+    int ret = 0;
 
-    while (bytes > 0) {
-        int64_t n = MIN(bytes, (int64_t)max);
-        int ret = bs->drv->bdrv_co_pread(bs, offset, n, buf, flags);
-
-        if (ret < 0) {
-            return ret;
-        }
-        offset += n;
-        bytes -= n;
-        buf = (char *)buf + n;
+    g_assert(qiov->size == (uint64_t)bytes);
+    if (bytes <= max) {
+        return is_write
+               ? bs->drv->bdrv_co_pwritev(bs, offset, bytes, qiov, flags)
+               : bs->drv->bdrv_co_preadv(bs, offset, bytes, qiov, flags);
     }
-    return 0;
+    for (int64_t done = 0; ret == 0 && done < bytes; done += max) {
+        int64_t n = MIN(bytes - done, max);
+        IOVector piece;
+
+        iovector_init_slice(&piece, qiov, done, n);
+        ret = is_write
+              ? bs->drv->bdrv_co_pwritev(bs, offset + done, n, &piece, flags)
+              : bs->drv->bdrv_co_preadv(bs, offset + done, n, &piece, flags);
+        iovector_destroy(&piece);
+    }
+    return ret;
 }
 
-static bool buffer_aligned(BlockDriverState *bs, const void *buf)
+static int coroutine_fn bdrv_aligned_preadv(BlockDriverState *bs,
+                                            int64_t offset, int64_t bytes,
+                                            IOVector *qiov,
+                                            BdrvRequestFlags flags)
 {
-    return IS_ALIGNED((uintptr_t)buf, bs->bl.min_mem_alignment);
+    return bdrv_driver_rw(bs, false, offset, bytes, qiov, flags);
+}
+
+static int coroutine_fn bdrv_aligned_pwritev(BlockDriverState *bs,
+                                             int64_t offset, int64_t bytes,
+                                             IOVector *qiov,
+                                             BdrvRequestFlags flags)
+{
+    BdrvRequestFlags driver_flags = flags & bs->drv->supported_write_flags;
+    int ret = bdrv_driver_rw(bs, true, offset, bytes, qiov, driver_flags);
+
+    if (ret == 0 && (flags & BDRV_REQ_FUA) &&
+        !(driver_flags & BDRV_REQ_FUA)) {
+        return bdrv_co_flush(bs);
+    }
+    return ret;
+}
+
+/* --- alignment --- */
+
+/* Whether the driver can take [@offset, +@bytes) of @qiov as it is. */
+static bool bdrv_is_aligned(BlockDriverState *bs, int64_t offset,
+                            int64_t bytes, const IOVector *qiov)
+{
+    uint32_t align = bs->bl.request_alignment;
+
+    return IS_ALIGNED(offset, align) && IS_ALIGNED(bytes, align) &&
+           iovector_is_aligned(qiov, bs->bl.min_mem_alignment, align);
+}
+
+/*
+ * A request widened to the node's alignment.  @vec covers the aligned
+ * range [@start, @end); where the caller's bytes can go to the driver as
+ * they are, @vec refers to the caller's vector, and the rest of @vec is
+ * @bounce.  @copy lists the caller's bytes that live in @bounce: they are
+ * copied out after a read, and in before a write.
+ */
+typedef struct BdrvPadding {
+    int64_t offset, bytes;          /* the caller's request */
+    int64_t start, end;
+    uint8_t *bounce;
+    IOVector vec;
+    struct {
+        size_t qiov_offset;         /* where in the caller's vector */
+        size_t len;
+        uint8_t *buf;               /* where in @bounce */
+    } copy[2];
+} BdrvPadding;
+
+/*
+ * Bounce everything: for a caller vector whose memory the driver cannot
+ * take (or none: a write of zeroes).
+ */
+static bool bdrv_pad_whole(BdrvPadding *pad)
+{
+    pad->bounce = blk_memalign(pad->end - pad->start);
+    if (!pad->bounce) {
+        return false;
+    }
+    iovector_init_buf(&pad->vec, pad->bounce, pad->end - pad->start);
+    pad->copy[0].qiov_offset = 0;
+    pad->copy[0].len = pad->bytes;
+    pad->copy[0].buf = pad->bounce + (pad->offset - pad->start);
+    return true;
+}
+
+/*
+ * Bounce only the partial head and tail blocks: @vec is [head block]
+ * [the caller's bytes between them][tail block], if the driver can take
+ * the middle part as it is.  A request within one block has no middle.
+ * Both blocks share one allocation, the tail at the memory alignment.
+ */
+static bool bdrv_pad_edges(BlockDriverState *bs, BdrvPadding *pad,
+                           IOVector *qiov)
+{
+    int64_t align = bs->bl.request_alignment;
+    int64_t head_len = pad->offset != pad->start ? align : 0;
+    int64_t tail_len = pad->offset + pad->bytes != pad->end &&
+                       pad->end - pad->start > head_len ? align : 0;
+    int64_t mid_start = pad->start + head_len;
+    int64_t mid_end = pad->end - tail_len;
+    int64_t tail_at = ALIGN_UP(head_len, (int64_t)bs->bl.min_mem_alignment);
+    IOVector mid;
+
+    /* Within one block, the (empty) middle is at the caller's end. */
+    iovector_init_slice(&mid, qiov,
+                        MIN(mid_start - pad->offset, pad->bytes),
+                        mid_end - mid_start);
+    if (!iovector_is_aligned(&mid, bs->bl.min_mem_alignment, align) ||
+        !(pad->bounce = blk_memalign(tail_at + tail_len))) {
+        iovector_destroy(&mid);
+        return false;
+    }
+    iovector_add(&pad->vec, pad->bounce, head_len);
+    iovector_add_slice(&pad->vec, &mid, 0, mid.size);
+    iovector_add(&pad->vec, pad->bounce + tail_at, tail_len);
+    iovector_destroy(&mid);
+    if (head_len) {
+        pad->copy[0].qiov_offset = 0;
+        pad->copy[0].len = MIN(mid_start, pad->offset + pad->bytes) -
+                           pad->offset;
+        pad->copy[0].buf = pad->bounce + (pad->offset - pad->start);
+    }
+    if (tail_len) {
+        pad->copy[1].qiov_offset = mid_end - pad->offset;
+        pad->copy[1].len = pad->offset + pad->bytes - mid_end;
+        pad->copy[1].buf = pad->bounce + tail_at;
+    }
+    return true;
+}
+
+/*
+ * Set up @pad for [@offset, +@bytes) of @qiov (NULL: zeroes).
+ * Returns 0 or -ENOMEM.
+ */
+static int bdrv_pad_init(BlockDriverState *bs, BdrvPadding *pad,
+                         int64_t offset, int64_t bytes, IOVector *qiov)
+{
+    uint32_t align = bs->bl.request_alignment;
+
+    *pad = (BdrvPadding) {
+        .offset = offset,
+        .bytes = bytes,
+        .start = ALIGN_DOWN(offset, align),
+        .end = ALIGN_UP(offset + bytes, align),
+    };
+    iovector_init(&pad->vec);
+    if (qiov && bdrv_pad_edges(bs, pad, qiov)) {
+        return 0;
+    }
+    return bdrv_pad_whole(pad) ? 0 : -ENOMEM;
+}
+
+static void bdrv_pad_destroy(BdrvPadding *pad)
+{
+    iovector_destroy(&pad->vec);
+    blk_vfree(pad->bounce);
+}
+
+/* After a read of @pad->vec: hand the caller its bytes from @bounce. */
+static void bdrv_pad_copy_out(BdrvPadding *pad, IOVector *qiov)
+{
+    for (size_t i = 0; i < G_N_ELEMENTS(pad->copy); i++) {
+        if (pad->copy[i].len) {
+            iovector_from_buf(qiov, pad->copy[i].qiov_offset,
+                              pad->copy[i].buf, pad->copy[i].len);
+        }
+    }
+}
+
+/*
+ * Before a write of @pad->vec: read the old contents of the partial head
+ * and tail blocks, then put the caller's bytes (@qiov NULL: zeroes) into
+ * @bounce over them.
+ */
+static int coroutine_fn bdrv_pad_fill(BlockDriverState *bs,
+                                      BdrvPadding *pad, IOVector *qiov)
+{
+    int64_t align = bs->bl.request_alignment;
+    int64_t len = pad->end - pad->start;
+    bool partial_head = pad->offset != pad->start;
+    bool partial_tail = pad->offset + pad->bytes != pad->end;
+    int ret = 0;
+
+    if (partial_head) {
+        IOVector block;
+
+        iovector_init_slice(&block, &pad->vec, 0, align);
+        ret = bdrv_aligned_preadv(bs, pad->start, align, &block, 0);
+        iovector_destroy(&block);
+    }
+    /* A single block is read only once. */
+    if (ret == 0 && partial_tail && !(partial_head && len == align)) {
+        IOVector block;
+
+        iovector_init_slice(&block, &pad->vec, len - align, align);
+        ret = bdrv_aligned_preadv(bs, pad->end - align, align, &block, 0);
+        iovector_destroy(&block);
+    }
+    for (size_t i = 0; ret == 0 && i < G_N_ELEMENTS(pad->copy); i++) {
+        if (!pad->copy[i].len) {
+            continue;
+        }
+        if (qiov) {
+            iovector_to_buf(qiov, pad->copy[i].qiov_offset,
+                            pad->copy[i].buf, pad->copy[i].len);
+        } else {
+            memset(pad->copy[i].buf, 0, pad->copy[i].len);
+        }
+    }
+    return ret;
+}
+
+/* --- reads --- */
+
+int coroutine_fn bdrv_co_preadv(BdrvChild *child, int64_t offset,
+                                int64_t bytes, IOVector *qiov,
+                                BdrvRequestFlags flags)
+{
+    BlockDriverState *bs = child->bs;
+    uint32_t align = bs->bl.request_alignment;
+    BdrvTrackedRequest req;
+    BdrvPadding pad;
+    int ret = bdrv_check_range(bs, offset, bytes);
+
+    if (ret < 0 || bytes == 0) {
+        return ret;
+    }
+    g_assert(qiov->size == (uint64_t)bytes);
+
+    tracked_request_begin(bs, &req, ALIGN_DOWN(offset, align),
+                          ALIGN_UP(offset + bytes, align) -
+                          ALIGN_DOWN(offset, align), false, false);
+    if (bdrv_is_aligned(bs, offset, bytes, qiov)) {
+        ret = bdrv_aligned_preadv(bs, offset, bytes, qiov, flags);
+    } else {
+        ret = bdrv_pad_init(bs, &pad, offset, bytes, qiov);
+        if (ret == 0) {
+            ret = bdrv_aligned_preadv(bs, pad.start, pad.end - pad.start,
+                                      &pad.vec, flags);
+        }
+        if (ret == 0) {
+            bdrv_pad_copy_out(&pad, qiov);
+        }
+        bdrv_pad_destroy(&pad);
+    }
+    tracked_request_end(bs, &req);
+    return ret;
 }
 
 int coroutine_fn bdrv_co_pread(BdrvChild *child, int64_t offset,
                                int64_t bytes, void *buf,
                                BdrvRequestFlags flags)
 {
-    BlockDriverState *bs = child->bs;
-    uint32_t align = bs->bl.request_alignment;
-    int64_t start = ALIGN_DOWN(offset, align);
-    int64_t end;
-    BdrvTrackedRequest req;
-    int ret = bdrv_check_range(bs, offset, bytes);
+    IOVector qiov;
 
-    if (ret < 0 || bytes == 0) {
-        return ret;
-    }
-    end = ALIGN_UP(offset + bytes, align);
-
-    tracked_request_begin(bs, &req, start, end - start, false, false);
-    if (start == offset && end == offset + bytes && buffer_aligned(bs, buf)) {
-        ret = bdrv_aligned_pread(bs, offset, bytes, buf, flags);
-    } else {
-        void *bounce = blk_memalign(end - start);
-
-        ret = bounce ? bdrv_aligned_pread(bs, start, end - start, bounce,
-                                          flags)
-                     : -ENOMEM;
-        if (ret == 0) {
-            memcpy(buf, (char *)bounce + (offset - start), bytes);
-        }
-        blk_vfree(bounce);
-    }
-    tracked_request_end(bs, &req);
-    return ret;
+    iovector_init_buf(&qiov, buf, bytes);
+    return bdrv_co_preadv(child, offset, bytes, &qiov, flags);
 }
 
 /* --- writes --- */
-
-static int coroutine_fn bdrv_aligned_pwrite(BlockDriverState *bs,
-                                            int64_t offset, int64_t bytes,
-                                            const void *buf,
-                                            BdrvRequestFlags flags)
-{
-    uint32_t max = bs->bl.max_transfer ? bs->bl.max_transfer : INT_MAX;
-    BdrvRequestFlags driver_flags = flags & bs->drv->supported_write_flags;
-
-    while (bytes > 0) {
-        int64_t n = MIN(bytes, (int64_t)max);
-        int ret = bs->drv->bdrv_co_pwrite(bs, offset, n, buf, driver_flags);
-
-        if (ret < 0) {
-            return ret;
-        }
-        offset += n;
-        bytes -= n;
-        buf = (const char *)buf + n;
-    }
-    if ((flags & BDRV_REQ_FUA) && !(driver_flags & BDRV_REQ_FUA)) {
-        return bdrv_co_flush(bs);
-    }
-    return 0;
-}
-
-/*
- * Write [@offset, @offset + @bytes) where the range or the buffer is not
- * aligned: fill an aligned bounce buffer with the old head and tail blocks
- * and the new data, then write it whole.  The caller holds a serialising
- * request over the aligned range.
- */
-static int coroutine_fn bdrv_rmw_pwrite(BlockDriverState *bs,
-                                        int64_t offset, int64_t bytes,
-                                        const void *buf,
-                                        BdrvRequestFlags flags)
-{
-    uint32_t align = bs->bl.request_alignment;
-    int64_t start = ALIGN_DOWN(offset, align);
-    int64_t end = ALIGN_UP(offset + bytes, align);
-    char *bounce = blk_memalign(end - start);
-    int ret = 0;
-
-    if (!bounce) {
-        return -ENOMEM;
-    }
-    if (start != offset) {
-        ret = bdrv_aligned_pread(bs, start, align, bounce, 0);
-    }
-    if (ret == 0 && end != offset + bytes &&
-        (end - align != start || start == offset)) {
-        ret = bdrv_aligned_pread(bs, end - align, align,
-                                 bounce + (end - align - start), 0);
-    }
-    if (ret == 0) {
-        if (buf) {
-            memcpy(bounce + (offset - start), buf, bytes);
-        } else {
-            memset(bounce + (offset - start), 0, bytes);
-        }
-        ret = bdrv_aligned_pwrite(bs, start, end - start, bounce, flags);
-    }
-    blk_vfree(bounce);
-    return ret;
-}
 
 /* Whether @child may write past the end of its node, growing it. */
 static bool bdrv_may_grow(BdrvChild *child)
@@ -283,46 +440,42 @@ static int bdrv_check_write(BdrvChild *child, int64_t offset, int64_t bytes,
                                ? INT64_MAX : child->bs->total_bytes);
 }
 
-/* @buf == NULL writes zeroes (used for the unaligned edges of zeroing). */
-static int coroutine_fn bdrv_do_pwrite(BlockDriverState *bs, int64_t offset,
-                                       int64_t bytes, const void *buf,
-                                       BdrvRequestFlags flags)
+/*
+ * Write [@offset, @offset + @bytes) from @qiov; NULL writes zeroes (used
+ * for the unaligned edges of zeroing).  An unaligned request is
+ * read-modify-write, serialised against overlapping writes.
+ */
+static int coroutine_fn bdrv_do_pwritev(BlockDriverState *bs, int64_t offset,
+                                        int64_t bytes, IOVector *qiov,
+                                        BdrvRequestFlags flags)
 {
     uint32_t align = bs->bl.request_alignment;
     int64_t start = ALIGN_DOWN(offset, align);
     int64_t end = ALIGN_UP(offset + bytes, align);
     bool aligned = start == offset && end == offset + bytes;
     BdrvTrackedRequest req;
+    BdrvPadding pad;
     int ret;
 
     tracked_request_begin(bs, &req, start, end - start, true, !aligned);
     wait_serialising_requests(bs, &req);
-    bdrv_debug_event(bs, buf ? BLKDBG_PWRITEV : BLKDBG_PWRITEV_ZERO);
-    if (!aligned || !buf) {
-        ret = bdrv_rmw_pwrite(bs, offset, bytes, buf, flags);
-    } else if (!buffer_aligned(bs, buf)) {
-        void *bounce = blk_memalign(bytes);
-
-        ret = -ENOMEM;
-        if (bounce) {
-            memcpy(bounce, buf, bytes);
-            ret = bdrv_aligned_pwrite(bs, offset, bytes, bounce, flags);
-            blk_vfree(bounce);
-        }
+    bdrv_debug_event(bs, qiov ? BLKDBG_PWRITEV : BLKDBG_PWRITEV_ZERO);
+    if (qiov && bdrv_is_aligned(bs, offset, bytes, qiov)) {
+        ret = bdrv_aligned_pwritev(bs, offset, bytes, qiov, flags);
     } else {
-        ret = bdrv_aligned_pwrite(bs, offset, bytes, buf, flags);
+        ret = bdrv_pad_init(bs, &pad, offset, bytes, qiov);
+        if (ret == 0) {
+            ret = bdrv_pad_fill(bs, &pad, qiov);
+        }
+        if (ret == 0) {
+            ret = bdrv_aligned_pwritev(bs, pad.start, pad.end - pad.start,
+                                       &pad.vec, flags);
+        }
+        bdrv_pad_destroy(&pad);
     }
     bdrv_debug_event(bs, BLKDBG_PWRITEV_DONE);
     tracked_request_end(bs, &req);
     return ret;
-}
-
-static bool buffer_is_zero(const void *buf, size_t len)
-{
-    const uint8_t *p = buf;
-
-    /* Each byte equals the next and the first is zero: all are. */
-    return p[0] == 0 && memcmp(p, p + 1, len - 1) == 0;
 }
 
 /*
@@ -330,15 +483,15 @@ static bool buffer_is_zero(const void *buf, size_t len)
  * (one that may unmap, with detect-zeroes=unmap), as in QEMU.
  */
 static bool bdrv_write_is_zeroes(BlockDriverState *bs, int64_t offset,
-                                 int64_t bytes, const void *buf)
+                                 int64_t bytes, const IOVector *qiov)
 {
     return bs->detect_zeroes != BLOCKDEV_DETECT_ZEROES_OPTIONS_OFF &&
-           offset + bytes <= bs->total_bytes && buffer_is_zero(buf, bytes);
+           offset + bytes <= bs->total_bytes && iovector_is_zero(qiov);
 }
 
-int coroutine_fn bdrv_co_pwrite(BdrvChild *child, int64_t offset,
-                                int64_t bytes, const void *buf,
-                                BdrvRequestFlags flags)
+int coroutine_fn bdrv_co_pwritev(BdrvChild *child, int64_t offset,
+                                 int64_t bytes, IOVector *qiov,
+                                 BdrvRequestFlags flags)
 {
     BlockDriverState *bs = child->bs;
     int ret = bdrv_check_write(child, offset, bytes, true);
@@ -346,7 +499,8 @@ int coroutine_fn bdrv_co_pwrite(BdrvChild *child, int64_t offset,
     if (ret < 0 || bytes == 0) {
         return ret;
     }
-    if (bdrv_write_is_zeroes(bs, offset, bytes, buf)) {
+    g_assert(qiov->size == (uint64_t)bytes);
+    if (bdrv_write_is_zeroes(bs, offset, bytes, qiov)) {
         BdrvRequestFlags zero_flags = flags & BDRV_REQ_FUA;
 
         if (bs->detect_zeroes == BLOCKDEV_DETECT_ZEROES_OPTIONS_UNMAP) {
@@ -354,7 +508,7 @@ int coroutine_fn bdrv_co_pwrite(BdrvChild *child, int64_t offset,
         }
         return bdrv_co_pwrite_zeroes(child, offset, bytes, zero_flags);
     }
-    ret = bdrv_do_pwrite(bs, offset, bytes, buf, flags & BDRV_REQ_FUA);
+    ret = bdrv_do_pwritev(bs, offset, bytes, qiov, flags & BDRV_REQ_FUA);
     if (ret == 0 && offset + bytes > bs->total_bytes) {
         /* The node grew (a file under a format): its bitmaps grow too. */
         bs->total_bytes = offset + bytes;
@@ -362,6 +516,17 @@ int coroutine_fn bdrv_co_pwrite(BdrvChild *child, int64_t offset,
     }
     bdrv_set_dirty(bs, offset, bytes);
     return ret;
+}
+
+int coroutine_fn bdrv_co_pwrite(BdrvChild *child, int64_t offset,
+                                int64_t bytes, const void *buf,
+                                BdrvRequestFlags flags)
+{
+    IOVector qiov;
+
+    /* The vector type has no const: writes only read through it. */
+    iovector_init_buf(&qiov, (void *)buf, bytes);
+    return bdrv_co_pwritev(child, offset, bytes, &qiov, flags);
 }
 
 /* --- write-zeroes --- */
@@ -379,8 +544,10 @@ static int coroutine_fn bdrv_zero_fallback(BlockDriverState *bs,
     }
     while (ret == 0 && bytes > 0) {
         int64_t n = MIN(bytes, chunk);
+        IOVector qiov;
 
-        ret = bdrv_aligned_pwrite(bs, offset, n, zeroes, flags);
+        iovector_init_buf(&qiov, zeroes, n);
+        ret = bdrv_aligned_pwritev(bs, offset, n, &qiov, flags);
         offset += n;
         bytes -= n;
     }
@@ -438,7 +605,7 @@ int coroutine_fn bdrv_co_pwrite_zeroes(BdrvChild *child, int64_t offset,
         return -ENOTSUP;
     }
     if (head_end > offset) {
-        ret = bdrv_do_pwrite(bs, offset, head_end - offset, NULL,
+        ret = bdrv_do_pwritev(bs, offset, head_end - offset, NULL,
                              flags & BDRV_REQ_FUA);
     }
     if (ret == 0 && tail_start > head_end) {
@@ -446,7 +613,7 @@ int coroutine_fn bdrv_co_pwrite_zeroes(BdrvChild *child, int64_t offset,
                                          flags);
     }
     if (ret == 0 && end > tail_start) {
-        ret = bdrv_do_pwrite(bs, tail_start, end - tail_start, NULL,
+        ret = bdrv_do_pwritev(bs, tail_start, end - tail_start, NULL,
                              flags & BDRV_REQ_FUA);
     }
     bdrv_set_dirty(bs, offset, bytes);

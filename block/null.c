@@ -45,28 +45,29 @@ static int coroutine_fn null_open(BlockDriverState *bs,
     return 0;
 }
 
-static int coroutine_fn null_co_pread(BlockDriverState *bs, int64_t offset,
-                                      int64_t bytes, void *buf,
-                                      BdrvRequestFlags flags)
+static int coroutine_fn null_co_preadv(BlockDriverState *bs, int64_t offset,
+                                       int64_t bytes, IOVector *qiov,
+                                       BdrvRequestFlags flags)
 {
     BDRVNullState *s = bs->opaque;
 
     (void)offset;
     (void)flags;
     if (s->read_zeroes) {
-        memset(buf, 0, bytes);
+        iovector_memset(qiov, 0, 0, bytes);
     }
     return 0;
 }
 
-static int coroutine_fn null_co_pwrite(BlockDriverState *bs, int64_t offset,
-                                       int64_t bytes, const void *buf,
-                                       BdrvRequestFlags flags)
+static int coroutine_fn null_co_pwritev(BlockDriverState *bs,
+                                        int64_t offset, int64_t bytes,
+                                        IOVector *qiov,
+                                        BdrvRequestFlags flags)
 {
     (void)bs;
     (void)offset;
     (void)bytes;
-    (void)buf;
+    (void)qiov;
     (void)flags;
     return 0;
 }
@@ -75,7 +76,7 @@ static int coroutine_fn null_co_pwrite_zeroes(BlockDriverState *bs,
                                               int64_t offset, int64_t bytes,
                                               BdrvRequestFlags flags)
 {
-    return null_co_pwrite(bs, offset, bytes, NULL, flags);
+    return null_co_pwritev(bs, offset, bytes, NULL, flags);
 }
 
 static int coroutine_fn null_co_block_status(BlockDriverState *bs,
@@ -97,8 +98,8 @@ static const BlockDriver bdrv_null_co = {
     .can_reopen_read_only = true,
     .instance_size = sizeof(BDRVNullState),
     .bdrv_open = null_open,
-    .bdrv_co_pread = null_co_pread,
-    .bdrv_co_pwrite = null_co_pwrite,
+    .bdrv_co_preadv = null_co_preadv,
+    .bdrv_co_pwritev = null_co_pwritev,
     .bdrv_co_pwrite_zeroes = null_co_pwrite_zeroes,
     .bdrv_co_block_status = null_co_block_status,
     .supported_write_flags = BDRV_REQ_FUA,

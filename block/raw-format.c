@@ -66,22 +66,22 @@ static int coroutine_fn raw_open(BlockDriverState *bs,
     return 0;
 }
 
-static int coroutine_fn raw_co_pread(BlockDriverState *bs, int64_t offset,
-                                     int64_t bytes, void *buf,
-                                     BdrvRequestFlags flags)
-{
-    BDRVRawState *s = bs->opaque;
-
-    return bdrv_co_pread(bs->file, s->offset + offset, bytes, buf, flags);
-}
-
-static int coroutine_fn raw_co_pwrite(BlockDriverState *bs, int64_t offset,
-                                      int64_t bytes, const void *buf,
+static int coroutine_fn raw_co_preadv(BlockDriverState *bs, int64_t offset,
+                                      int64_t bytes, IOVector *qiov,
                                       BdrvRequestFlags flags)
 {
     BDRVRawState *s = bs->opaque;
 
-    return bdrv_co_pwrite(bs->file, s->offset + offset, bytes, buf, flags);
+    return bdrv_co_preadv(bs->file, s->offset + offset, bytes, qiov, flags);
+}
+
+static int coroutine_fn raw_co_pwritev(BlockDriverState *bs, int64_t offset,
+                                       int64_t bytes, IOVector *qiov,
+                                       BdrvRequestFlags flags)
+{
+    BDRVRawState *s = bs->opaque;
+
+    return bdrv_co_pwritev(bs->file, s->offset + offset, bytes, qiov, flags);
 }
 
 static int coroutine_fn raw_co_pwrite_zeroes(BlockDriverState *bs,
@@ -124,8 +124,8 @@ static const BlockDriver bdrv_raw = {
     .can_reopen_read_only = true,
     .instance_size = sizeof(BDRVRawState),
     .bdrv_open = raw_open,
-    .bdrv_co_pread = raw_co_pread,
-    .bdrv_co_pwrite = raw_co_pwrite,
+    .bdrv_co_preadv = raw_co_preadv,
+    .bdrv_co_pwritev = raw_co_pwritev,
     .bdrv_co_pwrite_zeroes = raw_co_pwrite_zeroes,
     .bdrv_co_pdiscard = raw_co_pdiscard,
     .bdrv_co_block_status = raw_co_block_status,

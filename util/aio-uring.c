@@ -221,6 +221,13 @@ static void uring_prep(struct io_uring_sqe *sqe, const AioRequest *req)
     case AIO_OP_WRITE:
         io_uring_prep_write(sqe, req->fd, req->buf, req->len, req->offset);
         break;
+    case AIO_OP_PREADV:
+        io_uring_prep_readv(sqe, req->fd, req->iov, req->iovcnt, req->offset);
+        break;
+    case AIO_OP_PWRITEV:
+        io_uring_prep_writev(sqe, req->fd, req->iov, req->iovcnt,
+                             req->offset);
+        break;
     case AIO_OP_FSYNC:
         io_uring_prep_fsync(sqe, req->fd, 0);
         break;

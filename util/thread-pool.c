@@ -106,6 +106,12 @@ static int aio_request_run(void *opaque)
     case AIO_OP_WRITE:
         ret = pwrite(req->fd, req->buf, req->len, req->offset);
         break;
+    case AIO_OP_PREADV:
+        ret = preadv(req->fd, req->iov, req->iovcnt, req->offset);
+        break;
+    case AIO_OP_PWRITEV:
+        ret = pwritev(req->fd, req->iov, req->iovcnt, req->offset);
+        break;
     case AIO_OP_FSYNC:
         ret = fsync(req->fd);
         break;

@@ -19,10 +19,15 @@
  * run under the lock, registers the guest run as an allocation in flight
  * (s->allocs), drops the lock, writes the data together with the
  * copy-on-write head and tail of partial clusters (from the old cluster,
- * the backing node or zeroes), and takes the lock again to link the run
- * into the L2 table.  Any other request touching a guest cluster with an
- * allocation in flight waits for it first, so two writes never both
- * allocate one cluster and a discard never races with the link.
+ * the backing node or zeroes) in one vectored write, and takes the lock
+ * again to link the run into the L2 table.  Any other request touching a
+ * guest cluster with an allocation in flight waits for it first, so two
+ * writes never both allocate one cluster and a discard never races with
+ * the link.
+ *
+ * Guest data moves between the request's I/O vector and the image file
+ * as slices of that vector, one per run of clusters, and is not copied
+ * (compressed clusters excepted: they are decoded into a buffer).
  *
  * Ordering (docs/devel/qcow2.rst): new refcounts reach the disk before
  * the L2 entries that use them (the L2 cache depends on the refcount
@@ -42,8 +47,8 @@
 #include "block/qcow2/qcow2.h"
 
 enum {
-    /* Partial-cluster writes up to this size are merged with their COW. */
-    QCOW2_COW_MERGE_MAX = 4 * 1024 * 1024,
+    /* Where in its buffer the copy-on-write tail starts; see below. */
+    QCOW2_COW_BUF_ALIGN = 4096,
 };
 
 /* A run of guest clusters of one kind (see get_mapping()). */
@@ -195,28 +200,44 @@ static int coroutine_fn prepare_write(BlockDriverState *bs)
     return qcow2_bitmaps_note_write(bs);
 }
 
+/*
+ * Read [@offset, +@qiov->size) of @child into @qiov, where @child has
+ * data only up to @child_len: the rest reads as zeroes.
+ */
+static int coroutine_fn read_up_to(BdrvChild *child, int64_t child_len,
+                                   int64_t offset, IOVector *qiov)
+{
+    int64_t n = MAX(0, MIN((int64_t)qiov->size, child_len - offset));
+    IOVector part;
+    int ret;
+
+    iovector_memset(qiov, n, 0, qiov->size - n);
+    if (n == 0) {
+        return 0;
+    }
+    iovector_init_slice(&part, qiov, 0, n);
+    ret = bdrv_co_preadv(child, offset, n, &part, 0);
+    iovector_destroy(&part);
+    return ret;
+}
+
 /* Read image file bytes; a part past its end (after a crash) is zero. */
 static int coroutine_fn read_host(BlockDriverState *bs, int64_t host,
-                                  int64_t bytes, void *buf)
+                                  IOVector *qiov)
 {
-    int64_t file_len = bdrv_getlength(bs->file->bs);
-    int64_t n = MAX(0, MIN(bytes, file_len - host));
-
-    memset((char *)buf + n, 0, bytes - n);
-    return n ? bdrv_co_pread(bs->file, host, n, buf, 0) : 0;
+    return read_up_to(bs->file, bdrv_getlength(bs->file->bs), host, qiov);
 }
 
 /* Read what the backing node shows at @offset (zeroes past its end). */
 static int coroutine_fn read_backing(BlockDriverState *bs, int64_t offset,
-                                     int64_t bytes, void *buf)
+                                     IOVector *qiov)
 {
-    int64_t n = 0;
-
-    if (bs->backing) {
-        n = MAX(0, MIN(bytes, bdrv_getlength(bs->backing->bs) - offset));
+    if (!bs->backing) {
+        iovector_memset(qiov, 0, 0, qiov->size);
+        return 0;
     }
-    memset((char *)buf + n, 0, bytes - n);
-    return n ? bdrv_co_pread(bs->backing, offset, n, buf, 0) : 0;
+    return read_up_to(bs->backing, bdrv_getlength(bs->backing->bs), offset,
+                      qiov);
 }
 
 /*
@@ -224,12 +245,12 @@ static int coroutine_fn read_backing(BlockDriverState *bs, int64_t offset,
  * described by @l2e: decode the whole cluster, copy out the part.
  */
 static int coroutine_fn read_compressed(BlockDriverState *bs, uint64_t l2e,
-                                        int64_t offset, int64_t bytes,
-                                        void *buf)
+                                        int64_t offset, IOVector *qiov)
 {
     BDRVQcow2State *s = bs->opaque;
     g_autofree uint8_t *cluster = NULL;
     g_autofree uint8_t *data = NULL;
+    IOVector data_vec;
     int64_t host, csize;
     int ret;
 
@@ -239,7 +260,8 @@ static int coroutine_fn read_compressed(BlockDriverState *bs, uint64_t l2e,
     if (!data || !cluster) {
         return -ENOMEM;
     }
-    ret = read_host(bs, host, csize, data);
+    iovector_init_buf(&data_vec, data, csize);
+    ret = read_host(bs, host, &data_vec);
     if (ret < 0) {
         return ret;
     }
@@ -247,7 +269,8 @@ static int coroutine_fn read_compressed(BlockDriverState *bs, uint64_t l2e,
     if (ret < 0) {
         return ret;
     }
-    memcpy(buf, cluster + qcow2_offset_into_cluster(s, offset), bytes);
+    iovector_from_buf(qiov, 0, cluster + qcow2_offset_into_cluster(s, offset),
+                      qiov->size);
     return 0;
 }
 
@@ -261,34 +284,38 @@ static int coroutine_fn read_old_cluster(BlockDriverState *bs, uint64_t l2e,
                                          void *buf)
 {
     BDRVQcow2State *s = bs->opaque;
+    IOVector qiov;
 
+    iovector_init_buf(&qiov, buf, bytes);
     switch (qcow2_l2e_type(l2e, s->version)) {
     case QCOW2_CLUSTER_UNALLOCATED:
-        return read_backing(bs, offset, bytes, buf);
+        return read_backing(bs, offset, &qiov);
     case QCOW2_CLUSTER_ZERO_PLAIN:
     case QCOW2_CLUSTER_ZERO_ALLOC:
         memset(buf, 0, bytes);
         return 0;
     case QCOW2_CLUSTER_NORMAL:
         return read_host(bs, (l2e & QCOW2_L2E_OFFSET_MASK) +
-                         qcow2_offset_into_cluster(s, offset), bytes, buf);
+                         qcow2_offset_into_cluster(s, offset), &qiov);
     case QCOW2_CLUSTER_COMPRESSED:
-        return read_compressed(bs, l2e, offset, bytes, buf);
+        return read_compressed(bs, l2e, offset, &qiov);
     default:
         return -ENOTSUP;
     }
 }
 
-int coroutine_fn qcow2_co_pread(BlockDriverState *bs, int64_t offset,
-                                int64_t bytes, void *buf,
-                                BdrvRequestFlags flags)
+/* Each run of clusters reads into its slice of @qiov. */
+int coroutine_fn qcow2_co_preadv(BlockDriverState *bs, int64_t offset,
+                                 int64_t bytes, IOVector *qiov,
+                                 BdrvRequestFlags flags)
 {
     BDRVQcow2State *s = bs->opaque;
-    char *p = buf;
+    size_t done = 0;
 
     while (bytes > 0) {
         Qcow2Mapping m;
         Qcow2InflightIO io;
+        IOVector part;
         int ret;
 
         co_mutex_lock(&s->lock);
@@ -306,30 +333,32 @@ int coroutine_fn qcow2_co_pread(BlockDriverState *bs, int64_t offset,
             return ret;
         }
 
+        iovector_init_slice(&part, qiov, done, m.bytes);
         switch (m.type) {
         case QCOW2_CLUSTER_UNALLOCATED:
-            ret = read_backing(bs, offset, m.bytes, p);
+            ret = read_backing(bs, offset, &part);
             break;
         case QCOW2_CLUSTER_ZERO_PLAIN:
         case QCOW2_CLUSTER_ZERO_ALLOC:
-            memset(p, 0, m.bytes);
+            iovector_memset(&part, 0, 0, m.bytes);
             break;
         case QCOW2_CLUSTER_NORMAL:
             BLKDBG_EVENT(bs->file, BLKDBG_READ_AIO);
-            ret = read_host(bs, m.host, m.bytes, p);
+            ret = read_host(bs, m.host, &part);
             inflight_end(s, &io);
             break;
         case QCOW2_CLUSTER_COMPRESSED:
-            ret = read_compressed(bs, m.l2e, offset, m.bytes, p);
+            ret = read_compressed(bs, m.l2e, offset, &part);
             inflight_end(s, &io);
             break;
         }
+        iovector_destroy(&part);
         if (ret < 0) {
             return ret;
         }
         offset += m.bytes;
         bytes -= m.bytes;
-        p += m.bytes;
+        done += m.bytes;
     }
     return 0;
 }
@@ -462,88 +491,63 @@ static int coroutine_fn link_clusters(BlockDriverState *bs,
     return 0;
 }
 
-/* Write @bytes of @buf (NULL: zeroes) at @host (overlap-checked). */
-static int coroutine_fn write_host(BlockDriverState *bs, int64_t host,
-                                   int64_t bytes, const void *buf)
-{
-    g_autofree void *zeroes = NULL;
-
-    if (!bytes) {
-        return 0;
-    }
-    if (!buf) {
-        buf = zeroes = g_malloc0(bytes);
-    }
-    return bdrv_co_pwrite(bs->file, host, bytes, buf, 0);
-}
-
 /*
  * Write guest data and the copy-on-write head and tail of its first and
  * last cluster into the new clusters at @host, which the caller
- * overlap-checked under s->lock.
+ * overlap-checked under s->lock: one vectored write of [old head][@data]
+ * [old tail], so the guest's bytes are not copied.  The tail buffer
+ * starts at a page boundary, so that O_DIRECT below can take it as it is.
  */
 static int coroutine_fn write_with_cow(BlockDriverState *bs,
                                        int64_t cluster_start, int64_t n,
                                        int64_t host, uint64_t head_l2e,
                                        uint64_t tail_l2e, int64_t offset,
-                                       int64_t bytes, const void *buf)
+                                       IOVector *data)
 {
     BDRVQcow2State *s = bs->opaque;
+    int64_t bytes = data->size;
     int64_t run = n << s->cluster_bits;
     int64_t head = offset - cluster_start;
     int64_t tail = run - head - bytes;
+    int64_t tail_at = ALIGN_UP(head, QCOW2_COW_BUF_ALIGN);
+    IOVector vec;
     uint8_t *cow;
-    int ret;
+    int ret = 0;
 
     if (!head && !tail) {
-        return bdrv_co_pwrite(bs->file, host, bytes, buf, 0);
+        return bdrv_co_pwritev(bs->file, host, bytes, data, 0);
     }
-    if (run <= QCOW2_COW_MERGE_MAX) {
-        cow = blk_memalign(run);
-        if (!cow) {
-            return -ENOMEM;
-        }
-        ret = read_old_cluster(bs, head_l2e, cluster_start, head, cow);
-        if (ret == 0) {
-            ret = read_old_cluster(bs, tail_l2e, offset + bytes, tail,
-                                   cow + head + bytes);
-        }
-        if (ret == 0) {
-            memcpy(cow + head, buf, bytes);
-            ret = bdrv_co_pwrite(bs->file, host, run, cow, 0);
-        }
-        blk_vfree(cow);
-        return ret;
-    }
-    cow = blk_memalign(MAX(head, tail) + 1);
+    cow = blk_memalign(tail_at + tail);
     if (!cow) {
         return -ENOMEM;
     }
-    ret = read_old_cluster(bs, head_l2e, cluster_start, head, cow);
-    if (ret == 0) {
-        ret = write_host(bs, host, head, cow);
+    if (head) {
+        ret = read_old_cluster(bs, head_l2e, cluster_start, head, cow);
+    }
+    if (ret == 0 && tail) {
+        ret = read_old_cluster(bs, tail_l2e, offset + bytes, tail,
+                               cow + tail_at);
     }
     if (ret == 0) {
-        ret = bdrv_co_pwrite(bs->file, host + head, bytes, buf, 0);
-    }
-    if (ret == 0) {
-        ret = read_old_cluster(bs, tail_l2e, offset + bytes, tail, cow);
-    }
-    if (ret == 0) {
-        ret = write_host(bs, host + head + bytes, tail, cow);
+        iovector_init(&vec);
+        iovector_add(&vec, cow, head);
+        iovector_add_slice(&vec, data, 0, bytes);
+        iovector_add(&vec, cow + tail_at, tail);
+        ret = bdrv_co_pwritev(bs->file, host, run, &vec, 0);
+        iovector_destroy(&vec);
     }
     blk_vfree(cow);
     return ret;
 }
 
 /*
- * Write the first run of [@offset, @offset + @bytes) that needs new
- * clusters; *@done is set to the bytes written.  Called with s->lock
- * held; returns with it released.
+ * Write the first run of [@offset, @offset + @bytes), whose data is
+ * @qiov from @qiov_offset, that needs new clusters; *@done is set to the
+ * bytes written.  Called with s->lock held; returns with it released.
  */
 static int coroutine_fn alloc_write(BlockDriverState *bs, int64_t offset,
-                                    int64_t bytes, const void *buf,
-                                    int64_t *done)
+                                    int64_t bytes, IOVector *qiov,
+                                    size_t qiov_offset, int64_t *done)
 {
     BDRVQcow2State *s = bs->opaque;
     int64_t cluster_start = qcow2_start_of_cluster(s, offset);
@@ -555,6 +559,7 @@ static int coroutine_fn alloc_write(BlockDriverState *bs, int64_t offset,
                          QCOW2_L1E_OFFSET_MASK;
     uint64_t head_l2e = 0, tail_l2e = 0;
     Qcow2Alloc alloc;
+    IOVector data;
     int64_t host, end;
     int ret;
 
@@ -599,8 +604,10 @@ static int coroutine_fn alloc_write(BlockDriverState *bs, int64_t offset,
 
     end = MIN(offset + bytes, alloc.guest_end);
     BLKDBG_EVENT(bs->file, BLKDBG_WRITE_AIO);
+    iovector_init_slice(&data, qiov, qiov_offset, end - offset);
     ret = write_with_cow(bs, cluster_start, n, host, head_l2e, tail_l2e,
-                         offset, end - offset, buf);
+                         offset, &data);
+    iovector_destroy(&data);
 
     co_mutex_lock(&s->lock);
     if (ret == 0) {
@@ -616,12 +623,13 @@ static int coroutine_fn alloc_write(BlockDriverState *bs, int64_t offset,
     return ret;
 }
 
-int coroutine_fn qcow2_co_pwrite(BlockDriverState *bs, int64_t offset,
-                                 int64_t bytes, const void *buf,
-                                 BdrvRequestFlags flags)
+/* Each run of clusters is written from its slice of @qiov. */
+int coroutine_fn qcow2_co_pwritev(BlockDriverState *bs, int64_t offset,
+                                  int64_t bytes, IOVector *qiov,
+                                  BdrvRequestFlags flags)
 {
     BDRVQcow2State *s = bs->opaque;
-    const char *p = buf;
+    size_t written = 0;
 
     while (bytes > 0) {
         Qcow2Mapping m;
@@ -646,19 +654,23 @@ int coroutine_fn qcow2_co_pwrite(BlockDriverState *bs, int64_t offset,
             co_mutex_unlock(&s->lock);
             BLKDBG_EVENT(bs->file, BLKDBG_WRITE_AIO);
             if (ret == 0) {
-                ret = bdrv_co_pwrite(bs->file, m.host, m.bytes, p, 0);
+                IOVector part;
+
+                iovector_init_slice(&part, qiov, written, m.bytes);
+                ret = bdrv_co_pwritev(bs->file, m.host, m.bytes, &part, 0);
+                iovector_destroy(&part);
             }
             inflight_end(s, &io);
             done = m.bytes;
         } else {
-            ret = alloc_write(bs, offset, bytes, p, &done);
+            ret = alloc_write(bs, offset, bytes, qiov, written, &done);
         }
         if (ret < 0) {
             return ret;
         }
         offset += done;
         bytes -= done;
-        p += done;
+        written += done;
     }
     return 0;
 }
@@ -677,6 +689,7 @@ static int coroutine_fn zero_partial(BlockDriverState *bs, int64_t offset,
 {
     BDRVQcow2State *s = bs->opaque;
     g_autofree void *zeroes = NULL;
+    IOVector qiov;
     Qcow2Mapping m;
     int ret;
 
@@ -691,7 +704,8 @@ static int coroutine_fn zero_partial(BlockDriverState *bs, int64_t offset,
         return -ENOTSUP;
     }
     zeroes = g_malloc0(bytes);
-    return qcow2_co_pwrite(bs, offset, bytes, zeroes, 0);
+    iovector_init_buf(&qiov, zeroes, bytes);
+    return qcow2_co_pwritev(bs, offset, bytes, &qiov, 0);
 }
 
 /*

@@ -474,12 +474,12 @@ GArray *qcow2_cache_lru_order(Qcow2Cache *c);
 /* qcow2-cluster.c */
 
 /* The I/O paths (BlockDriver callbacks of the qcow2 driver). */
-int coroutine_fn qcow2_co_pread(BlockDriverState *bs, int64_t offset,
-                                int64_t bytes, void *buf,
-                                BdrvRequestFlags flags);
-int coroutine_fn qcow2_co_pwrite(BlockDriverState *bs, int64_t offset,
-                                 int64_t bytes, const void *buf,
+int coroutine_fn qcow2_co_preadv(BlockDriverState *bs, int64_t offset,
+                                 int64_t bytes, IOVector *qiov,
                                  BdrvRequestFlags flags);
+int coroutine_fn qcow2_co_pwritev(BlockDriverState *bs, int64_t offset,
+                                  int64_t bytes, IOVector *qiov,
+                                  BdrvRequestFlags flags);
 int coroutine_fn qcow2_co_pwrite_zeroes(BlockDriverState *bs,
                                         int64_t offset, int64_t bytes,
                                         BdrvRequestFlags flags);

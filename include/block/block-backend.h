@@ -13,6 +13,7 @@
 #define BLOCK_BLOCK_BACKEND_H
 
 #include "block/block-common.h"
+#include "util/iov.h"
 
 /*
  * Attach to @bs, taking @perm and allowing others @shared_perm.  Fails with
@@ -47,6 +48,17 @@ int64_t blk_getlength(BlockBackend *blk);
 /* Smallest I/O size the node handles without read-modify-write. */
 uint32_t blk_get_request_alignment(BlockBackend *blk);
 
+/*
+ * Read into or write from @qiov, which holds exactly @bytes; a write only
+ * reads the memory @qiov describes.
+ */
+int coroutine_fn blk_co_preadv(BlockBackend *blk, int64_t offset,
+                               int64_t bytes, IOVector *qiov,
+                               BdrvRequestFlags flags);
+int coroutine_fn blk_co_pwritev(BlockBackend *blk, int64_t offset,
+                                int64_t bytes, IOVector *qiov,
+                                BdrvRequestFlags flags);
+/* The same for one contiguous buffer. */
 int coroutine_fn blk_co_pread(BlockBackend *blk, int64_t offset,
                               int64_t bytes, void *buf,
                               BdrvRequestFlags flags);

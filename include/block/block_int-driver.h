@@ -6,8 +6,10 @@
  * Contract between core and drivers (see block/io.c): every request a
  * driver sees has been checked by the core.  Offsets and lengths are
  * within the node, aligned to bs->bl.request_alignment, no longer than
- * bs->bl.max_transfer, buffers are aligned to bs->bl.min_mem_alignment,
- * and flags are a subset of what the driver declared it supports.
+ * bs->bl.max_transfer; every element of the I/O vector starts at a
+ * multiple of bs->bl.min_mem_alignment and is a multiple of
+ * bs->bl.request_alignment long; and flags are a subset of what the
+ * driver declared it supports.
  * Drivers return 0 (or a status) or -errno, and never allocate an Error
  * on the data path.
  */
@@ -17,6 +19,7 @@
 #include "block/block.h"
 #include "qapi/qapi-types.h"
 #include "util/coroutine.h"
+#include "util/iov.h"
 
 typedef struct BlockdevRef BlockdevRef;
 typedef struct BlockdevCreateOptions BlockdevCreateOptions;
@@ -81,12 +84,20 @@ struct BlockDriver {
     int coroutine_fn (*bdrv_co_create)(BlockdevCreateOptions *opts,
                                        Error **errp);
 
-    int coroutine_fn (*bdrv_co_pread)(BlockDriverState *bs, int64_t offset,
-                                      int64_t bytes, void *buf,
-                                      BdrvRequestFlags flags);
-    int coroutine_fn (*bdrv_co_pwrite)(BlockDriverState *bs, int64_t offset,
-                                       int64_t bytes, const void *buf,
+    /*
+     * Read [@offset, @offset + @bytes) into @qiov, or write it from
+     * @qiov.  @qiov holds exactly @bytes (the caller's window is already
+     * sliced out: see docs/devel/block-layer.rst); a write only reads the
+     * memory it describes.  A driver passing the request on passes @qiov
+     * or slices of it, so that no layer copies data it does not change.
+     */
+    int coroutine_fn (*bdrv_co_preadv)(BlockDriverState *bs, int64_t offset,
+                                       int64_t bytes, IOVector *qiov,
                                        BdrvRequestFlags flags);
+    int coroutine_fn (*bdrv_co_pwritev)(BlockDriverState *bs,
+                                        int64_t offset, int64_t bytes,
+                                        IOVector *qiov,
+                                        BdrvRequestFlags flags);
     /* May return -ENOTSUP: the core then writes a zeroed buffer. */
     int coroutine_fn (*bdrv_co_pwrite_zeroes)(BlockDriverState *bs,
                                               int64_t offset, int64_t bytes,

@@ -7,7 +7,22 @@
 
 #include "block/block_int-driver.h"
 
-/* io.c: entry points used by parents (nodes or backends). */
+/*
+ * io.c: entry points used by parents (nodes or backends).
+ *
+ * bdrv_co_preadv/bdrv_co_pwritev: read [@offset, @offset + @bytes) of
+ * @child's node into @qiov, or write it from @qiov, which holds exactly
+ * @bytes.  Any offset, length and memory will do: the core aligns the
+ * request for the driver, bouncing only what it must.  A write only
+ * reads the memory @qiov describes.
+ */
+int coroutine_fn bdrv_co_preadv(BdrvChild *child, int64_t offset,
+                                int64_t bytes, IOVector *qiov,
+                                BdrvRequestFlags flags);
+int coroutine_fn bdrv_co_pwritev(BdrvChild *child, int64_t offset,
+                                 int64_t bytes, IOVector *qiov,
+                                 BdrvRequestFlags flags);
+/* The same for one contiguous buffer. */
 int coroutine_fn bdrv_co_pread(BdrvChild *child, int64_t offset,
                                int64_t bytes, void *buf,
                                BdrvRequestFlags flags);

@@ -17,8 +17,10 @@
 #include <sys/uio.h>
 
 typedef enum AioOp {
-    AIO_OP_READ,
+    AIO_OP_READ,        /* @len bytes at @offset into @buf */
     AIO_OP_WRITE,
+    AIO_OP_PREADV,      /* preadv(2): @iovcnt elements of @iov at @offset */
+    AIO_OP_PWRITEV,
     AIO_OP_FSYNC,
     AIO_OP_FDATASYNC,
     AIO_OP_FALLOCATE,   /* @offset, @len, @mode */
@@ -36,8 +38,8 @@ typedef struct AioRequest {
     size_t len;
     off_t offset;
     int mode;           /* fallocate mode */
-    struct iovec *iov;  /* AIO_OP_READV */
-    int iovcnt;
+    struct iovec *iov;  /* AIO_OP_PREADV, AIO_OP_PWRITEV, AIO_OP_READV */
+    int iovcnt;         /* at most IOV_MAX */
 } AioRequest;
 
 /* True if io_uring works on this kernel; sets up the shared ring. */

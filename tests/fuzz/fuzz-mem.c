@@ -37,29 +37,31 @@ static void fuzz_mem_close(BlockDriverState *bs)
     g_free(s->data);
 }
 
-static int coroutine_fn fuzz_mem_pread(BlockDriverState *bs, int64_t offset,
-                                       int64_t bytes, void *buf,
-                                       BdrvRequestFlags flags)
+static int coroutine_fn fuzz_mem_preadv(BlockDriverState *bs,
+                                        int64_t offset, int64_t bytes,
+                                        IOVector *qiov,
+                                        BdrvRequestFlags flags)
 {
     FuzzMemState *s = bs->opaque;
 
     /* Growing writes may leave the node longer than it was opened. */
-    memcpy(buf, s->data + offset, bytes);
+    iovector_from_buf(qiov, 0, s->data + offset, bytes);
     return 0;
 }
 
-static int coroutine_fn fuzz_mem_pwrite(BlockDriverState *bs,
-                                        int64_t offset, int64_t bytes,
-                                        const void *buf,
-                                        BdrvRequestFlags flags)
+/* @qiov NULL writes zeroes. */
+static int coroutine_fn fuzz_mem_pwritev(BlockDriverState *bs,
+                                         int64_t offset, int64_t bytes,
+                                         IOVector *qiov,
+                                         BdrvRequestFlags flags)
 {
     FuzzMemState *s = bs->opaque;
 
     if ((uint64_t)(offset + bytes) > s->max_size) {
         return -ENOSPC;
     }
-    if (buf) {
-        memcpy(s->data + offset, buf, bytes);
+    if (qiov) {
+        iovector_to_buf(qiov, 0, s->data + offset, bytes);
     } else {
         memset(s->data + offset, 0, bytes);
     }
@@ -70,13 +72,13 @@ static int coroutine_fn fuzz_mem_pwrite_zeroes(BlockDriverState *bs,
                                                int64_t offset, int64_t bytes,
                                                BdrvRequestFlags flags)
 {
-    return fuzz_mem_pwrite(bs, offset, bytes, NULL, flags);
+    return fuzz_mem_pwritev(bs, offset, bytes, NULL, flags);
 }
 
 static int coroutine_fn fuzz_mem_pdiscard(BlockDriverState *bs,
                                           int64_t offset, int64_t bytes)
 {
-    return fuzz_mem_pwrite(bs, offset, bytes, NULL, 0);
+    return fuzz_mem_pwritev(bs, offset, bytes, NULL, 0);
 }
 
 static int coroutine_fn fuzz_mem_block_status(BlockDriverState *bs,
@@ -98,8 +100,8 @@ static const BlockDriver fuzz_mem_driver = {
     .has_variable_length = true,
     .bdrv_open = fuzz_mem_open,
     .bdrv_close = fuzz_mem_close,
-    .bdrv_co_pread = fuzz_mem_pread,
-    .bdrv_co_pwrite = fuzz_mem_pwrite,
+    .bdrv_co_preadv = fuzz_mem_preadv,
+    .bdrv_co_pwritev = fuzz_mem_pwritev,
     .bdrv_co_pwrite_zeroes = fuzz_mem_pwrite_zeroes,
     .bdrv_co_pdiscard = fuzz_mem_pdiscard,
     .bdrv_co_block_status = fuzz_mem_block_status,

@@ -130,3 +130,51 @@ def test_concurrent_unaligned_repeated(direct_export, scratch):
         wait_all([qemu_io_popen(uri, cmds[0]), qemu_io_popen(uri, cmds[1])])
     daemon.del_export("e")
     model.check_file(img)
+
+
+# Requests that start on a block boundary and end inside a block: the
+# middle (the NBD request buffer, which is aligned) goes to the file as it
+# is, and only the tail block is bounced, so the file node gets a vector of
+# two elements (preadv/pwritev).
+ALIGNED_START = [
+    (0x3A, 4096, 5000),          # one full block, then 904 bytes
+    (0x4B, 16384, 12289),        # three full blocks, then 1 byte
+    (0x5C, 65536, 700),          # within the second 512-byte block
+]
+
+
+def test_aligned_start_unaligned_end(direct_export, scratch):
+    daemon, img, uri, model = direct_export
+    qemu_io_cmds(uri, [f"write -q -P {p:#x} {o} {ln}" for p, o, ln in ALIGNED_START])
+    for p, o, ln in ALIGNED_START:
+        model.write(p, o, ln)
+    qemu_io_cmds(uri, [f"read -q -P {p:#x} {o} {ln}" for p, o, ln in ALIGNED_START] +
+                 ["read -q -P 0x11 9096 100", "read -q -P 0x11 28673 511",
+                  "read -q -P 0x11 66236 324"])
+    daemon.del_export("e")
+    compare_images(img, model.save(os.path.join(scratch, "ref.img")))
+
+
+@pytest.mark.parametrize("aio", ["threads", "io_uring"])
+def test_read_across_end_of_file(daemon, scratch, aio):
+    """A file whose size is not a multiple of the alignment: a read of its
+    last partial block returns short, and the rest (past the end) reads as
+    zeroes.  The raw node's offset makes the export end with the file."""
+    tail = 100
+    img = create_image(os.path.join(scratch, "odd.img"), MiB + 512,
+                       patterns=[(0x66, 0, MiB + 512)])
+    os.truncate(img, MiB + tail)        # qemu-img rounds sizes up to 512
+    if not o_direct_supported(img):
+        pytest.skip("scratch filesystem does not support O_DIRECT")
+    resp = daemon.cmd("blockdev-add", {"driver": "file", "node-name": "f", "filename": img,
+                                       "aio": aio, "cache": {"direct": True}})
+    if "error" in resp and aio == "io_uring" and iotests.is_reference():
+        pytest.skip(f"reference daemon cannot use io_uring here: {resp['error']['desc']}")
+    assert "return" in resp, resp
+    daemon.command("blockdev-add", driver="raw", node_name="r", file="f", offset=tail)
+    sock = daemon.start_nbd_unix()
+    daemon.export("r", writable=True)      # qemu-io opens read-write
+    # Export bytes [MiB - 612, MiB) are file bytes [MiB - 512, MiB + 100):
+    # an aligned start, and a tail block that the file ends in.
+    qemu_io_cmds(nbd_uri(sock, "r"), [f"read -q -P 0x66 {MiB - 612} 612",
+                                      f"read -q -P 0x66 {MiB - 5000} 5000"])

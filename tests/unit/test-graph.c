@@ -78,9 +78,9 @@ static void leaf_abort_perm(BlockDriverState *bs)
     s->aborts++;
 }
 
-static int coroutine_fn leaf_co_pread(BlockDriverState *bs, int64_t offset,
-                                      int64_t bytes, void *buf,
-                                      BdrvRequestFlags flags)
+static int coroutine_fn leaf_co_preadv(BlockDriverState *bs, int64_t offset,
+                                       int64_t bytes, IOVector *qiov,
+                                       BdrvRequestFlags flags)
 {
     LeafState *s = bs->opaque;
 
@@ -89,7 +89,7 @@ static int coroutine_fn leaf_co_pread(BlockDriverState *bs, int64_t offset,
         co_queue_wait(&s->gate);
     }
     s->in_driver--;
-    memset(buf, 0, bytes);
+    iovector_memset(qiov, 0, 0, bytes);
     return 0;
 }
 
@@ -97,7 +97,7 @@ static const BlockDriver bdrv_test_leaf = {
     .format_name = "test-leaf",
     .instance_size = sizeof(LeafState),
     .bdrv_open = leaf_open,
-    .bdrv_co_pread = leaf_co_pread,
+    .bdrv_co_preadv = leaf_co_preadv,
     .bdrv_check_perm = leaf_check_perm,
     .bdrv_set_perm = leaf_set_perm,
     .bdrv_abort_perm = leaf_abort_perm,
@@ -128,18 +128,19 @@ static int coroutine_fn child_open(BlockDriverState *bs,
     return 0;
 }
 
-static int coroutine_fn filter_co_pread(BlockDriverState *bs,
-                                        int64_t offset, int64_t bytes,
-                                        void *buf, BdrvRequestFlags flags)
+static int coroutine_fn filter_co_preadv(BlockDriverState *bs,
+                                         int64_t offset, int64_t bytes,
+                                         IOVector *qiov,
+                                         BdrvRequestFlags flags)
 {
-    return bdrv_co_pread(bs->file, offset, bytes, buf, flags);
+    return bdrv_co_preadv(bs->file, offset, bytes, qiov, flags);
 }
 
 static const BlockDriver bdrv_test_filter = {
     .format_name = "test-filter",
     .is_filter = true,
     .bdrv_open = child_open,
-    .bdrv_co_pread = filter_co_pread,
+    .bdrv_co_preadv = filter_co_preadv,
 };
 
 /* Like qcow2: writes its file whenever writable, shares no other writer. */
@@ -159,7 +160,7 @@ static void format_child_perm(BlockDriverState *bs, BdrvChild *child,
 static const BlockDriver bdrv_test_format = {
     .format_name = "test-format",
     .bdrv_open = child_open,
-    .bdrv_co_pread = filter_co_pread,
+    .bdrv_co_preadv = filter_co_preadv,
     .bdrv_child_perm = format_child_perm,
 };
 

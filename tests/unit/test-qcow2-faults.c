@@ -23,6 +23,11 @@
  * /qcow2/enospc/...: an allocating write that fails because the new L2
  * table or refcount block cannot be written leaves nothing behind: later
  * flushes succeed, and the clusters it allocated are free again.
+ *
+ * /qcow2/cow/one-vector: the memory driver also counts the bytes it
+ * writes straight from a buffer the test names, so the shape of an
+ * allocating write shows: the copy-on-write head, the guest's own memory
+ * and the tail in one vectored write.
  */
 #undef NDEBUG
 #include "block/qcow2/qcow2.h"
@@ -48,6 +53,9 @@ static GByteArray *next_contents;
 static int crash_trigger = -1;
 static GByteArray *crash_image;
 static int64_t size_limit = INT64_MAX;
+/* Bytes the driver wrote straight from [watch_start, watch_end). */
+static const uint8_t *watch_start, *watch_end;
+static size_t watched_bytes;
 
 typedef struct MemState {
     GByteArray *data;
@@ -71,20 +79,20 @@ static void mem_close(BlockDriverState *bs)
     g_byte_array_unref(s->data);
 }
 
-static int coroutine_fn mem_co_pread(BlockDriverState *bs, int64_t offset,
-                                     int64_t bytes, void *buf,
-                                     BdrvRequestFlags flags)
+static int coroutine_fn mem_co_preadv(BlockDriverState *bs, int64_t offset,
+                                      int64_t bytes, IOVector *qiov,
+                                      BdrvRequestFlags flags)
 {
     MemState *s = bs->opaque;
 
     g_assert(offset + bytes <= s->data->len);
-    memcpy(buf, s->data->data + offset, bytes);
+    iovector_from_buf(qiov, 0, s->data->data + offset, bytes);
     return 0;
 }
 
-static int coroutine_fn mem_co_pwrite(BlockDriverState *bs, int64_t offset,
-                                      int64_t bytes, const void *buf,
-                                      BdrvRequestFlags flags)
+static int coroutine_fn mem_co_pwritev(BlockDriverState *bs, int64_t offset,
+                                       int64_t bytes, IOVector *qiov,
+                                       BdrvRequestFlags flags)
 {
     MemState *s = bs->opaque;
 
@@ -97,8 +105,15 @@ static int coroutine_fn mem_co_pwrite(BlockDriverState *bs, int64_t offset,
         g_byte_array_set_size(s->data, offset + bytes);
         memset(s->data->data + old, 0, s->data->len - old);
     }
-    memcpy(s->data->data + offset, buf, bytes);
-    if (!crash_image && bytes && ((const uint8_t *)buf)[0] == crash_trigger) {
+    iovector_to_buf(qiov, 0, s->data->data + offset, bytes);
+    for (int i = 0; i < qiov->niov; i++) {
+        const uint8_t *base = qiov->iov[i].iov_base;
+
+        if (base >= watch_start && base < watch_end) {
+            watched_bytes += qiov->iov[i].iov_len;
+        }
+    }
+    if (!crash_image && bytes && s->data->data[offset] == crash_trigger) {
         crash_image = g_byte_array_sized_new(s->data->len);
         g_byte_array_append(crash_image, s->data->data, s->data->len);
     }
@@ -122,8 +137,8 @@ static const BlockDriver bdrv_test_mem = {
     .has_variable_length = true,
     .bdrv_open = mem_open,
     .bdrv_close = mem_close,
-    .bdrv_co_pread = mem_co_pread,
-    .bdrv_co_pwrite = mem_co_pwrite,
+    .bdrv_co_preadv = mem_co_preadv,
+    .bdrv_co_pwritev = mem_co_pwritev,
     .bdrv_co_pdiscard = mem_co_pdiscard,
     .bdrv_co_flush = mem_co_flush,
 };
@@ -375,6 +390,41 @@ static void test_enospc_refcount_block(void)
     co_run_sync(enospc_refblock_entry, NULL);
 }
 
+/*
+ * A write into the middle of a new 64 KiB cluster: the file gets the
+ * guest's buffer itself (not a copy) between the copy-on-write head and
+ * tail, and the cluster reads back as zeroes around the data.
+ */
+static void coroutine_fn cow_entry(void *opaque)
+{
+    enum { BIG_CLUSTER = 64 * 1024, OFFSET = 4096, BYTES = 8192 };
+    g_autofree uint8_t *data = g_malloc(BYTES);
+    g_autofree uint8_t *back = g_malloc(BIG_CLUSTER);
+    Image img;
+
+    image_open(&img, NULL, BIG_CLUSTER, GUEST_SIZE);
+    memset(data, NEW_BYTE, BYTES);
+    watched_bytes = 0;
+    watch_start = data;
+    watch_end = data + BYTES;
+    g_assert_cmpint(blk_co_pwrite(img.blk, OFFSET, BYTES, data, 0), ==, 0);
+    watch_start = watch_end = NULL;
+    g_assert_cmpuint(watched_bytes, ==, BYTES);
+
+    g_assert_cmpint(blk_co_pread(img.blk, 0, BIG_CLUSTER, back, 0), ==, 0);
+    for (int i = 0; i < BIG_CLUSTER; i++) {
+        bool in_data = i >= OFFSET && i < OFFSET + BYTES;
+
+        g_assert_cmpint(back[i], ==, in_data ? NEW_BYTE : 0);
+    }
+    image_close(&img);
+}
+
+static void test_cow_one_vector(void)
+{
+    co_run_sync(cow_entry, NULL);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -389,5 +439,6 @@ int main(int argc, char **argv)
     g_test_add_func("/qcow2/enospc/l2-table", test_enospc_l2_table);
     g_test_add_func("/qcow2/enospc/refcount-block",
                     test_enospc_refcount_block);
+    g_test_add_func("/qcow2/cow/one-vector", test_cow_one_vector);
     return g_test_run();
 }

@@ -131,24 +131,24 @@ static void mem_close(BlockDriverState *bs)
     g_array_free(s->writes, TRUE);
 }
 
-static int coroutine_fn mem_co_pread(BlockDriverState *bs, int64_t offset,
-                                     int64_t bytes, void *buf,
-                                     BdrvRequestFlags flags)
-{
-    MemState *s = bs->opaque;
-
-    memcpy(buf, s->data + offset, bytes);
-    return 0;
-}
-
-static int coroutine_fn mem_co_pwrite(BlockDriverState *bs, int64_t offset,
-                                      int64_t bytes, const void *buf,
+static int coroutine_fn mem_co_preadv(BlockDriverState *bs, int64_t offset,
+                                      int64_t bytes, IOVector *qiov,
                                       BdrvRequestFlags flags)
 {
     MemState *s = bs->opaque;
 
+    iovector_from_buf(qiov, 0, s->data + offset, bytes);
+    return 0;
+}
+
+static int coroutine_fn mem_co_pwritev(BlockDriverState *bs, int64_t offset,
+                                       int64_t bytes, IOVector *qiov,
+                                       BdrvRequestFlags flags)
+{
+    MemState *s = bs->opaque;
+
     g_array_append_val(s->writes, offset);
-    memcpy(s->data + offset, buf, bytes);
+    iovector_to_buf(qiov, 0, s->data + offset, bytes);
     return 0;
 }
 
@@ -165,8 +165,8 @@ static const BlockDriver bdrv_test_mem = {
     .instance_size = sizeof(MemState),
     .bdrv_open = mem_open,
     .bdrv_close = mem_close,
-    .bdrv_co_pread = mem_co_pread,
-    .bdrv_co_pwrite = mem_co_pwrite,
+    .bdrv_co_preadv = mem_co_preadv,
+    .bdrv_co_pwritev = mem_co_pwritev,
     .bdrv_co_flush = mem_co_flush,
 };
 
