@@ -20,13 +20,18 @@
  * bit the bitmap had when it was stored (at add, or at clean close).
  * qcow2_co_before_dirty_write() runs before every write, write-zeroes
  * and discard: a request that reaches a region not yet in `intent`
- * (while the bitmap records writes) waits, under s->lock, until the
- * region's bits are written to the bitmap's data clusters and flushed;
- * only then is `intent` set and the request may proceed.  Concurrent
- * requests to that region wait for the same lock, then find it marked.
- * A write into marked regions costs a lookup.  Bits added otherwise (a
- * merge) are covered by qcow2_co_cover_dirty_bitmap() the same way.
- * Clearing the bitmap leaves the stored copy larger, which is allowed.
+ * (while the bitmap records writes) adds it to `pending` and waits for
+ * mark_lock; the holder writes the bits of every pending region to the
+ * bitmap's data clusters, flushes once, and only then sets them in
+ * `intent` (group commit: the requests that queued during one flush
+ * share the next).  A request whose regions a batch covered finds them
+ * in `intent` and proceeds; concurrent requests to one region cause one
+ * update.  A write into marked regions costs a lookup and takes no
+ * lock.  s->lock is held only while bitmap data is written, not during
+ * the flush, so other I/O of the node goes on meanwhile.  Bits added
+ * otherwise (a merge) are covered by qcow2_co_cover_dirty_bitmap() the
+ * same way.  Clearing the bitmap leaves the stored copy larger, which
+ * is allowed.
  *
  * Marking a region whose data cluster is not allocated (table entry 0)
  * allocates one: the new cluster (zeroes and the region's bits) and its
@@ -44,8 +49,9 @@
  * extension is ignored (its bitmaps are then flagged like any other).
  *
  * Context: coroutines of the main loop; the state is protected by
- * BDRVQcow2State.lock, except that the lock-free check of
- * qcow2_co_before_dirty_write() only reads `intent`.
+ * mark_lock (see Qcow2CrashSafe), except that the lock-free check of
+ * qcow2_co_before_dirty_write() reads `intent` and adds to `pending`
+ * (no yield in between: the main loop is one thread).
  */
 #include "block/qcow2/qcow2.h"
 #include "block/dirty-bitmap.h"
@@ -58,12 +64,19 @@ typedef struct CrashSafeBitmap {
     char *name;
     uint64_t region;                /* bytes of disk per region */
     HBitmap *intent;                /* one bit per region marked on disk */
+    HBitmap *pending;               /* regions requests wait for */
     uint64_t *table;                /* host order; NULL until first read */
 } CrashSafeBitmap;
 
+/*
+ * Lock order: mark_lock, then BDRVQcow2State.lock.  mark_lock protects
+ * `tracked` (and each CrashSafeBitmap) against removal while a mark is
+ * in progress, and serialises the marks.
+ */
 struct Qcow2CrashSafe {
     GPtrArray *listed;              /* names (char *) in the extension */
     GPtrArray *tracked;             /* CrashSafeBitmap * */
+    CoMutex mark_lock;
 };
 
 static uint64_t region_size(uint32_t granularity)
@@ -75,6 +88,7 @@ static void crash_safe_bitmap_free(CrashSafeBitmap *t)
 {
     g_free(t->name);
     hbitmap_free(t->intent);
+    hbitmap_free(t->pending);
     g_free(t->table);
     g_free(t);
 }
@@ -86,6 +100,7 @@ static Qcow2CrashSafe *get_state(BDRVQcow2State *s)
         s->crash_safe->listed = g_ptr_array_new_with_free_func(g_free);
         s->crash_safe->tracked = g_ptr_array_new_with_free_func(
             (GDestroyNotify)crash_safe_bitmap_free);
+        co_mutex_init(&s->crash_safe->mark_lock);
     }
     return s->crash_safe;
 }
@@ -109,6 +124,16 @@ static int find_tracked(Qcow2CrashSafe *cs, const char *name)
         }
     }
     return -1;
+}
+
+void coroutine_fn qcow2_crash_safe_lock(BlockDriverState *bs)
+{
+    co_mutex_lock(&get_state(bs->opaque)->mark_lock);
+}
+
+void qcow2_crash_safe_unlock(BlockDriverState *bs)
+{
+    co_mutex_unlock(&get_state(bs->opaque)->mark_lock);
 }
 
 void qcow2_crash_safe_read_ext(BlockDriverState *bs, const uint8_t *data,
@@ -142,6 +167,7 @@ static CrashSafeBitmap *track(BlockDriverState *bs, const char *name,
     t->region = region_size(granularity);
     t->intent = hbitmap_new(DIV_ROUND_UP((uint64_t)bs->total_bytes,
                                          t->region), 1);
+    t->pending = hbitmap_new(hbitmap_size(t->intent), 1);
     g_ptr_array_add(get_state(bs->opaque)->tracked, t);
     return t;
 }
@@ -205,6 +231,7 @@ bool coroutine_fn qcow2_co_make_dirty_bitmap_crash_safe(BlockDriverState *bs,
     const char *name = bdrv_dirty_bitmap_name(bitmap);
     int ret;
 
+    qcow2_crash_safe_lock(bs);
     co_mutex_lock(&s->lock);
     /* Stored first: a crash before the extension names it is harmless. */
     ret = qcow2_bitmaps_store_new(bs, bitmap, errp);
@@ -217,6 +244,7 @@ bool coroutine_fn qcow2_co_make_dirty_bitmap_crash_safe(BlockDriverState *bs,
         }
     }
     co_mutex_unlock(&s->lock);
+    qcow2_crash_safe_unlock(bs);
     if (ret < 0) {
         error_prepend(errp, "Can't make bitmap '%s' crash-safe in '%s': ",
                       name, bs->node_name);
@@ -311,16 +339,20 @@ static int coroutine_fn mark_bytes(BlockDriverState *bs, CrashSafeBitmap *t,
 
 /*
  * Set every bit of regions [@r0, @r1) in @t's stored copy (no flush).
- * Called with s->lock held.
+ * Called with mark_lock held; takes s->lock.
  */
 static int coroutine_fn mark_regions(BlockDriverState *bs, CrashSafeBitmap *t,
                                      uint64_t r0, uint64_t r1)
 {
     BDRVQcow2State *s = bs->opaque;
-    const Qcow2BitmapEntry *e = qcow2_bitmaps_find(s, t->name);
+    const Qcow2BitmapEntry *e;
     uint64_t granularity, nbits, bit0, bit1, byte0, byte1;
+    int ret = 0;
 
+    co_mutex_lock(&s->lock);
+    e = qcow2_bitmaps_find(s, t->name);
     if (!e) {
+        co_mutex_unlock(&s->lock);
         return -EIO;
     }
     granularity = 1ULL << e->granularity_bits;
@@ -335,68 +367,99 @@ static int coroutine_fn mark_regions(BlockDriverState *bs, CrashSafeBitmap *t,
         t->table = qcow2_bitmap_read_table(bs, e, &local_err);
         if (!t->table) {
             error_report_err(local_err);
-            return -EIO;
+            ret = -EIO;
         }
     }
     for (uint64_t c = byte0 / s->cluster_size;
-         c * s->cluster_size < byte1; c++) {
+         ret == 0 && c * s->cluster_size < byte1; c++) {
         uint64_t lo = MAX(byte0, c * s->cluster_size);
         uint64_t hi = MIN(byte1, (c + 1) * s->cluster_size);
         /* The bits past the end of the disk stay zero. */
         uint8_t last = hi == byte1 && bit1 % 8 ? (1U << (bit1 % 8)) - 1
                                                : 0xff;
-        int ret;
 
-        if (c >= e->table_size) {
-            return -EIO;
-        }
-        ret = mark_bytes(bs, t, e, c, lo - c * s->cluster_size, hi - lo,
-                         last);
-        if (ret < 0) {
-            return ret;
-        }
+        ret = c < e->table_size
+              ? mark_bytes(bs, t, e, c, lo - c * s->cluster_size, hi - lo,
+                           last)
+              : -EIO;
     }
-    return 0;
-}
-
-/*
- * Make @t's stored copy cover [@offset, +@bytes) of the disk, if its
- * regions are not marked yet.  Called with s->lock held.
- */
-static int coroutine_fn cover(BlockDriverState *bs, CrashSafeBitmap *t,
-                              uint64_t offset, uint64_t bytes)
-{
-    uint64_t end = MIN(offset + bytes, (uint64_t)bs->total_bytes);
-    uint64_t r0 = offset / t->region;
-    uint64_t r1 = DIV_ROUND_UP(end, t->region);
-    int ret;
-
-    if (offset >= end || hbitmap_next_clean(t->intent, r0, r1 - r0) < 0) {
-        return 0;
-    }
-    ret = mark_regions(bs, t, r0, r1);
-    if (ret == 0) {
-        ret = bdrv_co_flush(bs->file->bs);
-    }
-    if (ret == 0) {
-        hbitmap_set(t->intent, r0, r1 - r0);
-    }
+    co_mutex_unlock(&s->lock);
     return ret;
 }
 
-/* Does a write of [@offset, +@bytes) have to change the stored @t? */
-static bool needs_cover(BlockDriverState *bs, const CrashSafeBitmap *t,
-                        uint64_t offset, uint64_t bytes)
+/* The regions of [@offset, +@bytes) of the disk: [*@r0, *@r1). */
+static bool regions_of(BlockDriverState *bs, const CrashSafeBitmap *t,
+                       uint64_t offset, uint64_t bytes,
+                       uint64_t *r0, uint64_t *r1)
 {
-    BdrvDirtyBitmap *bitmap = bdrv_find_dirty_bitmap(bs, t->name);
     uint64_t end = MIN(offset + bytes, (uint64_t)bs->total_bytes);
-    uint64_t r0 = offset / t->region;
 
-    if (!bitmap || !bdrv_dirty_bitmap_recording(bitmap) || offset >= end) {
+    if (offset >= end) {
         return false;
     }
-    return hbitmap_next_clean(t->intent, r0,
-                              DIV_ROUND_UP(end, t->region) - r0) >= 0;
+    *r0 = offset / t->region;
+    *r1 = DIV_ROUND_UP(end, t->region);
+    return true;
+}
+
+/*
+ * Does a write of [@offset, +@bytes) have to widen the stored @t?  If
+ * so, and @want, the regions are added to the pending ones.
+ */
+static bool needs_cover(BlockDriverState *bs, CrashSafeBitmap *t,
+                        uint64_t offset, uint64_t bytes, bool want)
+{
+    BdrvDirtyBitmap *bitmap = bdrv_find_dirty_bitmap(bs, t->name);
+    uint64_t r0, r1;
+
+    if (!bitmap || !bdrv_dirty_bitmap_recording(bitmap) ||
+        !regions_of(bs, t, offset, bytes, &r0, &r1) ||
+        hbitmap_next_clean(t->intent, r0, r1 - r0) < 0) {
+        return false;
+    }
+    if (want) {
+        hbitmap_set(t->pending, r0, r1 - r0);
+    }
+    return true;
+}
+
+/*
+ * Group commit: write every pending region of every tracked bitmap,
+ * flush once, and only then mark them in `intent`.  Requests that
+ * queued behind the lock while the previous batch was written are all
+ * served by one flush.  Called with mark_lock held.
+ */
+static int coroutine_fn mark_pending(BlockDriverState *bs)
+{
+    Qcow2CrashSafe *cs = get_state(bs->opaque);
+    g_autoptr(GArray) runs = g_array_new(false, false, sizeof(uint64_t) * 3);
+    int ret = 0;
+
+    for (guint i = 0; i < cs->tracked->len && ret == 0; i++) {
+        CrashSafeBitmap *t = cs->tracked->pdata[i];
+        uint64_t start = 0, len = 0;
+
+        while (ret == 0 &&
+               hbitmap_next_dirty_area(t->pending, start + len,
+                                       hbitmap_size(t->pending), INT64_MAX,
+                                       &start, &len)) {
+            uint64_t run[3] = { i, start, len };
+
+            ret = mark_regions(bs, t, start, start + len);
+            g_array_append_val(runs, run);
+        }
+    }
+    if (ret == 0) {
+        ret = bdrv_co_flush(bs->file->bs);
+    }
+    for (guint j = 0; ret == 0 && j < runs->len; j++) {
+        const uint64_t *run = &g_array_index(runs, uint64_t, j * 3);
+        CrashSafeBitmap *t = cs->tracked->pdata[run[0]];
+
+        hbitmap_set(t->intent, run[1], run[2]);
+        hbitmap_reset(t->pending, run[1], run[2]);
+    }
+    return ret;
 }
 
 int coroutine_fn qcow2_co_before_dirty_write(BlockDriverState *bs,
@@ -407,22 +470,25 @@ int coroutine_fn qcow2_co_before_dirty_write(BlockDriverState *bs,
     bool needed = false;
     int ret = 0;
 
-    for (guint i = 0; cs && i < cs->tracked->len && !needed; i++) {
-        needed = needs_cover(bs, cs->tracked->pdata[i], offset, bytes);
+    for (guint i = 0; cs && i < cs->tracked->len; i++) {
+        needed |= needs_cover(bs, cs->tracked->pdata[i], offset, bytes, true);
     }
     if (!needed) {
         return 0;
     }
-    co_mutex_lock(&s->lock);
-    /* Look again: the list and the marks may have changed meanwhile. */
-    for (guint i = 0; i < cs->tracked->len && ret == 0; i++) {
-        CrashSafeBitmap *t = cs->tracked->pdata[i];
-
-        if (needs_cover(bs, t, offset, bytes)) {
-            ret = cover(bs, t, offset, bytes);
-        }
+    qcow2_crash_safe_lock(bs);
+    /*
+     * Look again: an earlier batch may have covered us, and a failed
+     * one or a removal may have dropped our pending regions.
+     */
+    needed = false;
+    for (guint i = 0; i < cs->tracked->len; i++) {
+        needed |= needs_cover(bs, cs->tracked->pdata[i], offset, bytes, true);
     }
-    co_mutex_unlock(&s->lock);
+    if (needed) {
+        ret = mark_pending(bs);
+    }
+    qcow2_crash_safe_unlock(bs);
     return ret;
 }
 
@@ -431,18 +497,25 @@ int coroutine_fn qcow2_co_cover_dirty_bitmap(BlockDriverState *bs,
 {
     BDRVQcow2State *s = bs->opaque;
     const HBitmap *bits = bdrv_dirty_bitmap_bits(bitmap);
-    uint64_t size = hbitmap_size(bits);
     uint64_t start = 0, len = 0;
+    CrashSafeBitmap *t;
     int ret = 0;
     int i;
 
-    co_mutex_lock(&s->lock);
+    qcow2_crash_safe_lock(bs);
     i = find_tracked(s->crash_safe, bdrv_dirty_bitmap_name(bitmap));
-    while (i >= 0 && ret == 0 &&
-           hbitmap_next_dirty_area(bits, start + len, size, INT64_MAX,
-                                   &start, &len)) {
-        ret = cover(bs, s->crash_safe->tracked->pdata[i], start, len);
+    if (i >= 0) {
+        t = s->crash_safe->tracked->pdata[i];
+        while (hbitmap_next_dirty_area(bits, start + len, hbitmap_size(bits),
+                                       INT64_MAX, &start, &len)) {
+            uint64_t r0, r1;
+
+            if (regions_of(bs, t, start, len, &r0, &r1)) {
+                hbitmap_set(t->pending, r0, r1 - r0);
+            }
+        }
+        ret = mark_pending(bs);
     }
-    co_mutex_unlock(&s->lock);
+    qcow2_crash_safe_unlock(bs);
     return ret;
 }

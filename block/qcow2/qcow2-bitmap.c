@@ -603,6 +603,7 @@ int coroutine_fn qcow2_bitmaps_store_all(BlockDriverState *bs, Error **errp)
     BDRVQcow2State *s = bs->opaque;
     int ret;
 
+    qcow2_crash_safe_lock(bs);
     co_mutex_lock(&s->lock);
     ret = store_bitmaps(bs, errp);
     qcow2_crash_safe_stored(bs);
@@ -616,6 +617,7 @@ int coroutine_fn qcow2_bitmaps_store_all(BlockDriverState *bs, Error **errp)
         ret = bdrv_co_flush(bs->file->bs);
     }
     co_mutex_unlock(&s->lock);
+    qcow2_crash_safe_unlock(bs);
     if (ret < 0 && !*errp) {
         error_setg_errno(errp, -ret, "qcow2: '%s': could not flush",
                          bs->filename);
@@ -1115,9 +1117,17 @@ bool coroutine_fn qcow2_co_remove_persistent_dirty_bitmap(BlockDriverState *bs,
                    bs->read_only ? "read-only" : "corrupt");
         return false;
     }
+    /* Marks of a crash-safe bitmap write into its clusters: none now. */
+    qcow2_crash_safe_lock(bs);
     co_mutex_lock(&s->lock);
     dir = dir_dup(s->bitmaps->dir);
     i = dir_find(dir, name);
+    if (i < 0) {
+        /* Removed while this waited for the locks. */
+        co_mutex_unlock(&s->lock);
+        qcow2_crash_safe_unlock(bs);
+        return true;
+    }
     old = g_ptr_array_steal_index(dir, i);
     ret = write_directory(bs, g_steal_pointer(&dir), errp);
     if (ret == 0) {
@@ -1125,6 +1135,7 @@ bool coroutine_fn qcow2_co_remove_persistent_dirty_bitmap(BlockDriverState *bs,
         qcow2_crash_safe_forget(bs, name);
     }
     co_mutex_unlock(&s->lock);
+    qcow2_crash_safe_unlock(bs);
     qcow2_bitmap_entry_free(old);
     if (ret < 0) {
         error_prepend(errp, "qcow2: could not remove bitmap '%s': ", name);

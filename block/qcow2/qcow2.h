@@ -664,10 +664,14 @@ uint64_t *coroutine_fn qcow2_bitmap_read_table(BlockDriverState *bs,
  * qcow2_crash_safe_track() (at open, read/write) starts tracking stored
  * bitmap @name if the list names it, and says so: the caller then does
  * not flag it in_use.  qcow2_crash_safe_forget() stops tracking @name
- * (removed from the image; s->lock held); qcow2_crash_safe_stored()
- * notes that the bitmaps were stored exactly (clean close; s->lock
- * held).  The three driver callbacks are those of block_int-driver.h.
+ * (removed from the image); qcow2_crash_safe_stored() notes that the
+ * bitmaps were stored exactly (clean close); both with the crash-safe
+ * lock and s->lock held.  qcow2_crash_safe_lock() excludes marking in
+ * progress: take it before s->lock to remove or store bitmaps.  The
+ * three driver callbacks are those of block_int-driver.h.
  */
+void coroutine_fn qcow2_crash_safe_lock(BlockDriverState *bs);
+void qcow2_crash_safe_unlock(BlockDriverState *bs);
 void qcow2_crash_safe_read_ext(BlockDriverState *bs, const uint8_t *data,
                                uint32_t len);
 bool qcow2_crash_safe_track(BlockDriverState *bs, const char *name);

@@ -201,8 +201,9 @@ def test_kill_during_writes_keeps_acknowledged_writes(daemon_factory, img):
     # Still crash-safe after the restart: not flagged while open.
     assert flags(img) == {"b": {"auto"}}
     assert d2.stop()
-    res = qemu_img("check", img)
-    assert res.returncode == 0 and "No errors were found" in res.stdout, res
+    # A kill may leak clusters allocated at that moment; nothing worse.
+    res = qemu_img("check", img, check=False)
+    assert res.returncode in (0, 3) and "corruptions" not in res.stdout, res
 
 
 def test_kill_again_after_restart(daemon_factory, img):
