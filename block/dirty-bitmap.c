@@ -434,6 +434,40 @@ bool coroutine_fn bdrv_co_remove_persistent_dirty_bitmap(BlockDriverState *bs,
     return bs->drv->bdrv_co_remove_persistent_dirty_bitmap(bs, name, errp);
 }
 
+bool coroutine_fn bdrv_co_make_dirty_bitmap_crash_safe(BdrvDirtyBitmap *bitmap,
+                                                       Error **errp)
+{
+    BlockDriverState *bs = bitmap->bs;
+
+    g_assert(bitmap->persistent);
+    if (!bs->drv->bdrv_co_make_dirty_bitmap_crash_safe) {
+        error_setg_errno(errp, ENOTSUP, "Can't store crash-safe bitmaps to "
+                         "%s", bs->node_name);
+        return false;
+    }
+    return bs->drv->bdrv_co_make_dirty_bitmap_crash_safe(bs, bitmap, errp);
+}
+
+int coroutine_fn bdrv_co_dirty_bitmaps_before_write(BlockDriverState *bs,
+                                                    int64_t offset,
+                                                    int64_t bytes)
+{
+    if (!bs->dirty_bitmaps || !bs->drv->bdrv_co_before_dirty_write) {
+        return 0;
+    }
+    return bs->drv->bdrv_co_before_dirty_write(bs, offset, bytes);
+}
+
+int coroutine_fn bdrv_co_cover_dirty_bitmap(BdrvDirtyBitmap *bitmap)
+{
+    BlockDriverState *bs = bitmap->bs;
+
+    if (!bitmap->persistent || !bs->drv->bdrv_co_cover_dirty_bitmap) {
+        return 0;
+    }
+    return bs->drv->bdrv_co_cover_dirty_bitmap(bs, bitmap);
+}
+
 /* --- Queries --- */
 
 BlockDirtyInfoList *bdrv_query_dirty_bitmaps(BlockDriverState *bs)

@@ -508,6 +508,10 @@ int coroutine_fn bdrv_co_pwritev(BdrvChild *child, int64_t offset,
         }
         return bdrv_co_pwrite_zeroes(child, offset, bytes, zero_flags);
     }
+    ret = bdrv_co_dirty_bitmaps_before_write(bs, offset, bytes);
+    if (ret < 0) {
+        return ret;
+    }
     ret = bdrv_do_pwritev(bs, offset, bytes, qiov, flags & BDRV_REQ_FUA);
     if (ret == 0 && offset + bytes > bs->total_bytes) {
         /* The node grew (a file under a format): its bitmaps grow too. */
@@ -604,6 +608,10 @@ int coroutine_fn bdrv_co_pwrite_zeroes(BdrvChild *child, int64_t offset,
         /* Partial blocks can only be zeroed by writing them. */
         return -ENOTSUP;
     }
+    ret = bdrv_co_dirty_bitmaps_before_write(bs, offset, bytes);
+    if (ret < 0) {
+        return ret;
+    }
     if (head_end > offset) {
         ret = bdrv_do_pwritev(bs, offset, head_end - offset, NULL,
                              flags & BDRV_REQ_FUA);
@@ -639,6 +647,10 @@ int coroutine_fn bdrv_co_pdiscard(BdrvChild *child, int64_t offset,
     end = ALIGN_DOWN(offset + bytes, align);
     if (!bs->discard_unmap || !bs->drv->bdrv_co_pdiscard || start >= end) {
         return 0;
+    }
+    ret = bdrv_co_dirty_bitmaps_before_write(bs, start, end - start);
+    if (ret < 0) {
+        return ret;
     }
     tracked_request_begin(bs, &req, start, end - start, true, false);
     wait_serialising_requests(bs, &req);

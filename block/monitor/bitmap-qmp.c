@@ -31,8 +31,8 @@ BdrvDirtyBitmap *block_dirty_bitmap_lookup(const char *node,
     return bitmap;
 }
 
-BdrvDirtyBitmap *block_dirty_bitmap_add(BlockDirtyBitmapAdd *args,
-                                        Error **errp)
+BdrvDirtyBitmap *coroutine_fn block_dirty_bitmap_add(BlockDirtyBitmapAdd *args,
+                                                     Error **errp)
 {
     BlockDriverState *bs = bdrv_lookup_bs(args->node, args->node, errp);
     uint32_t granularity;
@@ -56,6 +56,10 @@ BdrvDirtyBitmap *block_dirty_bitmap_add(BlockDirtyBitmapAdd *args,
     } else {
         granularity = bdrv_default_bitmap_granularity(bs);
     }
+    if (args->__org_blockd_crash_safe && !args->persistent) {
+        error_setg(errp, "'__org.blockd_crash-safe' requires 'persistent'");
+        return NULL;
+    }
     if (args->persistent &&
         !bdrv_can_store_new_dirty_bitmap(bs, args->name, granularity,
                                          errp)) {
@@ -69,6 +73,11 @@ BdrvDirtyBitmap *block_dirty_bitmap_add(BlockDirtyBitmapAdd *args,
         bdrv_disable_dirty_bitmap(bitmap);
     }
     bdrv_dirty_bitmap_set_persistence(bitmap, args->persistent);
+    if (args->__org_blockd_crash_safe &&
+        !bdrv_co_make_dirty_bitmap_crash_safe(bitmap, errp)) {
+        bdrv_release_dirty_bitmap(bitmap);
+        return NULL;
+    }
     return bitmap;
 }
 
@@ -76,6 +85,8 @@ void qmp_block_dirty_bitmap_add(const char *node, const char *name,
                                 bool has_granularity, uint32_t granularity,
                                 bool has_persistent, bool persistent,
                                 bool has_disabled, bool disabled,
+                                bool has___org_blockd_crash_safe,
+                                bool __org_blockd_crash_safe,
                                 Error **errp)
 {
     BlockDirtyBitmapAdd args = {
@@ -87,6 +98,8 @@ void qmp_block_dirty_bitmap_add(const char *node, const char *name,
         .persistent = persistent,
         .has_disabled = has_disabled,
         .disabled = disabled,
+        .has___org_blockd_crash_safe = has___org_blockd_crash_safe,
+        .__org_blockd_crash_safe = __org_blockd_crash_safe,
     };
 
     block_dirty_bitmap_add(&args, errp);
@@ -173,15 +186,16 @@ void qmp_block_dirty_bitmap_disable(const char *node, const char *name,
     }
 }
 
-BdrvDirtyBitmap *block_dirty_bitmap_merge(const char *node,
-                                          const char *target,
-                                          BlockDirtyBitmapOrStrList *bitmaps,
-                                          HBitmap **backup, Error **errp)
+BdrvDirtyBitmap *coroutine_fn
+block_dirty_bitmap_merge(const char *node, const char *target,
+                         BlockDirtyBitmapOrStrList *bitmaps,
+                         HBitmap **backup, Error **errp)
 {
     BlockDriverState *bs;
     BdrvDirtyBitmap *dest = block_dirty_bitmap_lookup(node, target, &bs,
                                                       errp);
     HBitmap *before = NULL;
+    int ret;
 
     if (!dest || !bdrv_dirty_bitmap_check(dest, BDRV_BITMAP_DEFAULT, errp)) {
         return NULL;
@@ -209,6 +223,15 @@ BdrvDirtyBitmap *block_dirty_bitmap_merge(const char *node,
             }
             return NULL;
         }
+    }
+    ret = bdrv_co_cover_dirty_bitmap(dest);
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "Could not store the merged bits of "
+                         "crash-safe bitmap '%s'", target);
+        if (before) {
+            bdrv_restore_dirty_bitmap(dest, before);
+        }
+        return NULL;
     }
     if (backup) {
         *backup = before ? before : hbitmap_copy(bdrv_dirty_bitmap_bits(dest));

@@ -71,8 +71,25 @@ static void coroutine_fn bitmap_add_prepare(TransactionState *state,
     }
 }
 
+/* A crash-safe bitmap was stored at prepare: delete the stored copy. */
+static void coroutine_fn bitmap_add_unstore(void *opaque)
+{
+    BdrvDirtyBitmap *bitmap = opaque;
+    Error *local_err = NULL;
+
+    if (!bdrv_co_remove_persistent_dirty_bitmap(bdrv_dirty_bitmap_bs(bitmap),
+                                                bdrv_dirty_bitmap_name(bitmap),
+                                                &local_err)) {
+        warn_report("%s", error_get_pretty(local_err));
+        error_free(local_err);
+    }
+}
+
 static void bitmap_add_abort(TransactionState *state)
 {
+    if (state->action->u.block_dirty_bitmap_add.data->__org_blockd_crash_safe) {
+        co_run_sync(bitmap_add_unstore, state->bitmap);
+    }
     bdrv_release_dirty_bitmap(state->bitmap);
 }
 

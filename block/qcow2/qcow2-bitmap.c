@@ -211,17 +211,13 @@ static int coroutine_fn write_ext_in_place(BlockDriverState *bs,
                                 sizeof(data), data);
 }
 
-/*
- * Rewrite the extension area of the header cluster with the bitmaps
- * extension added (@nb > 0) or removed (@nb == 0), keeping every other
- * extension and the backing file name; one write, no flush.
- */
-static int coroutine_fn rewrite_extensions(BlockDriverState *bs, uint32_t nb,
-                                           uint64_t size, uint64_t offset,
-                                           Error **errp)
+int coroutine_fn qcow2_rewrite_header_extension(BlockDriverState *bs,
+                                                uint32_t type,
+                                                const void *data,
+                                                uint32_t len, Error **errp)
 {
     BDRVQcow2State *s = bs->opaque;
-    Qcow2Bitmaps *b = s->bitmaps;
+    Qcow2Bitmaps *b = get_state(s);
     int64_t file_len = bdrv_getlength(bs->file->bs);
     size_t cs = s->cluster_size;
     g_autofree uint8_t *old = g_malloc0(cs);
@@ -248,34 +244,38 @@ static int coroutine_fn rewrite_extensions(BlockDriverState *bs, uint32_t nb,
     ext_end = backing_off ? backing_off : cs;
     memcpy(new, old, start);
     while (pos + 8 <= ext_end) {
-        uint32_t type = qcow2_get_be32(old + pos);
-        uint32_t len = qcow2_get_be32(old + pos + 4);
-        size_t total = 8 + ALIGN_UP((size_t)len, 8);
+        uint32_t t = qcow2_get_be32(old + pos);
+        uint32_t l = qcow2_get_be32(old + pos + 4);
+        size_t total = 8 + ALIGN_UP((size_t)l, 8);
 
-        if (type == QCOW2_EXT_END) {
+        if (t == QCOW2_EXT_END) {
             pos += 8;
             break;
         }
-        if (type != QCOW2_EXT_BITMAPS) {
+        if (t != type) {
+            if (t == QCOW2_EXT_BITMAPS) {
+                bitmaps_pos = out + 8;
+            }
             memcpy(new + out, old + pos, MIN(total, ext_end - pos));
             out += total;
         }
         pos += total;
     }
     old_end = MAX(pos, backing_off + backing_len);
-    if (out + 8 + BITMAPS_EXT_LEN + 8 + backing_len > cs) {
-        error_setg(errp, "qcow2: no room for the bitmaps extension in the "
-                   "header cluster");
+    if (out + (data ? 8 + ALIGN_UP((size_t)len, 8) : 0) + 8 + backing_len >
+        cs) {
+        error_setg(errp, "qcow2: no room for header extension 0x%08" PRIx32
+                   " in the header cluster", type);
         return -ENOSPC;
     }
-    if (nb) {
-        qcow2_put_be32(new + out, QCOW2_EXT_BITMAPS);
-        qcow2_put_be32(new + out + 4, BITMAPS_EXT_LEN);
-        bitmaps_pos = out + 8;
-        qcow2_put_be32(new + bitmaps_pos, nb);
-        qcow2_put_be64(new + bitmaps_pos + 8, size);
-        qcow2_put_be64(new + bitmaps_pos + 16, offset);
-        out += 8 + BITMAPS_EXT_LEN;
+    if (data) {
+        qcow2_put_be32(new + out, type);
+        qcow2_put_be32(new + out + 4, len);
+        memcpy(new + out + 8, data, len);
+        if (type == QCOW2_EXT_BITMAPS) {
+            bitmaps_pos = out + 8;
+        }
+        out += 8 + ALIGN_UP((size_t)len, 8);
     }
     out += 8;                       /* the end marker, zeroed */
     if (backing_off) {
@@ -399,8 +399,17 @@ static int coroutine_fn write_directory(BlockDriverState *bs, GPtrArray *dir,
             error_setg_errno(errp, -ret, "qcow2: could not update the "
                              "bitmaps extension");
         }
-    } else if (dir->len || b->ext_pos) {
-        ret = rewrite_extensions(bs, dir->len, size, offset, errp);
+    } else if (dir->len) {
+        uint8_t data[BITMAPS_EXT_LEN] = { 0 };
+
+        qcow2_put_be32(data, dir->len);
+        qcow2_put_be64(data + 8, size);
+        qcow2_put_be64(data + 16, offset);
+        ret = qcow2_rewrite_header_extension(bs, QCOW2_EXT_BITMAPS, data,
+                                             sizeof(data), errp);
+    } else if (b->ext_pos) {
+        ret = qcow2_rewrite_header_extension(bs, QCOW2_EXT_BITMAPS, NULL, 0,
+                                             errp);
     }
     if (ret == 0) {
         ret = bdrv_co_flush(bs->file->bs);
@@ -542,10 +551,14 @@ int coroutine_fn qcow2_bitmaps_mark_in_use(BlockDriverState *bs, Error **errp)
     for (guint i = 0; i < flagged->len; i++) {
         Qcow2BitmapEntry *e = flagged->pdata[i];
 
-        if (!(e->flags & QCOW2_BME_IN_USE)) {
-            e->flags |= QCOW2_BME_IN_USE;
-            changed = true;
+        if (e->flags & QCOW2_BME_IN_USE) {
+            continue;
         }
+        if (qcow2_crash_safe_track(bs, e->name)) {
+            continue;           /* its stored copy stays consistent */
+        }
+        e->flags |= QCOW2_BME_IN_USE;
+        changed = true;
     }
     if (!changed) {
         g_ptr_array_unref(flagged);
@@ -590,8 +603,10 @@ int coroutine_fn qcow2_bitmaps_store_all(BlockDriverState *bs, Error **errp)
     BDRVQcow2State *s = bs->opaque;
     int ret;
 
+    qcow2_crash_safe_lock(bs);
     co_mutex_lock(&s->lock);
     ret = store_bitmaps(bs, errp);
+    qcow2_crash_safe_stored(bs);
     if (ret == 0) {
         ret = qcow2_cache_write(s->l2_cache);
     }
@@ -602,6 +617,7 @@ int coroutine_fn qcow2_bitmaps_store_all(BlockDriverState *bs, Error **errp)
         ret = bdrv_co_flush(bs->file->bs);
     }
     co_mutex_unlock(&s->lock);
+    qcow2_crash_safe_unlock(bs);
     if (ret < 0 && !*errp) {
         error_setg_errno(errp, -ret, "qcow2: '%s': could not flush",
                          bs->filename);
@@ -683,10 +699,9 @@ GList *qcow2_list_bitmaps(BlockDriverState *bs)
     return list;
 }
 
-/* Read and check the bitmap table of @e. Called with s->lock held. */
-static uint64_t *coroutine_fn read_table(BlockDriverState *bs,
-                                         const Qcow2BitmapEntry *e,
-                                         Error **errp)
+uint64_t *coroutine_fn qcow2_bitmap_read_table(BlockDriverState *bs,
+                                               const Qcow2BitmapEntry *e,
+                                               Error **errp)
 {
     BDRVQcow2State *s = bs->opaque;
     int64_t file_len = bdrv_getlength(bs->file->bs);
@@ -731,7 +746,7 @@ static int coroutine_fn read_bitmap_data(BlockDriverState *bs,
 {
     BDRVQcow2State *s = bs->opaque;
     uint64_t bytes = hbitmap_serialized_bytes(bdrv_dirty_bitmap_bits(bitmap));
-    g_autofree uint64_t *table = read_table(bs, e, errp);
+    g_autofree uint64_t *table = qcow2_bitmap_read_table(bs, e, errp);
     g_autofree uint8_t *chunk = g_malloc(s->cluster_size);
 
     if (!table) {
@@ -806,7 +821,7 @@ static void coroutine_fn free_bitmap_clusters(BlockDriverState *bs,
 {
     BDRVQcow2State *s = bs->opaque;
     Error *local_err = NULL;
-    g_autofree uint64_t *table = read_table(bs, e, &local_err);
+    g_autofree uint64_t *table = qcow2_bitmap_read_table(bs, e, &local_err);
 
     if (!table) {
         /* Leaked, not freed: qemu-img check -r reclaims them. */
@@ -931,6 +946,62 @@ static bool bitmap_to_store(const BdrvDirtyBitmap *bitmap)
 }
 
 /*
+ * Write the data and table of @bitmap into new clusters and return its
+ * directory entry ("auto" if it records writes, never in_use).  Called
+ * with s->lock held.
+ */
+static Qcow2BitmapEntry *coroutine_fn
+stored_entry(BlockDriverState *bs, const BdrvDirtyBitmap *bitmap,
+             Error **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    uint32_t granularity = bdrv_dirty_bitmap_granularity(bitmap);
+    Qcow2BitmapEntry *e = g_new0(Qcow2BitmapEntry, 1);
+
+    e->name = g_strdup(bdrv_dirty_bitmap_name(bitmap));
+    e->type = QCOW2_BME_TYPE_DIRTY;
+    e->granularity_bits = __builtin_ctz(granularity);
+    e->table_size = qcow2_bitmap_table_entries(bs->total_bytes, granularity,
+                                               s->cluster_bits);
+    e->flags = bdrv_dirty_bitmap_enabled(bitmap) ? QCOW2_BME_AUTO : 0;
+    if (write_bitmap_data(bs, e, bitmap, errp) < 0) {
+        qcow2_bitmap_entry_free(e);
+        return NULL;
+    }
+    return e;
+}
+
+int coroutine_fn qcow2_bitmaps_store_new(BlockDriverState *bs,
+                                         const BdrvDirtyBitmap *bitmap,
+                                         Error **errp)
+{
+    BDRVQcow2State *s = bs->opaque;
+    GPtrArray *dir = dir_dup(get_state(s)->dir);
+    Qcow2BitmapEntry *e;
+
+    g_assert(dir_find(dir, bdrv_dirty_bitmap_name(bitmap)) < 0);
+    e = stored_entry(bs, bitmap, errp);
+    if (!e) {
+        g_ptr_array_unref(dir);
+        return -EIO;
+    }
+    g_ptr_array_add(dir, e);
+    return write_directory(bs, dir, errp);
+}
+
+const Qcow2BitmapEntry *qcow2_bitmaps_find(BDRVQcow2State *s,
+                                           const char *name)
+{
+    int i;
+
+    if (!s->bitmaps) {
+        return NULL;
+    }
+    i = dir_find(s->bitmaps->dir, name);
+    return i < 0 ? NULL : s->bitmaps->dir->pdata[i];
+}
+
+/*
  * Store every persistent bitmap of @bs (at close), in one directory
  * update: new data and tables first, then the directory, then the old
  * clusters are freed.  Called with s->lock held.
@@ -952,28 +1023,17 @@ static int coroutine_fn store_bitmaps(BlockDriverState *bs, Error **errp)
     /* Oldest first, so that new bitmaps keep their order on disk. */
     for (GList *l = g_list_last(bdrv_dirty_bitmaps(bs)); l; l = l->prev) {
         const BdrvDirtyBitmap *bitmap = l->data;
-        const char *name = bdrv_dirty_bitmap_name(bitmap);
-        uint32_t granularity = bdrv_dirty_bitmap_granularity(bitmap);
         Qcow2BitmapEntry *e;
         int i;
 
         if (!bitmap_to_store(bitmap)) {
             continue;
         }
-        e = g_new0(Qcow2BitmapEntry, 1);
-        e->name = g_strdup(name);
-        e->type = QCOW2_BME_TYPE_DIRTY;
-        e->granularity_bits = __builtin_ctz(granularity);
-        e->table_size = qcow2_bitmap_table_entries(bs->total_bytes,
-                                                   granularity,
-                                                   s->cluster_bits);
-        e->flags = bdrv_dirty_bitmap_enabled(bitmap) ? QCOW2_BME_AUTO : 0;
-        ret = write_bitmap_data(bs, e, bitmap, errp);
-        if (ret < 0) {
-            qcow2_bitmap_entry_free(e);
-            return ret;
+        e = stored_entry(bs, bitmap, errp);
+        if (!e) {
+            return -EIO;
         }
-        i = dir_find(dir, name);
+        i = dir_find(dir, bdrv_dirty_bitmap_name(bitmap));
         if (i >= 0) {
             g_ptr_array_add(replaced, dir->pdata[i]);
             dir->pdata[i] = e;
@@ -1057,15 +1117,25 @@ bool coroutine_fn qcow2_co_remove_persistent_dirty_bitmap(BlockDriverState *bs,
                    bs->read_only ? "read-only" : "corrupt");
         return false;
     }
+    /* Marks of a crash-safe bitmap write into its clusters: none now. */
+    qcow2_crash_safe_lock(bs);
     co_mutex_lock(&s->lock);
     dir = dir_dup(s->bitmaps->dir);
     i = dir_find(dir, name);
+    if (i < 0) {
+        /* Removed while this waited for the locks. */
+        co_mutex_unlock(&s->lock);
+        qcow2_crash_safe_unlock(bs);
+        return true;
+    }
     old = g_ptr_array_steal_index(dir, i);
     ret = write_directory(bs, g_steal_pointer(&dir), errp);
     if (ret == 0) {
         free_bitmap_clusters(bs, old);
+        qcow2_crash_safe_forget(bs, name);
     }
     co_mutex_unlock(&s->lock);
+    qcow2_crash_safe_unlock(bs);
     qcow2_bitmap_entry_free(old);
     if (ret < 0) {
         error_prepend(errp, "qcow2: could not remove bitmap '%s': ", name);

@@ -225,6 +225,9 @@ static bool read_extensions(BlockDriverState *bs, const uint8_t *hdr,
                 return false;
             }
             break;
+        case QCOW2_EXT_BLOCKD_CRASH_SAFE:
+            qcow2_crash_safe_read_ext(bs, hdr + pos, len);
+            break;
         default:
             /* Crypto, data file, unknown: left as they are. */
             break;
@@ -413,6 +416,7 @@ static void qcow2_free_state(BDRVQcow2State *s)
         s->deferred_frees = NULL;
     }
     qcow2_bitmaps_free(s);
+    qcow2_crash_safe_free(s);
     qcow2_snapshots_free(s);
     s->l1_table = NULL;
     s->refcount_table = NULL;
@@ -991,6 +995,10 @@ static const BlockDriver bdrv_qcow2 = {
     .bdrv_can_store_new_dirty_bitmap = qcow2_can_store_new_dirty_bitmap,
     .bdrv_co_remove_persistent_dirty_bitmap =
         qcow2_co_remove_persistent_dirty_bitmap,
+    .bdrv_co_make_dirty_bitmap_crash_safe =
+        qcow2_co_make_dirty_bitmap_crash_safe,
+    .bdrv_co_before_dirty_write = qcow2_co_before_dirty_write,
+    .bdrv_co_cover_dirty_bitmap = qcow2_co_cover_dirty_bitmap,
     .bdrv_get_specific_info = qcow2_get_specific_info,
     .bdrv_probe = qcow2_probe,
     .bdrv_child_perm = qcow2_child_perm,

@@ -55,6 +55,8 @@ enum {
 #define QCOW2_EXT_BITMAPS           0x23852875U
 #define QCOW2_EXT_CRYPTO            0x0537be77U
 #define QCOW2_EXT_DATA_FILE         0x44415441U
+/* blockd's own: the names of the crash-safe bitmaps ("blkc"). */
+#define QCOW2_EXT_BLOCKD_CRASH_SAFE 0x626c6b63U
 
 /* Header field offsets rewritten in place. */
 enum {
@@ -83,6 +85,7 @@ typedef enum Qcow2ClusterType {
 
 typedef struct Qcow2Cache Qcow2Cache;
 typedef struct Qcow2Bitmaps Qcow2Bitmaps;    /* qcow2-bitmap.c */
+typedef struct Qcow2CrashSafe Qcow2CrashSafe;  /* qcow2-bitmap-crash-safe.c */
 
 /*
  * The kinds of metadata the overlap check protects, as bits of a mask
@@ -181,6 +184,7 @@ typedef struct BDRVQcow2State {
     GQueue inflight;                /* Qcow2InflightIO */
     bool corrupt;                   /* marked corrupt while open */
     Qcow2Bitmaps *bitmaps;          /* the bitmap directory */
+    Qcow2CrashSafe *crash_safe;     /* crash-safe bitmaps; NULL: none */
 } BDRVQcow2State;
 
 /* Big-endian fields of on-disk structures. */
@@ -600,7 +604,8 @@ void qcow2_bitmaps_free(BDRVQcow2State *s);
  * For blockdev-reopen (and open and close).  store_all: store every
  * persistent bitmap (in_use cleared) and flush the image, as at close;
  * *errp is set on failure.  mark_in_use: flag every stored bitmap in_use
- * in place, as at a read/write open.  set_readonly: the persistent,
+ * in place, as at a read/write open, but the crash-safe ones, which are
+ * tracked instead.  set_readonly: the persistent,
  * consistent bitmaps become (stop being) read-only with the node.
  */
 int coroutine_fn qcow2_bitmaps_store_all(BlockDriverState *bs, Error **errp);
@@ -627,6 +632,60 @@ bool qcow2_bitmaps_dir_location(BDRVQcow2State *s, uint32_t *nb,
  */
 Qcow2Metadata qcow2_bitmaps_overlap(BDRVQcow2State *s, unsigned checks,
                                     int64_t start, int64_t end);
+
+/*
+ * For qcow2-bitmap-crash-safe.c.  qcow2_rewrite_header_extension()
+ * replaces extension @type by @len bytes of @data (NULL: removes it),
+ * keeping the others, in one write of the header cluster (no flush).
+ * qcow2_bitmaps_store_new() stores a new bitmap now (data, table and
+ * directory, crash-safely as at close).  qcow2_bitmaps_find() is the
+ * directory entry of @name, or NULL.  qcow2_bitmap_read_table() reads
+ * and checks @e's bitmap table (host order; g_free).  All with s->lock
+ * held.
+ */
+int coroutine_fn qcow2_rewrite_header_extension(BlockDriverState *bs,
+                                                uint32_t type,
+                                                const void *data,
+                                                uint32_t len, Error **errp);
+int coroutine_fn qcow2_bitmaps_store_new(BlockDriverState *bs,
+                                         const BdrvDirtyBitmap *bitmap,
+                                         Error **errp);
+const Qcow2BitmapEntry *qcow2_bitmaps_find(BDRVQcow2State *s,
+                                           const char *name);
+uint64_t *coroutine_fn qcow2_bitmap_read_table(BlockDriverState *bs,
+                                               const Qcow2BitmapEntry *e,
+                                               Error **errp);
+
+/* qcow2-bitmap-crash-safe.c */
+
+/*
+ * Crash-surviving persistent bitmaps.  qcow2_crash_safe_read_ext()
+ * reads the list of names while the header is read;
+ * qcow2_crash_safe_track() (at open, read/write) starts tracking stored
+ * bitmap @name if the list names it, and says so: the caller then does
+ * not flag it in_use.  qcow2_crash_safe_forget() stops tracking @name
+ * (removed from the image); qcow2_crash_safe_stored() notes that the
+ * bitmaps were stored exactly (clean close); both with the crash-safe
+ * lock and s->lock held.  qcow2_crash_safe_lock() excludes marking in
+ * progress: take it before s->lock to remove or store bitmaps.  The
+ * three driver callbacks are those of block_int-driver.h.
+ */
+void coroutine_fn qcow2_crash_safe_lock(BlockDriverState *bs);
+void qcow2_crash_safe_unlock(BlockDriverState *bs);
+void qcow2_crash_safe_read_ext(BlockDriverState *bs, const uint8_t *data,
+                               uint32_t len);
+bool qcow2_crash_safe_track(BlockDriverState *bs, const char *name);
+void coroutine_fn qcow2_crash_safe_forget(BlockDriverState *bs,
+                                          const char *name);
+void qcow2_crash_safe_stored(BlockDriverState *bs);
+void qcow2_crash_safe_free(BDRVQcow2State *s);
+bool coroutine_fn qcow2_co_make_dirty_bitmap_crash_safe(BlockDriverState *bs,
+                                                        BdrvDirtyBitmap *bitmap,
+                                                        Error **errp);
+int coroutine_fn qcow2_co_before_dirty_write(BlockDriverState *bs,
+                                             int64_t offset, int64_t bytes);
+int coroutine_fn qcow2_co_cover_dirty_bitmap(BlockDriverState *bs,
+                                             BdrvDirtyBitmap *bitmap);
 
 /* qcow2-repair.c */
 

@@ -20,9 +20,12 @@ BdrvDirtyBitmap *block_dirty_bitmap_lookup_checked(const char *node,
                                                    unsigned checks,
                                                    Error **errp);
 
-/* block-dirty-bitmap-add: returns the new bitmap. */
-BdrvDirtyBitmap *block_dirty_bitmap_add(BlockDirtyBitmapAdd *args,
-                                        Error **errp);
+/*
+ * block-dirty-bitmap-add: returns the new bitmap.  A crash-safe one is
+ * already stored in the image.
+ */
+BdrvDirtyBitmap *coroutine_fn block_dirty_bitmap_add(BlockDirtyBitmapAdd *args,
+                                                     Error **errp);
 /*
  * block-dirty-bitmap-remove: the stored copy of a persistent bitmap is
  * deleted from the image now; the bitmap itself is released only if
@@ -36,9 +39,9 @@ BdrvDirtyBitmap *coroutine_fn block_dirty_bitmap_remove(const char *node,
  * block-dirty-bitmap-merge: returns the target; *@backup (if not NULL)
  * receives its bits from before, for bdrv_restore_dirty_bitmap().
  */
-BdrvDirtyBitmap *block_dirty_bitmap_merge(const char *node,
-                                          const char *target,
-                                          BlockDirtyBitmapOrStrList *bitmaps,
-                                          HBitmap **backup, Error **errp);
+BdrvDirtyBitmap *coroutine_fn
+block_dirty_bitmap_merge(const char *node, const char *target,
+                         BlockDirtyBitmapOrStrList *bitmaps,
+                         HBitmap **backup, Error **errp);
 
 #endif /* BLOCK_BITMAP_QMP_H */

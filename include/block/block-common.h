@@ -12,6 +12,7 @@ typedef struct BlockDriver BlockDriver;
 typedef struct BlockDriverState BlockDriverState;
 typedef struct BdrvChild BdrvChild;
 typedef struct BlockBackend BlockBackend;
+typedef struct BdrvDirtyBitmap BdrvDirtyBitmap;
 
 /*
  * Permissions a parent takes on a child node.  A parent also says which

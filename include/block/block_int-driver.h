@@ -141,6 +141,21 @@ struct BlockDriver {
                                             Error **errp);
     bool coroutine_fn (*bdrv_co_remove_persistent_dirty_bitmap)(
         BlockDriverState *bs, const char *name, Error **errp);
+    /*
+     * Crash-surviving persistent bitmaps (NULL: not supported; see
+     * block/dirty-bitmap.h).  make_crash_safe stores @bitmap now and
+     * keeps its stored copy a superset from then on; before_dirty_write
+     * runs before every write, write-zeroes and discard of the node and
+     * widens the stored copies to cover it; cover_dirty_bitmap widens
+     * the stored copy of @bitmap to every bit it has (after a merge).
+     */
+    bool coroutine_fn (*bdrv_co_make_dirty_bitmap_crash_safe)(
+        BlockDriverState *bs, BdrvDirtyBitmap *bitmap, Error **errp);
+    int coroutine_fn (*bdrv_co_before_dirty_write)(BlockDriverState *bs,
+                                                   int64_t offset,
+                                                   int64_t bytes);
+    int coroutine_fn (*bdrv_co_cover_dirty_bitmap)(BlockDriverState *bs,
+                                                   BdrvDirtyBitmap *bitmap);
 
     /*
      * How much @buf (the first bytes of a file) looks like this format:

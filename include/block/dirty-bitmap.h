@@ -20,8 +20,6 @@
 #include "qapi/qapi-types.h"
 #include "util/hbitmap.h"
 
-typedef struct BdrvDirtyBitmap BdrvDirtyBitmap;
-
 /* QEMU's limits. */
 #define BDRV_BITMAP_MAX_NAME            1023
 #define BDRV_BITMAP_MIN_GRANULARITY     512
@@ -198,6 +196,30 @@ bool bdrv_can_store_new_dirty_bitmap(BlockDriverState *bs, const char *name,
 bool coroutine_fn bdrv_co_remove_persistent_dirty_bitmap(BlockDriverState *bs,
                                                          const char *name,
                                                          Error **errp);
+
+/*
+ * Crash-surviving persistent bitmaps (docs/interop/bitmaps.rst), a
+ * blockd extension.  The driver keeps the stored copy of such a bitmap
+ * a superset of its bits at every moment the image is open, so a crash
+ * leaves a consistent (if larger) bitmap instead of an in_use one.
+ *
+ * bdrv_co_make_dirty_bitmap_crash_safe: store persistent @bitmap in the
+ * image now, consistent, and keep it so ("Can't store crash-safe
+ * bitmaps to NODE" if the driver cannot).
+ * bdrv_co_dirty_bitmaps_before_write: io.c calls it before a write,
+ * write-zeroes or discard of [@offset, +@bytes) reaches @bs; the stored
+ * copies then cover that range.  -errno fails the request: a write the
+ * stored bitmap could not cover must not happen.
+ * bdrv_co_cover_dirty_bitmap: @bitmap got bits other than from writes
+ * (merge): make its stored copy cover them.  Nothing to do for bitmaps
+ * that are not crash-safe.
+ */
+bool coroutine_fn bdrv_co_make_dirty_bitmap_crash_safe(BdrvDirtyBitmap *bitmap,
+                                                       Error **errp);
+int coroutine_fn bdrv_co_dirty_bitmaps_before_write(BlockDriverState *bs,
+                                                    int64_t offset,
+                                                    int64_t bytes);
+int coroutine_fn bdrv_co_cover_dirty_bitmap(BdrvDirtyBitmap *bitmap);
 
 /* query-named-block-nodes' dirty-bitmaps; NULL if @bs has none. */
 BlockDirtyInfoList *bdrv_query_dirty_bitmaps(BlockDriverState *bs);
