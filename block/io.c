@@ -24,6 +24,7 @@
 #include "block/block-backend.h"
 #include "block/dirty-bitmap.h"
 #include "util/main-loop.h"
+#include "block/trace.h"
 
 enum {
     ZERO_FALLBACK_CHUNK = 1 << 20,
@@ -173,6 +174,7 @@ int coroutine_fn bdrv_co_pread(BdrvChild *child, int64_t offset,
     BdrvTrackedRequest req;
     int ret = bdrv_check_range(bs, offset, bytes);
 
+    trace_bdrv_co_pread(bs, offset, bytes, flags);
     if (ret < 0 || bytes == 0) {
         return ret;
     }
@@ -193,6 +195,7 @@ int coroutine_fn bdrv_co_pread(BdrvChild *child, int64_t offset,
         blk_vfree(bounce);
     }
     tracked_request_end(bs, &req);
+    trace_bdrv_co_pread_done(bs, offset, bytes, ret);
     return ret;
 }
 
@@ -343,6 +346,7 @@ int coroutine_fn bdrv_co_pwrite(BdrvChild *child, int64_t offset,
     BlockDriverState *bs = child->bs;
     int ret = bdrv_check_write(child, offset, bytes, true);
 
+    trace_bdrv_co_pwrite(bs, offset, bytes, flags);
     if (ret < 0 || bytes == 0) {
         return ret;
     }
@@ -359,6 +363,7 @@ int coroutine_fn bdrv_co_pwrite(BdrvChild *child, int64_t offset,
     if (ret == 0 && offset + bytes > bs->total_bytes) {
         bs->total_bytes = offset + bytes;
     }
+    trace_bdrv_co_pwrite_done(bs, offset, bytes, ret);
     return ret;
 }
 
@@ -422,6 +427,7 @@ int coroutine_fn bdrv_co_pwrite_zeroes(BdrvChild *child, int64_t offset,
     int64_t head_end, tail_start;
     int ret = bdrv_check_write(child, offset, bytes, false);
 
+    trace_bdrv_co_pwrite_zeroes(bs, offset, bytes, flags);
     if (ret < 0 || bytes == 0) {
         return ret;
     }
@@ -448,6 +454,7 @@ int coroutine_fn bdrv_co_pwrite_zeroes(BdrvChild *child, int64_t offset,
                              flags & BDRV_REQ_FUA);
     }
     bdrv_set_dirty(bs, offset, bytes);
+    trace_bdrv_co_pwrite_zeroes_done(bs, offset, bytes, ret);
     return ret;
 }
 
@@ -462,6 +469,7 @@ int coroutine_fn bdrv_co_pdiscard(BdrvChild *child, int64_t offset,
     BdrvTrackedRequest req;
     int ret = bdrv_check_write(child, offset, bytes, false);
 
+    trace_bdrv_co_pdiscard(bs, offset, bytes);
     if (ret < 0) {
         return ret;
     }
@@ -485,6 +493,7 @@ int coroutine_fn bdrv_co_flush(BlockDriverState *bs)
 {
     int ret = 0;
 
+    trace_bdrv_co_flush(bs);
     if (bs->read_only) {
         return 0;
     }
@@ -504,6 +513,7 @@ int coroutine_fn bdrv_co_flush(BlockDriverState *bs)
         }
     }
     bdrv_dec_in_flight(bs);
+    trace_bdrv_co_flush_done(bs, ret);
     return ret;
 }
 
