@@ -29,6 +29,7 @@
 #include "block/block-backend.h"
 #include "block/dirty-bitmap.h"
 #include "util/main-loop.h"
+#include "block/trace.h"
 
 enum {
     ZERO_FALLBACK_CHUNK = 1 << 20,
@@ -383,6 +384,7 @@ int coroutine_fn bdrv_co_preadv(BdrvChild *child, int64_t offset,
     BdrvPadding pad;
     int ret = bdrv_check_range(bs, offset, bytes);
 
+    trace_bdrv_co_pread(bs, offset, bytes, flags);
     if (ret < 0 || bytes == 0) {
         return ret;
     }
@@ -405,6 +407,7 @@ int coroutine_fn bdrv_co_preadv(BdrvChild *child, int64_t offset,
         bdrv_pad_destroy(&pad);
     }
     tracked_request_end(bs, &req);
+    trace_bdrv_co_pread_done(bs, offset, bytes, ret);
     return ret;
 }
 
@@ -496,6 +499,7 @@ int coroutine_fn bdrv_co_pwritev(BdrvChild *child, int64_t offset,
     BlockDriverState *bs = child->bs;
     int ret = bdrv_check_write(child, offset, bytes, true);
 
+    trace_bdrv_co_pwrite(bs, offset, bytes, flags);
     if (ret < 0 || bytes == 0) {
         return ret;
     }
@@ -519,6 +523,7 @@ int coroutine_fn bdrv_co_pwritev(BdrvChild *child, int64_t offset,
         bdrv_dirty_bitmaps_truncate(bs, bs->total_bytes);
     }
     bdrv_set_dirty(bs, offset, bytes);
+    trace_bdrv_co_pwrite_done(bs, offset, bytes, ret);
     return ret;
 }
 
@@ -595,6 +600,7 @@ int coroutine_fn bdrv_co_pwrite_zeroes(BdrvChild *child, int64_t offset,
     int64_t head_end, tail_start;
     int ret = bdrv_check_write(child, offset, bytes, false);
 
+    trace_bdrv_co_pwrite_zeroes(bs, offset, bytes, flags);
     if (ret < 0 || bytes == 0) {
         return ret;
     }
@@ -625,6 +631,7 @@ int coroutine_fn bdrv_co_pwrite_zeroes(BdrvChild *child, int64_t offset,
                              flags & BDRV_REQ_FUA);
     }
     bdrv_set_dirty(bs, offset, bytes);
+    trace_bdrv_co_pwrite_zeroes_done(bs, offset, bytes, ret);
     return ret;
 }
 
@@ -639,6 +646,7 @@ int coroutine_fn bdrv_co_pdiscard(BdrvChild *child, int64_t offset,
     BdrvTrackedRequest req;
     int ret = bdrv_check_write(child, offset, bytes, false);
 
+    trace_bdrv_co_pdiscard(bs, offset, bytes);
     if (ret < 0) {
         return ret;
     }
@@ -666,6 +674,7 @@ int coroutine_fn bdrv_co_flush(BlockDriverState *bs)
 {
     int ret = 0;
 
+    trace_bdrv_co_flush(bs);
     if (bs->read_only) {
         return 0;
     }
@@ -685,6 +694,7 @@ int coroutine_fn bdrv_co_flush(BlockDriverState *bs)
         }
     }
     bdrv_dec_in_flight(bs);
+    trace_bdrv_co_flush_done(bs, ret);
     return ret;
 }
 

@@ -53,6 +53,7 @@
 #include "nbd/nbd-internal.h"
 #include "block/block-backend.h"
 #include "util/main-loop.h"
+#include "nbd/trace.h"
 
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -260,12 +261,14 @@ static int coroutine_fn nbd_co_send_simple(NBDClient *client,
     nbd_st32(&hdr.magic, NBD_SIMPLE_REPLY_MAGIC);
     nbd_st32(&hdr.error, error);
     nbd_st64(&hdr.cookie, cookie);
+    trace_nbd_co_send_simple(client, cookie, error, error ? 0 : data_len);
     return nbd_co_send_locked(client, iov, error || !data_len ? 1 : 2);
 }
 
 static void nbd_fill_chunk(NBDStructuredReply *hdr, uint64_t cookie,
                            uint16_t flags, uint16_t type, uint32_t len)
 {
+    trace_nbd_fill_chunk(cookie, flags, type, len);
     nbd_st32(&hdr->magic, NBD_STRUCTURED_REPLY_MAGIC);
     nbd_st16(&hdr->flags, flags);
     nbd_st16(&hdr->type, type);
@@ -621,6 +624,8 @@ static int coroutine_fn nbd_co_receive_one(NBDClient *client)
     req.cookie = nbd_ld64(&wire.cookie);
     req.offset = nbd_ld64(&wire.offset);
     req.length = nbd_ld32(&wire.length);
+    trace_nbd_co_receive_one(client, req.cookie, req.type, req.flags,
+                             req.offset, req.length);
 
     if (req.type == NBD_CMD_DISC) {
         return 1;

@@ -15,6 +15,8 @@ packages=(
     nbdkit libnbd-bin fio
     # certtool, for the TLS tests
     gnutls-bin
+    # <sys/sdt.h>: USDT probes at the trace points
+    systemtap-sdt-dev
 )
 
 missing=()

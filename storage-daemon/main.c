@@ -26,6 +26,7 @@
 #include "qapi/qapi-commands.h"
 #include "qapi/qapi-visit.h"
 #include "qapi/qmp-option.h"
+#include "trace/control.h"
 
 #include <fcntl.h>
 #include <getopt.h>
@@ -49,6 +50,8 @@ static void help(void)
 "qemu-storage-daemon)\n"
 "\n"
 "  -h, --help             display this help and exit\n"
+"  -T, --trace [[enable=]<pattern>][,events=<file>][,file=<file>]\n"
+"                         specify tracing options\n"
 "  -V, --version          output version information and exit\n"
 "\n"
 "  --blockdev [driver=]<driver>[,node-name=<N>][,discard=ignore|unmap]\n"
@@ -107,6 +110,7 @@ static const struct option long_options[] = {
     { "nbd-server", required_argument, NULL, OPTION_NBD_SERVER },
     { "object", required_argument, NULL, OPTION_OBJECT },
     { "pidfile", required_argument, NULL, OPTION_PIDFILE },
+    { "trace", required_argument, NULL, 'T' },
     { "version", no_argument, NULL, 'V' },
     { NULL, 0, NULL, 0 },
 };
@@ -163,6 +167,8 @@ static bool process_option(int option, const char *arg, Error **errp)
     OptionCommand cmd = { .option = option, .arg = arg };
 
     switch (option) {
+    case 'T':
+        return trace_opt_parse(arg, errp);
     case OPTION_CHARDEV:
         return monitor_chardev_add_opts(arg, errp);
     case OPTION_MONITOR:
@@ -307,7 +313,7 @@ int main(int argc, char **argv)
 
     /* First pass: options that change how we start. */
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "-:hV", long_options, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "-:hT:V", long_options, NULL)) != -1) {
         switch (c) {
         case 'h':
             help();
@@ -341,7 +347,7 @@ int main(int argc, char **argv)
 
     /* Second pass: everything else, in order. */
     optind = 0;
-    while ((c = getopt_long(argc, argv, "-:hV", long_options, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "-:hT:V", long_options, NULL)) != -1) {
         Error *err = NULL;
 
         switch (c) {
@@ -351,6 +357,7 @@ int main(int argc, char **argv)
         case OPTION_MONITOR:
         case OPTION_NBD_SERVER:
         case OPTION_OBJECT:
+        case 'T':
             if (!process_option(c, optarg, &err)) {
                 option_error(option_name(c), optarg, err);
             }

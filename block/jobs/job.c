@@ -38,6 +38,7 @@
 #include "block/job.h"
 #include "util/main-loop.h"
 #include "util/ratelimit.h"
+#include "block/jobs/trace.h"
 #include "qapi/qapi-events.h"
 
 struct JobTxn {
@@ -139,6 +140,8 @@ static void job_set_status(Job *job, JobStatus to)
     JobStatus from = job->status;
 
     g_assert(job_transition_allowed(from, to));
+    trace_job_set_status(job, job->id, JobStatus_str(from),
+                         JobStatus_str(to));
     job->status = to;
     if (!job_is_internal(job) && from != to) {
         qapi_event_send_job_status_change(job->id, to);
@@ -242,11 +245,15 @@ Job *job_next(Job *job)
 void job_progress_update(Job *job, uint64_t done)
 {
     job->progress_current += done;
+    trace_job_progress_update(job, done, job->progress_current,
+                              job->progress_total);
 }
 
 void job_progress_set_remaining(Job *job, uint64_t remaining)
 {
     job->progress_total = job->progress_current + remaining;
+    trace_job_progress_set_remaining(job, remaining, job->progress_current,
+                                     job->progress_total);
 }
 
 void job_progress_increase_remaining(Job *job, uint64_t delta)

@@ -45,6 +45,7 @@
  * not write compressed clusters.
  */
 #include "block/qcow2/qcow2.h"
+#include "block/qcow2/trace.h"
 
 enum {
     /* Where in its buffer the copy-on-write tail starts; see below. */
@@ -595,6 +596,7 @@ static int coroutine_fn alloc_write(BlockDriverState *bs, int64_t offset,
         co_mutex_unlock(&s->lock);
         return ret;
     }
+    trace_qcow2_alloc_write(bs, cluster_start, n, host);
     alloc.guest_start = cluster_start;
     alloc.guest_end = cluster_start + (n << s->cluster_bits);
     alloc.link = (GList) { .data = &alloc };

@@ -32,6 +32,7 @@
  * data (see "Deferred frees" below).
  */
 #include "block/qcow2/qcow2.h"
+#include "block/qcow2/trace.h"
 
 uint64_t qcow2_refcount_get(const void *block, int order, uint64_t index)
 {
@@ -613,6 +614,8 @@ int64_t coroutine_fn qcow2_alloc_clusters(BlockDriverState *bs,
         if (start == s->free_cluster_index) {
             s->free_cluster_index = start + nb_clusters;
         }
+        trace_qcow2_alloc_clusters(bs, nb_clusters,
+                                   start << s->cluster_bits);
         return start << s->cluster_bits;
     }
 }
