@@ -320,6 +320,26 @@ static Qcow2BitmapEntry *entry_dup(const Qcow2BitmapEntry *e)
     return c;
 }
 
+/*
+ * Clear the bitmaps autoclear bit, on disk before the extension goes: a
+ * bit set without the extension makes QEMU refuse every metadata-checked
+ * write (its bitmap directory then spans everything), while an extension
+ * without the bit is merely ignored.
+ */
+static int coroutine_fn clear_autoclear(BlockDriverState *bs, Error **errp)
+{
+    int ret = set_autoclear(bs, false);
+
+    if (ret == 0) {
+        ret = bdrv_co_flush(bs->file->bs);
+    }
+    if (ret < 0) {
+        error_setg_errno(errp, -ret, "qcow2: could not clear the bitmaps "
+                         "autoclear bit");
+    }
+    return ret;
+}
+
 static GPtrArray *dir_dup(GPtrArray *dir)
 {
     GPtrArray *c = g_ptr_array_new_full(
@@ -408,8 +428,11 @@ static int coroutine_fn write_directory(BlockDriverState *bs, GPtrArray *dir,
         ret = qcow2_rewrite_header_extension(bs, QCOW2_EXT_BITMAPS, data,
                                              sizeof(data), errp);
     } else if (b->ext_pos) {
-        ret = qcow2_rewrite_header_extension(bs, QCOW2_EXT_BITMAPS, NULL, 0,
-                                             errp);
+        ret = clear_autoclear(bs, errp);
+        if (ret == 0) {
+            ret = qcow2_rewrite_header_extension(bs, QCOW2_EXT_BITMAPS, NULL,
+                                                 0, errp);
+        }
     }
     if (ret == 0) {
         ret = bdrv_co_flush(bs->file->bs);
@@ -485,6 +508,11 @@ int coroutine_fn qcow2_bitmaps_open(BlockDriverState *bs, int64_t file_len,
     g_autoptr(GPtrArray) dir = NULL;
     int ret;
 
+    if (!b->ext_pos && (s->autoclear_features & QCOW2_AUTOCLEAR_BITMAPS) &&
+        !bs->read_only) {
+        /* Left by earlier blockd builds when they removed the last bitmap. */
+        return clear_autoclear(bs, errp);
+    }
     if (!b->ext_pos || b->ext_ignored) {
         if (b->ext_ignored) {
             warn_report("qcow2: '%s': a program lacking bitmap support "

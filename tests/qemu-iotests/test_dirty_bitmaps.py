@@ -339,3 +339,31 @@ def test_bitmap_grows_with_its_node(daemon, img):
     (info,) = bitmaps(daemon, "qf")
     # The new data clusters lie past the old end of the file.
     assert info["count"] >= MiB, info
+
+
+def autoclear_bits(img):
+    with open(img, "rb") as f:
+        f.seek(88)
+        return int.from_bytes(f.read(8), "big")
+
+
+def test_removing_the_last_bitmap_leaves_a_clean_header(daemon_factory, img):
+    """No autoclear bit without the extension: QEMU could not write it."""
+    qemu_img("bitmap", "--add", img, "p")
+    d = daemon_factory()
+    open_qcow2(d, img)
+    d.command("block-dirty-bitmap-remove", {"node": "q", "name": "p"})
+    assert d.stop()
+    assert autoclear_bits(img) == 0
+    # QEMU's own block layer writes metadata (a new cluster) into it.
+    iotests.qemu_io("-f", "qcow2", "-c", "write -q -P 1 32M 64k", img)
+    qemu_img("check", img)
+
+
+@iotests.blockd_only("repairs what earlier blockd builds left")
+def test_stray_autoclear_bit_cleared_at_open(daemon, img):
+    with open(img, "r+b") as f:
+        f.seek(88)
+        f.write((1).to_bytes(8, "big"))
+    open_qcow2(daemon, img)
+    assert autoclear_bits(img) == 0
