@@ -247,31 +247,55 @@ static int coroutine_fn nbd_client_dial_inet(NbdClient *s, Error **errp)
     return ret;
 }
 
-/* Run the handshake on @nbd until it is ready or has failed. */
-static void coroutine_fn nbd_co_handshake(NbdClient *s,
-                                          struct nbd_handle *nbd)
+/*
+ * Why the handshake failed, from libnbd's error of the call that failed
+ * (its error is per thread: read it before yielding again).
+ */
+static void nbd_handshake_error(NbdClient *s, Error **errp)
 {
-    int fd = nbd_aio_get_fd(nbd);
+    if (nbd_get_errno() == ENOENT) {
+        /* The server has no export of that name. */
+        error_setg(errp, "Requested export not available");
+    } else if (s->closing) {
+        error_setg(errp, "Failed to connect to '%s': the node is being "
+                   "closed", s->address);
+    } else {
+        error_setg(errp, "Failed to connect to '%s': %s", s->address,
+                   nbd_get_error() ? nbd_get_error() : "handshake failed");
+    }
+}
+
+/* Run the handshake on the connected socket @fd, which @nbd takes. */
+static bool coroutine_fn nbd_co_handshake(NbdClient *s,
+                                          struct nbd_handle *nbd, int fd,
+                                          Error **errp)
+{
+    int ret = nbd_aio_connect_socket(nbd, fd);
 
     s->attempt_fd = fd;
-    while (nbd_aio_is_connecting(nbd)) {
+    while (ret == 0 && nbd_aio_is_connecting(nbd)) {
         GIOCondition want = nbd_wanted_condition(nbd);
         GIOCondition seen = co_wait_fd(fd, want);
 
         if ((want & G_IO_IN) && (seen & (G_IO_IN | G_IO_HUP | G_IO_ERR))) {
-            nbd_aio_notify_read(nbd);
+            ret = nbd_aio_notify_read(nbd);
         } else if (want & G_IO_OUT) {
-            nbd_aio_notify_write(nbd);
+            ret = nbd_aio_notify_write(nbd);
         } else {
-            nbd_aio_notify_read(nbd);
+            ret = nbd_aio_notify_read(nbd);
         }
     }
     s->attempt_fd = -1;
+    if (ret < 0 || !nbd_aio_is_ready(nbd)) {
+        nbd_handshake_error(s, errp);
+        return false;
+    }
+    return true;
 }
 
 /* A connected, negotiated handle, or NULL with @errp set. */
 static struct nbd_handle *coroutine_fn nbd_client_connect_once(NbdClient *s,
-                                                        Error **errp)
+                                                               Error **errp)
 {
     struct nbd_handle *nbd;
     int fd;
@@ -292,30 +316,16 @@ static struct nbd_handle *coroutine_fn nbd_client_connect_once(NbdClient *s,
 
     nbd = nbd_create();
     if (!nbd || nbd_set_export_name(nbd, s->export) < 0 ||
-        nbd_add_meta_context(nbd, s->meta_context) < 0 ||
-        nbd_aio_connect_socket(nbd, fd) < 0) {
+        nbd_add_meta_context(nbd, s->meta_context) < 0) {
         error_setg(errp, "Failed to connect to '%s': %s", s->address,
                    nbd_get_error());
+        close(fd);
         if (nbd) {
-            nbd_close(nbd);     /* closes fd once it has taken it */
-        } else {
-            close(fd);
+            nbd_close(nbd);
         }
         return NULL;
     }
-    nbd_co_handshake(s, nbd);
-    if (!nbd_aio_is_ready(nbd)) {
-        /* libnbd's ENOENT: the server has no export of that name. */
-        if (nbd_get_errno() == ENOENT) {
-            error_setg(errp, "Requested export not available");
-        } else if (s->closing) {
-            error_setg(errp, "Failed to connect to '%s': the node is "
-                       "being closed", s->address);
-        } else {
-            error_setg(errp, "Failed to connect to '%s': %s", s->address,
-                       nbd_get_error() ? nbd_get_error()
-                                       : "handshake failed");
-        }
+    if (!nbd_co_handshake(s, nbd, fd, errp)) {
         nbd_close(nbd);
         return NULL;
     }
