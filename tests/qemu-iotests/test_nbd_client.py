@@ -183,6 +183,10 @@ def test_reconnect_within_delay(daemon, scratch):
         wait_all([io])
         qemu_io_cmds(kit.uri(), read_cmds(writes))
         daemon.assert_alive()
+        # Closing flushes, and a flush would wait out the delay (as in QEMU)
+        # if the server were gone first.
+        daemon.del_export("e")
+        daemon.command("blockdev-del", node_name="remote")
     finally:
         kit.stop()
 
