@@ -236,7 +236,8 @@ static int coroutine_fn nbd_open(BlockDriverState *bs,
     }
     if (!bs->read_only && nbd_is_read_only(s->nbd) > 0) {
         if (!(options->has_auto_read_only && options->auto_read_only)) {
-            error_setg(errp, "NBD export is read-only");
+            /* QEMU's words for it */
+            error_setg(errp, "Could not open image: Permission denied");
             nbd_close_node(bs);
             return -EACCES;
         }
