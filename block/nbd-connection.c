@@ -169,25 +169,32 @@ static int coroutine_fn nbd_client_dial(int fd, const struct sockaddr *addr,
     return -err;
 }
 
-static int coroutine_fn nbd_client_dial_unix(NbdClient *s)
+/* A connected socket, or -1 with @errp set. */
+static int coroutine_fn nbd_client_dial_unix(NbdClient *s, Error **errp)
 {
     struct sockaddr_un sun = { .sun_family = AF_UNIX };
     int fd, ret;
 
     if (strlen(s->path) >= sizeof(sun.sun_path)) {
-        return -ENAMETOOLONG;
+        error_setg(errp, "UNIX socket path '%s' is too long", s->path);
+        return -1;
     }
     strcpy(sun.sun_path, s->path);
     fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        return -errno;
+        ret = -errno;
+    } else {
+        s->attempt_fd = fd;
+        ret = nbd_client_dial(fd, (struct sockaddr *)&sun, sizeof(sun));
+        s->attempt_fd = -1;
     }
-    s->attempt_fd = fd;
-    ret = nbd_client_dial(fd, (struct sockaddr *)&sun, sizeof(sun));
-    s->attempt_fd = -1;
     if (ret < 0) {
-        close(fd);
-        return ret;
+        if (fd >= 0) {
+            close(fd);
+        }
+        error_setg(errp, "Failed to connect to '%s': %s", s->address,
+                   strerror(-ret));
+        return -1;
     }
     return fd;
 }
@@ -214,6 +221,7 @@ static int nbd_lookup_run(void *opaque)
     return 0;
 }
 
+/* A connected socket, or -1 with @errp set (a failed name lookup). */
 static int coroutine_fn nbd_client_dial_inet(NbdClient *s, Error **errp)
 {
     NbdLookup lookup = { .host = s->host, .port = s->port };
@@ -223,7 +231,7 @@ static int coroutine_fn nbd_client_dial_inet(NbdClient *s, Error **errp)
     if (lookup.gai_error) {
         error_setg(errp, "address resolution failed for %s: %s",
                    s->address, gai_strerror(lookup.gai_error));
-        return -EINVAL;
+        return -1;
     }
     for (struct addrinfo *ai = lookup.res; ai; ai = ai->ai_next) {
         int fd = socket(ai->ai_family,
@@ -244,6 +252,11 @@ static int coroutine_fn nbd_client_dial_inet(NbdClient *s, Error **errp)
         close(fd);
     }
     freeaddrinfo(lookup.res);
+    if (ret < 0) {
+        error_setg(errp, "Failed to connect to '%s': %s", s->address,
+                   strerror(-ret));
+        return -1;
+    }
     return ret;
 }
 
@@ -300,17 +313,9 @@ static struct nbd_handle *coroutine_fn nbd_client_connect_once(NbdClient *s,
     struct nbd_handle *nbd;
     int fd;
 
-    if (s->type == SOCKET_ADDRESS_TYPE_UNIX) {
-        fd = nbd_client_dial_unix(s);
-    } else {
-        fd = nbd_client_dial_inet(s, errp);
-        if (fd == -EINVAL) {
-            return NULL;
-        }
-    }
+    fd = s->type == SOCKET_ADDRESS_TYPE_UNIX ? nbd_client_dial_unix(s, errp)
+                                             : nbd_client_dial_inet(s, errp);
     if (fd < 0) {
-        error_setg(errp, "Failed to connect to '%s': %s", s->address,
-                   strerror(-fd));
         return NULL;
     }
 

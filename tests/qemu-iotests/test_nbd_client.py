@@ -172,7 +172,7 @@ def test_reconnect_within_delay(daemon, scratch):
     """Writes in flight and queued while the server restarts all succeed."""
     img = create_image(os.path.join(scratch, "remote.img"), SIZE)
     kit = Nbdkit(scratch, ["file", img], filters=["delay"], name="kit")
-    kit.plugin_args += ["delay-write=200ms"]
+    kit.plugin_args += ["delay-write=2"]
     kit.start()
     writes = [(0x10 + i, i * MiB, 256 * 1024) for i in range(16)]
     try:
@@ -180,7 +180,7 @@ def test_reconnect_within_delay(daemon, scratch):
         uri = reexport(daemon)
         io = qemu_io_popen(uri, [f"aio_write -P {p:#x} {off} {ln}" for p, off, ln in writes]
                            + ["aio_flush"])
-        time.sleep(0.3)             # some writes are at the server, some queued
+        time.sleep(0.5)             # the writes wait in the server
         _kill_and_restart(kit, 1.0)
         wait_all([io])
         qemu_io_cmds(kit.uri(), read_cmds(writes))
@@ -204,8 +204,9 @@ def test_reconnect_delay_expired(daemon, scratch, delay):
         add_nbd_node(daemon, kit, reconnect_delay=delay)
         uri = reexport(daemon)
         qemu_io_cmds(uri, write_cmds(WRITES[:1]))
-        kit.kill()
+        # The delay runs from the loss of the connection.
         start = time.monotonic()
+        kit.kill()
         res = qemu_io_cmds(uri, ["write -P 0x22 0 64k"], check=False)
         assert EIO_TEXT in res.output, res
         assert time.monotonic() - start >= delay * 0.9
@@ -302,6 +303,19 @@ def test_refused_tcp(daemon):
     assert _add_error(daemon, {"server": {"type": "inet", "host": "127.0.0.1",
                                           "port": str(port)}}) == \
         f"Failed to connect to '127.0.0.1:{port}': Connection refused"
+
+
+def test_socket_path_too_long(daemon):
+    path = "/tmp/" + "x" * 200
+    assert _add_error(daemon, {"server": {"type": "unix", "path": path}}) == \
+        f"UNIX socket path '{path}' is too long"
+
+
+def test_unresolvable_host(daemon):
+    # .invalid never resolves (RFC 2606); the reason depends on the resolver.
+    desc = _add_error(daemon, {"server": {"type": "inet", "host": "no.such.host.invalid",
+                                          "port": "10809"}})
+    assert desc.startswith("address resolution failed for no.such.host.invalid:10809: "), desc
 
 
 def test_tcp_server(daemon, scratch):
