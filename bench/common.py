@@ -279,8 +279,9 @@ def print_table(rows: List[Dict[str, Any]], metrics: Sequence[str] = ("iops", "b
     """One line per workload: for each metric, a's and b's medians and a/b
     (see median_row())."""
     a, b = labels
-    group = f"{'':<20}"
-    head = f"{'workload':<20}"
+    width = max([20] + [len(r["name"]) for r in rows])
+    group = f"{'':<{width}}"
+    head = f"{'workload':<{width}}"
     for m in metrics:
         group += f" | {METRIC_COLUMNS[m][0]:<24}"
         head += f" | {a:>9} {b:>8} {'a/b':>5}"
@@ -288,7 +289,7 @@ def print_table(rows: List[Dict[str, Any]], metrics: Sequence[str] = ("iops", "b
     print(head)
     print("-" * len(head))
     for r in rows:
-        line = f"{r['name']:<20}"
+        line = f"{r['name']:<{width}}"
         for m in metrics:
             _, fmt, scale = METRIC_COLUMNS[m]
             va, vb = r[a].get(m, float("nan")), r[b].get(m, float("nan"))

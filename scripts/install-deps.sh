@@ -8,7 +8,7 @@ packages=(
     # build (clang and its runtime: the libFuzzer harnesses)
     gcc meson ninja-build pkg-config clang libclang-rt-14-dev
     libglib2.0-dev liburing-dev libjson-c-dev zlib1g-dev libzstd-dev
-    libgnutls28-dev
+    libgnutls28-dev libnbd-dev
     # tests and benchmarks: the real tools blockd is compared with
     python3 python3-pytest python3-libnbd
     qemu-utils qemu-system-common strace
