@@ -161,16 +161,9 @@ static Object *psk_create(ObjectOptions *opts, Error **errp)
 {
     TlsCredsPskProperties *props = &opts->u.tls_creds_psk;
     QCryptoTLSCredsPSK *psk = g_new0(QCryptoTLSCredsPSK, 1);
-    TlsCredsProperties common = {
-        .has_verify_peer = props->has_verify_peer,
-        .verify_peer = props->verify_peer,
-        .dir = props->dir,
-        .has_endpoint = props->has_endpoint,
-        .endpoint = props->endpoint,
-        .priority = props->priority,
-    };
 
-    if (!qcrypto_tls_creds_init(&psk->parent, &psk_ops, &common,
+    if (!qcrypto_tls_creds_init(&psk->parent, &psk_ops,
+                                qapi_TlsCredsPskProperties_base(props),
                                 QCRYPTO_TLS_PSK_PRIORITY, errp) ||
         !psk_load(psk, props->username, errp)) {
         psk_free(psk);

@@ -299,16 +299,9 @@ static Object *x509_create(ObjectOptions *opts, Error **errp)
 {
     TlsCredsX509Properties *props = &opts->u.tls_creds_x509;
     QCryptoTLSCredsX509 *x509 = g_new0(QCryptoTLSCredsX509, 1);
-    TlsCredsProperties common = {
-        .has_verify_peer = props->has_verify_peer,
-        .verify_peer = props->verify_peer,
-        .dir = props->dir,
-        .has_endpoint = props->has_endpoint,
-        .endpoint = props->endpoint,
-        .priority = props->priority,
-    };
 
-    if (!qcrypto_tls_creds_init(&x509->parent, &x509_ops, &common, "",
+    if (!qcrypto_tls_creds_init(&x509->parent, &x509_ops,
+                                qapi_TlsCredsX509Properties_base(props), "",
                                 errp)) {
         x509_free(&x509->parent);
         return NULL;

@@ -96,6 +96,12 @@ def generate(schema, outdir):
         for dep in by_value_deps(t):
             emit(dep)
         h.add('struct %s {\n%s};\n\n' % (t.c_name(), struct_body(t)))
+        base = getattr(t, 'base', None)
+        if base is not None and not base.implicit and not t.variants:
+            # The base's members come first, in order: a pointer upcast.
+            h.add('static inline %s *qapi_%s_base(const %s *obj)\n'
+                  '{\n    return (%s *)obj;\n}\n\n'
+                  % (base.c_name(), t.c_name(), t.c_name(), base.c_name()))
         if not t.implicit:
             h.add('void qapi_free_%s(%s *obj);\n'
                   'G_DEFINE_AUTOPTR_CLEANUP_FUNC(%s, qapi_free_%s)\n\n'

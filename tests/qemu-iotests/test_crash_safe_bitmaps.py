@@ -23,6 +23,7 @@ import pytest
 
 import iotests
 from iotests import MiB, nbd_uri, qemu_img, qemu_io_cmds
+from test_dirty_bitmaps import bitmap_info, open_qcow2
 
 pytestmark = [pytest.mark.rw, pytest.mark.quick,
               iotests.blockd_only("the crash-safe mode is a blockd extension")]
@@ -61,20 +62,6 @@ def flags(img):
     info = json.loads(qemu_img("info", "-U", "--output=json", img).stdout)
     return {b["name"]: set(b["flags"])
             for b in info.get("format-specific", {}).get("data", {}).get("bitmaps", [])}
-
-
-def open_qcow2(d, img, node="q", read_only=False):
-    d.command("blockdev-add", {"driver": "qcow2", "node-name": node, "read-only": read_only,
-                               "file": {"driver": "file", "filename": img}})
-
-
-def bitmap_info(d, node, name):
-    for info in d.command("query-named-block-nodes", {"flat": True}):
-        if info["node-name"] == node:
-            for b in info.get("dirty-bitmaps", []):
-                if b["name"] == name:
-                    return b
-    raise AssertionError(f"bitmap {name} not on {node}")
 
 
 def sha(d, name):

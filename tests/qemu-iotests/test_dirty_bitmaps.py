@@ -47,6 +47,13 @@ def bitmaps(d, node):
     raise AssertionError(f"node {node} not listed")
 
 
+def bitmap_info(d, node, name):
+    for b in bitmaps(d, node):
+        if b.get("name") == name:
+            return b
+    raise AssertionError(f"no bitmap {name} on {node}")
+
+
 def sha(d, node, name):
     return d.command("x-debug-block-dirty-bitmap-sha256", {"node": node, "name": name})["sha256"]
 

@@ -22,7 +22,7 @@ import pytest
 import iotests
 import nbd_client as N
 from iotests import KiB, MiB, nbd_uri, nbdinfo_map, qemu_img, qemu_io_cmds, run
-from test_dirty_bitmaps import error_of
+from test_dirty_bitmaps import bitmap_info, error_of
 
 pytestmark = pytest.mark.quick
 
@@ -58,15 +58,6 @@ def expected_map(size, gran, writes):
 def bitmap_map(uri, name):
     """nbdinfo's map of context qemu:dirty-bitmap:NAME, neighbours merged."""
     return nbdinfo_map(uri, f"qemu:dirty-bitmap:{name}")
-
-
-def bitmap_info(d, node, name):
-    for info in d.command("query-named-block-nodes", {"flat": True}):
-        if info["node-name"] == node:
-            for b in info.get("dirty-bitmaps", []):
-                if b["name"] == name:
-                    return b
-    raise AssertionError(f"no bitmap {name} on {node}")
 
 
 def add_qcow2(d, path, node):
