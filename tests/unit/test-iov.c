@@ -123,7 +123,8 @@ static void test_slice_all_windows(void)
             iovector_init_slice(&s, &p.v, off, len);
             got = flatten(&s);
             g_assert_cmpuint(got->len, ==, len);
-            g_assert(memcmp(got->data, model->data + off, len) == 0);
+            g_assert(len == 0 ||
+                     memcmp(got->data, model->data + off, len) == 0);
             /* Never more elements than the window touches. */
             g_assert_cmpint(s.niov, <=, p.v.niov);
             if (s.niov <= 1) {
