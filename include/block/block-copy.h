@@ -1,0 +1,148 @@
+/*
+ * block-copy: the engine that copies clusters from a source node to a
+ * target node, shared by the copy-before-write filter (a guest write
+ * copies the clusters it is about to overwrite) and the backup job (the
+ * background copy of everything else), so that every cluster is copied
+ * exactly once, by whoever comes first.  block/block-copy.c;
+ * docs/devel/block-copy.rst explains the model.
+ *
+ * State: a copy bitmap (set: still to copy) of cluster granularity, the
+ * list of ranges being copied right now (block/reqlist.h), a memory
+ * budget for the bounce buffers of all tasks, and a rate limit for the
+ * background copy.
+ *
+ * A *call* copies what is still set in a range: it takes the dirty runs
+ * one by one (clearing their bits and registering them in flight before
+ * it yields), splits them into tasks of at most one chunk, runs up to
+ * max_workers tasks at a time, and waits for copies of the range that
+ * others have in flight.  A failed task sets its bits again, so nothing
+ * is lost: someone copies it later.
+ *
+ * Main loop and its coroutines only.
+ */
+#ifndef BLOCK_BLOCK_COPY_H
+#define BLOCK_BLOCK_COPY_H
+
+#include "block/block-common.h"
+#include "util/coroutine.h"
+
+typedef struct BlockCopyState BlockCopyState;
+typedef struct BlockCopyCallState BlockCopyCallState;
+
+/* The smallest copy unit, whatever the target (QEMU's). */
+#define BLOCK_COPY_MIN_CLUSTER_SIZE     (64 * 1024)
+/* Bounce-buffer budget of one state, shared by all its tasks. */
+#define BLOCK_COPY_MEMORY_BUDGET        (128 * 1024 * 1024)
+/* Default number of tasks one call runs at a time. */
+#define BLOCK_COPY_MAX_WORKERS          64
+
+typedef struct BlockCopyOptions {
+    /* Try copy offload (copy_file_range) first; fall back for good. */
+    bool use_copy_range;
+    /* Write compressed clusters (one cluster per task, no offload). */
+    bool compress;
+    /* Raise the cluster size to at least this (a power of two; 0: none). */
+    int64_t min_cluster_size;
+    /* Discard each copied range on the source (push from fleecing). */
+    bool discard_source;
+} BlockCopyOptions;
+
+/*
+ * block_copy_state_new:
+ * @source, @target: edges of the node that owns the state (the
+ *   copy-before-write filter), taken with the permissions a copy needs
+ * @bitmap: the initial copy set, rounded out to clusters (NULL: all)
+ *
+ * Cluster size = max(BLOCK_COPY_MIN_CLUSTER_SIZE, @opts->min_cluster_size,
+ * the target's cluster size), with QEMU's rules and messages when the
+ * target cannot tell it.  The copy bitmap is an anonymous bitmap on the
+ * owner node (@source's parent).
+ */
+BlockCopyState *block_copy_state_new(BdrvChild *source, BdrvChild *target,
+                                     const BdrvDirtyBitmap *bitmap,
+                                     const BlockCopyOptions *opts,
+                                     Error **errp);
+/* No call may be running. */
+void block_copy_state_free(BlockCopyState *s);
+
+int64_t block_copy_cluster_size(BlockCopyState *s);
+/* The copy bitmap: set bits are clusters still to copy. */
+BdrvDirtyBitmap *block_copy_dirty_bitmap(BlockCopyState *s);
+/* Bytes still to copy (set in the copy bitmap, or in flight). */
+uint64_t block_copy_remaining_bytes(BlockCopyState *s);
+
+/*
+ * Progress: @cb is called with the number of bytes of every task that
+ * completes successfully (copied, written as zeroes, or skipped because
+ * unallocated under sync=top), from whichever call ran it.
+ */
+typedef void BlockCopyProgressFunc(void *opaque, uint64_t bytes);
+void block_copy_set_progress_callback(BlockCopyState *s,
+                                      BlockCopyProgressFunc *cb,
+                                      void *opaque);
+
+/* Background rate limit in bytes per second (0: none). */
+void block_copy_set_speed(BlockCopyState *s, uint64_t speed);
+
+/*
+ * sync=top: while @skip is set, every task first asks whether its range
+ * is allocated in the source's own layer and drops what is not.
+ * block_copy_reset_unallocated() clears the bits of the unallocated run
+ * at @offset (the background scan); it returns 1 if the run at @offset
+ * is allocated, 0 if it was cleared, -errno on error, with its length in
+ * *@count.
+ */
+void block_copy_set_skip_unallocated(BlockCopyState *s, bool skip);
+int coroutine_fn block_copy_reset_unallocated(BlockCopyState *s,
+                                              int64_t offset,
+                                              int64_t *count);
+
+/*
+ * block_copy:
+ * Synchronous call (copy-before-write): copy what is still set in
+ * [@offset, @offset + @bytes) (cluster-aligned), waiting for overlapping
+ * copies others have in flight and for nothing else.  No rate limit.
+ * @timeout_ns: give up waiting after that long (0: never) with
+ * -ETIMEDOUT; the copy itself goes on in the background and
+ * block_copy_state_free() waits for it.
+ * Returns 0 or the first task's -errno; *@error_is_read tells whether it
+ * came from reading the source.
+ */
+int coroutine_fn block_copy(BlockCopyState *s, int64_t offset,
+                            int64_t bytes, uint64_t timeout_ns,
+                            bool *error_is_read);
+
+/*
+ * block_copy_async:
+ * Background call (the backup job): copy what is set in
+ * [@offset, @offset + @bytes) with up to @max_workers tasks at a time,
+ * each at most @max_chunk bytes (0: no limit beyond the chunk size),
+ * honouring the rate limit.  @cb runs (in the main loop) when the call
+ * ends: it finished, failed (it stops starting tasks, waits for those in
+ * flight and keeps the first error), or was cancelled.  The caller frees
+ * the call with block_copy_call_free() after that.
+ */
+typedef void BlockCopyAsyncCallbackFunc(void *opaque);
+BlockCopyCallState *block_copy_async(BlockCopyState *s, int64_t offset,
+                                     int64_t bytes, int max_workers,
+                                     int64_t max_chunk,
+                                     BlockCopyAsyncCallbackFunc *cb,
+                                     void *opaque);
+void block_copy_call_free(BlockCopyCallState *call);
+
+bool block_copy_call_finished(BlockCopyCallState *call);
+bool block_copy_call_succeeded(BlockCopyCallState *call);
+bool block_copy_call_failed(BlockCopyCallState *call);
+bool block_copy_call_cancelled(BlockCopyCallState *call);
+/* The call's result (0 or -errno), and whether it came from a read. */
+int block_copy_call_status(BlockCopyCallState *call, bool *error_is_read);
+
+/*
+ * Stop the call from starting tasks; those in flight finish, and then
+ * the callback runs.  Idempotent.
+ */
+void block_copy_call_cancel(BlockCopyCallState *call);
+/* Wake a call sleeping on the rate limit (the speed changed). */
+void block_copy_kick(BlockCopyCallState *call);
+
+#endif /* BLOCK_BLOCK_COPY_H */
