@@ -9,7 +9,7 @@
 # CHECK_SUITES picks the suites 'make check' runs (default: all three).
 # scripts/run-tests fails closed: a suite that did not run, or ran no test,
 # fails (docs/devel/testing.rst).
-#   make demo         build, then run the live demo (scripts/demo.sh)
+#   make demo         build, then run the live demo (scripts/demo.py)
 #   make bench        build, then compare with qemu-storage-daemon
 #   make clean        remove the build directory
 #
@@ -58,7 +58,7 @@ check-fuzz: deps
 	@scripts/run-tests fuzz
 
 demo: build
-	@scripts/demo.sh
+	@/usr/bin/python3 scripts/demo.py
 
 bench: build
 	bench/nbd-io

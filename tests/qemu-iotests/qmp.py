@@ -10,7 +10,7 @@ QMP framing: the server sends one JSON object per line.  Anything carrying an
 "return" or "error" is a command response.  The greeting ("QMP") arrives first.
 
 Only the Python standard library is used, so the module also works from
-``scripts/demo.sh`` and the benchmarks.
+``scripts/demo.py`` and the benchmarks.
 """
 
 import json
