@@ -296,3 +296,19 @@ def print_table(rows: List[Dict[str, Any]], metrics: Sequence[str] = ("iops", "b
             ratio = r["ratio"].get(m, float("nan"))
             line += f" | {fmt.format(va * scale):>9} {fmt.format(vb * scale):>8} {ratio:5.2f}"
         print(line)
+
+
+def goal_mark(value: float, minimum: Optional[float] = None,
+              maximum: Optional[float] = None) -> str:
+    """"ok" or "MISS" for @value against a goal; "" without goal or value."""
+    if (minimum is None and maximum is None) or value != value:     # NaN
+        return ""
+    ok = (minimum is None or value >= minimum) and (maximum is None or value <= maximum)
+    return "ok" if ok else "MISS"
+
+
+def fmt(value: Optional[float], spec: str, width: int) -> str:
+    """@value formatted, or "-" for a daemon that did not run the case."""
+    if value is None or value != value:
+        return f"{'-':>{width}}"
+    return f"{spec.format(value):>{width}}"
