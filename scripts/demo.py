@@ -19,27 +19,23 @@ Exits non-zero on the first failure.
 """
 
 import os
-import random
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests", "qemu-iotests"))
 
+from guest_writer import GuestWriter, Write, at_point_in_time  # noqa: E402
 from qmp import QMP  # noqa: E402  (path set up above)
 
 MiB = 1024 * 1024
 SIZE = 256 * MiB
 FULL_SPEED = 48 * MiB           # bytes/s: long enough to watch the progress
 WRITE_PAUSE = 0.004             # seconds between two guest writes
-
-Write = Tuple[int, int, int]    # pattern byte, offset, length
-
 
 def step(msg: str) -> None:
     print(f"==> {msg}", flush=True)
@@ -63,57 +59,6 @@ def qemu_io_script(image: str, fmt: str, writes: List[Write]) -> None:
                          capture_output=True, text=True)
     if res.returncode != 0 or "error" in res.stdout.lower():
         fail(f"qemu-io on {image}: {res.stdout}{res.stderr}")
-
-
-class GuestWriter(threading.Thread):
-    """The "guest": one interactive qemu-io on the NBD export, writing
-    random 4 KiB..256 KiB extents with random patterns until stopped.
-    Holding ``pause`` keeps it between two writes; ``done`` lists the
-    writes it has completed, in order."""
-
-    def __init__(self, uri: str, seed: int):
-        super().__init__(daemon=True)
-        self.rng = random.Random(seed)
-        self.pause = threading.Lock()
-        self.stopping = threading.Event()
-        self.done: List[Write] = []
-        self.error: Optional[str] = None
-        self.proc = subprocess.Popen(["qemu-io", "-f", "raw", uri], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, bufsize=1)
-
-    def next_write(self) -> Write:
-        length = self.rng.choice((4096, 65536, 262144))
-        offset = self.rng.randrange(0, SIZE - length, 4096)
-        return self.rng.randrange(1, 256), offset, length
-
-    def run(self) -> None:
-        assert self.proc.stdin and self.proc.stdout
-        while not self.stopping.is_set():
-            with self.pause:
-                w = self.next_write()
-                self.proc.stdin.write(f"write -P {w[0]} {w[1]} {w[2]}\n")
-                self.proc.stdin.flush()
-                line = self.proc.stdout.readline()
-                while line and "wrote" not in line:
-                    if "error" in line.lower() or "failed" in line.lower():
-                        self.error = line.strip()
-                        return
-                    line = self.proc.stdout.readline()
-                if not line:
-                    self.error = "qemu-io exited"
-                    return
-                self.done.append(w)
-            time.sleep(WRITE_PAUSE)
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.join(timeout=30)
-        assert self.proc.stdin
-        self.proc.stdin.close()
-        self.proc.wait(timeout=30)
-        if self.error:
-            fail(f"guest writer: {self.error}")
 
 
 def wait_for_job(qmp: QMP, job_id: str) -> Dict[str, Any]:
@@ -147,9 +92,9 @@ def wait_for_job(qmp: QMP, job_id: str) -> Dict[str, Any]:
 def start_backup(qmp: QMP, writer: GuestWriter, actions: List[Dict[str, Any]]) -> int:
     """Run @actions as one transaction between two guest writes; the
     number of writes the backup contains."""
-    with writer.pause:
-        qmp.command("transaction", {"actions": actions})
-        return len(writer.done)
+    _, writes = at_point_in_time([writer], lambda: qmp.command("transaction",
+                                                               {"actions": actions}))
+    return len(writes)
 
 
 def backup_action(job_id: str, target: str, sync: str, **extra: Any) -> Dict[str, Any]:
@@ -208,7 +153,8 @@ def main() -> None:
         add_qcow2_target(qmp, "inc1", inc)
 
         step("the guest (qemu-io over NBD) starts writing, and keeps writing")
-        writer = GuestWriter(f"nbd+unix:///disk?socket={sock}", seed=2026)
+        writer = GuestWriter(f"nbd+unix:///disk?socket={sock}", (0, SIZE), seed=2026,
+                             pause_s=WRITE_PAUSE)
         writer.start()
         time.sleep(0.5)
 
@@ -233,7 +179,9 @@ def main() -> None:
               f"of {SIZE // MiB} MiB")
 
         time.sleep(0.5)
-        writer.stop()
+        error = writer.stop()
+        if error:
+            fail(f"guest writer: {error}")
         step(f"guest stopped after {len(writer.done)} writes")
         for node in ("full", "inc1"):
             qmp.command("blockdev-del", {"node-name": node})
