@@ -92,9 +92,9 @@ def wait_for_job(qmp: QMP, job_id: str) -> Dict[str, Any]:
 def start_backup(qmp: QMP, writer: GuestWriter, actions: List[Dict[str, Any]]) -> int:
     """Run @actions as one transaction between two guest writes; the
     number of writes the backup contains."""
-    _, writes = at_point_in_time([writer], lambda: qmp.command("transaction",
-                                                               {"actions": actions}))
-    return len(writes)
+    _, instant = at_point_in_time([writer], lambda: qmp.command("transaction",
+                                                                {"actions": actions}))
+    return instant.counts[0]
 
 
 def backup_action(job_id: str, target: str, sync: str, **extra: Any) -> Dict[str, Any]:

@@ -19,7 +19,8 @@ import random
 import subprocess
 import threading
 import time
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple, TypeVar
+from typing import (Callable, Iterator, List, NamedTuple, Optional, Sequence, Tuple,
+                    TypeVar)
 
 Write = Tuple[int, int, int]    # pattern byte, offset, length
 
@@ -99,10 +100,23 @@ def writers_paused(writers: Sequence[GuestWriter]) -> Iterator[None]:
         yield
 
 
+class PointInTime(NamedTuple):
+    """How many writes each writer had completed at an instant."""
+    writers: Sequence[GuestWriter]
+    counts: Sequence[int]
+
+    def writes(self) -> List[Write]:
+        """The writes the disk held at that instant (all writers)."""
+        return [w for writer, n in zip(self.writers, self.counts) for w in writer.done[:n]]
+
+    def writes_since(self, earlier: "PointInTime") -> List[Write]:
+        return [w for writer, start, end in zip(self.writers, earlier.counts, self.counts)
+                for w in writer.done[start:end]]
+
+
 def at_point_in_time(writers: Sequence[GuestWriter],
-                     action: Callable[[], T]) -> Tuple[T, List[Write]]:
-    """Run @action with every writer paused; its result and the writes
-    (of all writers) that had completed, i.e. the disk at that instant."""
+                     action: Callable[[], T]) -> Tuple[T, PointInTime]:
+    """Run @action with every writer paused: its result, and the instant."""
     with writers_paused(writers):
         result = action()
-        return result, [w for writer in writers for w in writer.done]
+        return result, PointInTime(writers, [len(w.done) for w in writers])
