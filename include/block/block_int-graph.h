@@ -83,6 +83,13 @@ struct BlockDriverState {
 
     /* Dirty bitmaps (BdrvDirtyBitmap *), newest first: dirty-bitmap.c. */
     GList *dirty_bitmaps;
+    /*
+     * What each write asks of dirty_bitmaps, kept up to date by
+     * dirty-bitmap.c whenever a bitmap comes, goes or changes state.
+     */
+    BdrvDirtyBitmap **enabled_bitmaps;  /* NULL if there is none */
+    unsigned n_enabled_bitmaps;
+    bool has_readonly_bitmaps;
 };
 
 /* block.c */

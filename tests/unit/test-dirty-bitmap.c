@@ -100,6 +100,47 @@ static void test_marking(void)
     bdrv_unref(bs);
 }
 
+/*
+ * The node keeps what each write needs of its bitmaps (the enabled ones,
+ * whether one is read-only) up to date through every change of state.
+ */
+static void test_write_path_follows_state(void)
+{
+    BlockDriverState *bs = open_disk();
+    BdrvDirtyBitmap *a = bdrv_create_dirty_bitmap(bs, GRAN, "a",
+                                                  &error_abort);
+    BdrvDirtyBitmap *b = bdrv_create_dirty_bitmap(bs, GRAN, "b",
+                                                  &error_abort);
+
+    write_granules(bs, 0x1);
+    bdrv_disable_dirty_bitmap(a);
+    write_granules(bs, 0x2);
+    bdrv_enable_dirty_bitmap(a);
+    write_granules(bs, 0x4);
+    bdrv_disable_dirty_bitmap(b);
+    write_granules(bs, 0x8);
+    g_assert_cmphex(granules_of(a), ==, 0xd);
+    g_assert_cmphex(granules_of(b), ==, 0x7);
+
+    g_assert(!bdrv_has_readonly_bitmaps(bs));
+    bdrv_dirty_bitmap_set_readonly(b, true);
+    g_assert(bdrv_has_readonly_bitmaps(bs));
+    bdrv_dirty_bitmap_set_readonly(b, false);
+    g_assert(!bdrv_has_readonly_bitmaps(bs));
+    bdrv_dirty_bitmap_set_readonly(b, true);
+    bdrv_release_dirty_bitmap(b);
+    g_assert(!bdrv_has_readonly_bitmaps(bs));
+
+    /* Found in_use: disabled with it. */
+    bdrv_dirty_bitmap_set_inconsistent(a);
+    write_granules(bs, 0x10);
+    g_assert_cmphex(granules_of(a), ==, 0xd);
+    bdrv_release_dirty_bitmap(a);
+    write_granules(bs, 0x20);
+    g_assert_null(bdrv_dirty_bitmaps(bs));
+    bdrv_unref(bs);
+}
+
 static void test_successor(void)
 {
     BlockDriverState *bs = open_disk();
@@ -278,6 +319,8 @@ int main(int argc, char **argv)
     g_test_init(&argc, &argv, NULL);
     bdrv_register(&disk_driver);
     g_test_add_func("/dirty-bitmap/marking", test_marking);
+    g_test_add_func("/dirty-bitmap/write-path-follows-state",
+                    test_write_path_follows_state);
     g_test_add_func("/dirty-bitmap/successor", test_successor);
     g_test_add_func("/dirty-bitmap/bitmap-modes", test_bitmap_modes);
     g_test_add_func("/dirty-bitmap/clear-merge-restore",
