@@ -30,13 +30,14 @@ enum {
  * Recompute what every write asks of the bitmaps of @bs (see
  * BlockDriverState): the write path then reads an array and a flag
  * instead of walking the list and testing each bitmap.  Called after
- * every change of the list or of a bitmap's disabled or readonly state.
+ * every change of the list, of a bitmap's disabled or readonly state,
+ * or of the HBitmap it points to.
  */
 static void dirty_bitmaps_changed(BlockDriverState *bs)
 {
     unsigned n = 0;
 
-    g_clear_pointer(&bs->enabled_bitmaps, g_free);
+    g_clear_pointer(&bs->enabled_bits, g_free);
     bs->has_readonly_bitmaps = false;
     for (GList *l = bs->dirty_bitmaps; l; l = l->next) {
         BdrvDirtyBitmap *bitmap = l->data;
@@ -44,17 +45,17 @@ static void dirty_bitmaps_changed(BlockDriverState *bs)
         n += !bitmap->disabled;
         bs->has_readonly_bitmaps |= bitmap->readonly;
     }
-    bs->n_enabled_bitmaps = n;
+    bs->n_enabled_bits = n;
     if (n == 0) {
         return;
     }
-    bs->enabled_bitmaps = g_new(BdrvDirtyBitmap *, n);
+    bs->enabled_bits = g_new(HBitmap *, n);
     n = 0;
     for (GList *l = bs->dirty_bitmaps; l; l = l->next) {
         BdrvDirtyBitmap *bitmap = l->data;
 
         if (!bitmap->disabled) {
-            bs->enabled_bitmaps[n++] = bitmap;
+            bs->enabled_bits[n++] = bitmap->bits;
         }
     }
 }
@@ -302,9 +303,7 @@ void bdrv_dirty_bitmap_deserialize_part(BdrvDirtyBitmap *bitmap,
 
 void bdrv_set_dirty(BlockDriverState *bs, int64_t offset, int64_t bytes)
 {
-    for (unsigned i = 0; i < bs->n_enabled_bitmaps; i++) {
-        hbitmap_set(bs->enabled_bitmaps[i]->bits, offset, bytes);
-    }
+    hbitmap_set_many(bs->enabled_bits, bs->n_enabled_bits, offset, bytes);
 }
 
 void bdrv_dirty_bitmaps_truncate(BlockDriverState *bs, int64_t size)
@@ -330,6 +329,7 @@ void bdrv_clear_dirty_bitmap(BdrvDirtyBitmap *bitmap, HBitmap **backup)
     *backup = bitmap->bits;
     bitmap->bits = hbitmap_new(hbitmap_size(*backup),
                                hbitmap_granularity(*backup));
+    dirty_bitmaps_changed(bitmap->bs);
 }
 
 bool bdrv_merge_dirty_bitmap(BdrvDirtyBitmap *dest,
@@ -356,6 +356,7 @@ void bdrv_restore_dirty_bitmap(BdrvDirtyBitmap *bitmap, HBitmap *backup)
 {
     hbitmap_free(bitmap->bits);
     bitmap->bits = backup;
+    dirty_bitmaps_changed(bitmap->bs);
 }
 
 /* --- The successor protocol --- */

@@ -234,7 +234,7 @@ uint32_t hbitmap_granularity(const HBitmap *hb)
 
 /*
  * hbitmap_set() of granules @first to @last, not all of them set: out of
- * line, so that the fast path of hbitmap_set() needs no stack frame.
+ * line, which keeps the fast path of hbitmap_set_many() a short loop.
  */
 static G_GNUC_NO_INLINE void set_granules(HBitmap *hb, uint64_t first,
                                           uint64_t last)
@@ -257,18 +257,42 @@ static G_GNUC_NO_INLINE void set_granules(HBitmap *hb, uint64_t first,
 
 void hbitmap_set(HBitmap *hb, uint64_t offset, uint64_t bytes)
 {
-    uint64_t first, last, mask;
+    hbitmap_set_many(&hb, 1, offset, bytes);
+}
 
-    if (!touched_granules(hb, offset, bytes, &first, &last)) {
-        return;
+void hbitmap_set_many(HBitmap *const *hbs, unsigned n, uint64_t offset,
+                      uint64_t bytes)
+{
+    /*
+     * The range in granules for bitmaps of this size and granularity.
+     * Before the first bitmap, as for one of size 0: nothing is touched.
+     */
+    uint64_t size = 0;
+    unsigned granularity_bits = 0;
+    bool touched = false;
+    uint64_t first = 0, last = 0;
+    uint64_t word = 0, mask = 0;    /* the range, if it is in one word */
+    bool one_word = false;
+
+    for (unsigned i = 0; i < n; i++) {
+        HBitmap *hb = hbs[i];
+
+        /* The bitmaps of a node mostly share size and granularity. */
+        if (hb->size != size || hb->granularity_bits != granularity_bits) {
+            size = hb->size;
+            granularity_bits = hb->granularity_bits;
+            touched = touched_granules(hb, offset, bytes, &first, &last);
+            word = first / BITS_PER_WORD;
+            one_word = word == last / BITS_PER_WORD;
+            mask = word_mask(first % BITS_PER_WORD, last % BITS_PER_WORD);
+        }
+        /* Granules that are all dirty already: the usual case of a write. */
+        if (!touched ||
+            (one_word && (hb->levels[0][word] & mask) == mask)) {
+            continue;
+        }
+        set_granules(hb, first, last);
     }
-    /* Granules that are all dirty already: the usual case of a write. */
-    mask = word_mask(first % BITS_PER_WORD, last % BITS_PER_WORD);
-    if (first / BITS_PER_WORD == last / BITS_PER_WORD &&
-        (hb->levels[0][first / BITS_PER_WORD] & mask) == mask) {
-        return;
-    }
-    set_granules(hb, first, last);
 }
 
 void hbitmap_reset(HBitmap *hb, uint64_t offset, uint64_t bytes)

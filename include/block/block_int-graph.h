@@ -7,6 +7,7 @@
 #define BLOCK_BLOCK_INT_GRAPH_H
 
 #include "block/block_int-driver.h"
+#include "util/hbitmap.h"
 
 /*
  * Who a BdrvChild belongs to: another node, or a BlockBackend.  Used to
@@ -87,8 +88,8 @@ struct BlockDriverState {
      * What each write asks of dirty_bitmaps, kept up to date by
      * dirty-bitmap.c whenever a bitmap comes, goes or changes state.
      */
-    BdrvDirtyBitmap **enabled_bitmaps;  /* NULL if there is none */
-    unsigned n_enabled_bitmaps;
+    HBitmap **enabled_bits;         /* of the enabled ones; NULL if none */
+    unsigned n_enabled_bits;
     bool has_readonly_bitmaps;
 };
 

@@ -670,6 +670,49 @@ static void test_set_summaries(void)
     }
 }
 
+/*
+ * hbitmap_set_many() works the range out once per run of bitmaps of one
+ * size and granularity: with the runs broken in every way, each bitmap
+ * must end up as hbitmap_set() alone makes its twin.
+ */
+static void test_set_many(void)
+{
+    static const struct {
+        uint64_t size;
+        uint32_t granularity;
+    } shapes[] = {
+        { 1 << 20, 512 }, { 1 << 20, 512 }, { 1 << 20, 4096 },
+        { 1 << 20, 512 }, { 300000, 512 }, { 0, 512 }, { 1 << 20, 65536 },
+    };
+    enum { N = G_N_ELEMENTS(shapes) };
+    g_autoptr(GRand) r = g_rand_new_with_seed(3);
+    HBitmap *many[N], *twins[N];
+
+    for (int i = 0; i < N; i++) {
+        many[i] = hbitmap_new(shapes[i].size, shapes[i].granularity);
+        twins[i] = hbitmap_new(shapes[i].size, shapes[i].granularity);
+    }
+    for (int w = 0; w < 2000; w++) {
+        uint64_t offset = rand_below(r, (1 << 20) + 4096);
+        uint64_t bytes = w % 10 ? rand_below(r, 9000) : rand_below(r, 1 << 20);
+
+        hbitmap_set_many(many, N, offset, bytes);
+        for (int i = 0; i < N; i++) {
+            hbitmap_set(twins[i], offset, bytes);
+        }
+    }
+    for (int i = 0; i < N; i++) {
+        g_autofree char *got = hbitmap_sha256(many[i]);
+        g_autofree char *want = hbitmap_sha256(twins[i]);
+
+        g_assert_cmpstr(got, ==, want);
+        g_assert_cmpuint(hbitmap_count(many[i]), ==, hbitmap_count(twins[i]));
+        assert_searches_see_all(many[i]);
+        hbitmap_free(many[i]);
+        hbitmap_free(twins[i]);
+    }
+}
+
 static void test_reset_rule(void)
 {
     g_autoptr(HBitmap) hb = all_dirty(4700, 512);
@@ -984,6 +1027,7 @@ int main(int argc, char **argv)
         g_test_add_data_func(path, &model_cases[i], test_model);
     }
     g_test_add_func("/hbitmap/set/summaries", test_set_summaries);
+    g_test_add_func("/hbitmap/set/many", test_set_many);
     g_test_add_func("/hbitmap/reset/rule", test_reset_rule);
     g_test_add_func("/hbitmap/count/whole-granules",
                     test_count_whole_granules);
