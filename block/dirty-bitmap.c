@@ -26,6 +26,40 @@ enum {
     DEFAULT_GRANULARITY_MAX = 65536,
 };
 
+/*
+ * Recompute what every write asks of the bitmaps of @bs (see
+ * BlockDriverState): the write path then reads an array and a flag
+ * instead of walking the list and testing each bitmap.  Called after
+ * every change of the list, of a bitmap's disabled or readonly state,
+ * or of the HBitmap it points to.
+ */
+static void dirty_bitmaps_changed(BlockDriverState *bs)
+{
+    unsigned n = 0;
+
+    g_clear_pointer(&bs->enabled_bits, g_free);
+    bs->has_readonly_bitmaps = false;
+    for (GList *l = bs->dirty_bitmaps; l; l = l->next) {
+        BdrvDirtyBitmap *bitmap = l->data;
+
+        n += !bitmap->disabled;
+        bs->has_readonly_bitmaps |= bitmap->readonly;
+    }
+    bs->n_enabled_bits = n;
+    if (n == 0) {
+        return;
+    }
+    bs->enabled_bits = g_new(HBitmap *, n);
+    n = 0;
+    for (GList *l = bs->dirty_bitmaps; l; l = l->next) {
+        BdrvDirtyBitmap *bitmap = l->data;
+
+        if (!bitmap->disabled) {
+            bs->enabled_bits[n++] = bitmap->bits;
+        }
+    }
+}
+
 BdrvDirtyBitmap *bdrv_create_dirty_bitmap(BlockDriverState *bs,
                                           uint32_t granularity,
                                           const char *name, Error **errp)
@@ -47,6 +81,7 @@ BdrvDirtyBitmap *bdrv_create_dirty_bitmap(BlockDriverState *bs,
     bitmap->bits = hbitmap_new(bs->total_bytes, granularity);
     bitmap->name = g_strdup(name);
     bs->dirty_bitmaps = g_list_prepend(bs->dirty_bitmaps, bitmap);
+    dirty_bitmaps_changed(bs);
     return bitmap;
 }
 
@@ -58,6 +93,7 @@ void bdrv_release_dirty_bitmap(BdrvDirtyBitmap *bitmap)
         bdrv_release_dirty_bitmap(bitmap->successor);
     }
     bs->dirty_bitmaps = g_list_remove(bs->dirty_bitmaps, bitmap);
+    dirty_bitmaps_changed(bs);
     hbitmap_free(bitmap->bits);
     g_free(bitmap->name);
     g_free(bitmap);
@@ -202,11 +238,13 @@ bool bdrv_dirty_bitmap_has_successor(const BdrvDirtyBitmap *bitmap)
 void bdrv_enable_dirty_bitmap(BdrvDirtyBitmap *bitmap)
 {
     bitmap->disabled = false;
+    dirty_bitmaps_changed(bitmap->bs);
 }
 
 void bdrv_disable_dirty_bitmap(BdrvDirtyBitmap *bitmap)
 {
     bitmap->disabled = true;
+    dirty_bitmaps_changed(bitmap->bs);
 }
 
 void bdrv_dirty_bitmap_set_busy(BdrvDirtyBitmap *bitmap, bool busy)
@@ -217,6 +255,7 @@ void bdrv_dirty_bitmap_set_busy(BdrvDirtyBitmap *bitmap, bool busy)
 void bdrv_dirty_bitmap_set_readonly(BdrvDirtyBitmap *bitmap, bool readonly)
 {
     bitmap->readonly = readonly;
+    dirty_bitmaps_changed(bitmap->bs);
 }
 
 void bdrv_dirty_bitmap_set_persistence(BdrvDirtyBitmap *bitmap,
@@ -230,6 +269,7 @@ void bdrv_dirty_bitmap_set_inconsistent(BdrvDirtyBitmap *bitmap)
     bitmap->inconsistent = true;
     bitmap->disabled = true;
     bitmap->persistent = true;
+    dirty_bitmaps_changed(bitmap->bs);
 }
 
 void bdrv_dirty_bitmap_skip_store(BdrvDirtyBitmap *bitmap, bool skip)
@@ -263,13 +303,7 @@ void bdrv_dirty_bitmap_deserialize_part(BdrvDirtyBitmap *bitmap,
 
 void bdrv_set_dirty(BlockDriverState *bs, int64_t offset, int64_t bytes)
 {
-    for (GList *l = bs->dirty_bitmaps; l; l = l->next) {
-        BdrvDirtyBitmap *bitmap = l->data;
-
-        if (!bitmap->disabled) {
-            hbitmap_set(bitmap->bits, offset, bytes);
-        }
-    }
+    hbitmap_set_many(bs->enabled_bits, bs->n_enabled_bits, offset, bytes);
 }
 
 void bdrv_dirty_bitmaps_truncate(BlockDriverState *bs, int64_t size)
@@ -283,14 +317,7 @@ void bdrv_dirty_bitmaps_truncate(BlockDriverState *bs, int64_t size)
 
 bool bdrv_has_readonly_bitmaps(BlockDriverState *bs)
 {
-    for (GList *l = bs->dirty_bitmaps; l; l = l->next) {
-        BdrvDirtyBitmap *bitmap = l->data;
-
-        if (bitmap->readonly) {
-            return true;
-        }
-    }
-    return false;
+    return bs->has_readonly_bitmaps;
 }
 
 void bdrv_clear_dirty_bitmap(BdrvDirtyBitmap *bitmap, HBitmap **backup)
@@ -302,6 +329,7 @@ void bdrv_clear_dirty_bitmap(BdrvDirtyBitmap *bitmap, HBitmap **backup)
     *backup = bitmap->bits;
     bitmap->bits = hbitmap_new(hbitmap_size(*backup),
                                hbitmap_granularity(*backup));
+    dirty_bitmaps_changed(bitmap->bs);
 }
 
 bool bdrv_merge_dirty_bitmap(BdrvDirtyBitmap *dest,
@@ -328,6 +356,7 @@ void bdrv_restore_dirty_bitmap(BdrvDirtyBitmap *bitmap, HBitmap *backup)
 {
     hbitmap_free(bitmap->bits);
     bitmap->bits = backup;
+    dirty_bitmaps_changed(bitmap->bs);
 }
 
 /* --- The successor protocol --- */
@@ -352,6 +381,7 @@ bool bdrv_dirty_bitmap_create_successor(BdrvDirtyBitmap *bitmap,
     bitmap->successor = successor;
     bitmap->disabled = true;
     bitmap->busy = true;
+    dirty_bitmaps_changed(bitmap->bs);
     return true;
 }
 
@@ -382,7 +412,7 @@ BdrvDirtyBitmap *bdrv_dirty_bitmap_reclaim(BdrvDirtyBitmap *bitmap)
     hbitmap_merge(bitmap->bits, successor->bits);
     bitmap->disabled = successor->disabled;
     bitmap->busy = false;
-    bdrv_release_dirty_bitmap(successor);
+    bdrv_release_dirty_bitmap(successor);   /* updates the write path */
     return bitmap;
 }
 

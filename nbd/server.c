@@ -468,9 +468,16 @@ static int coroutine_fn nbd_co_do_command(NBDClient *client,
     }
 }
 
+/*
+ * Serve one request.  @opaque points to its NBDRequestData in the frame
+ * of nbd_co_receive_one(), which stays valid only until this coroutine
+ * first yields: the request is copied at once (no allocation per
+ * request).
+ */
 static void coroutine_fn nbd_request_co(void *opaque)
 {
-    NBDRequestData *rd = opaque;
+    NBDRequestData request = *(NBDRequestData *)opaque;
+    NBDRequestData *rd = &request;
     NBDClient *client = rd->client;
     NBDRequest *req = &rd->req;
     uint32_t error = rd->error;
@@ -495,7 +502,6 @@ static void coroutine_fn nbd_request_co(void *opaque)
     }
     client->in_flight--;
     client->pinned_bytes -= rd->pinned;
-    g_free(rd);
     if (client->recv_co) {
         Coroutine *co = client->recv_co;
 
@@ -606,7 +612,7 @@ static void coroutine_fn nbd_co_wait_for_room(NBDClient *client)
 static int coroutine_fn nbd_co_receive_one(NBDClient *client)
 {
     NBDRequestWire wire;
-    NBDRequestData *rd;
+    NBDRequestData rd;
     NBDRequest req;
     size_t buf_size = 0;
     uint32_t error;
@@ -640,28 +646,27 @@ static int coroutine_fn nbd_co_receive_one(NBDClient *client)
         (req.type == NBD_CMD_READ && !error)) {
         buf_size = req.length;
     }
-    rd = g_new0(NBDRequestData, 1);
-    rd->client = client;
-    rd->req = req;
-    rd->error = error;
-    rd->buf_size = buf_size;
-    rd->pinned = nbd_request_pinned_bytes(client, &req, error, buf_size);
-    if (buf_size > 0) {
-        rd->buf = nbd_buf_get(buf_size);
-    }
+    rd = (NBDRequestData) {
+        .client = client,
+        .req = req,
+        .error = error,
+        .buf_size = buf_size,
+        .pinned = nbd_request_pinned_bytes(client, &req, error, buf_size),
+        .buf = buf_size > 0 ? nbd_buf_get(buf_size) : NULL,
+    };
     if (req.type == NBD_CMD_WRITE && req.length > 0) {
         /* Consumed even when the request is refused, to stay in sync. */
-        ret = nbd_co_recv(client, rd->buf, req.length);
+        ret = nbd_co_recv(client, rd.buf, req.length);
         if (ret < 0) {
-            nbd_buf_put(rd->buf, buf_size);
-            g_free(rd);
+            nbd_buf_put(rd.buf, buf_size);
             return ret;
         }
     }
 
     client->in_flight++;
-    client->pinned_bytes += rd->pinned;
-    coroutine_enter(coroutine_create(nbd_request_co, rd));
+    client->pinned_bytes += rd.pinned;
+    /* It copies rd before it first yields, that is before this returns. */
+    coroutine_enter(coroutine_create(nbd_request_co, &rd));
     return 0;
 }
 

@@ -20,7 +20,10 @@
  * Costs.  Setting or resetting a range touches each bottom word of the
  * range once, with a mask, then brings the summary bits of those words
  * up to date, climbing only while a summary word changes: a write into a
- * granule that is already dirty stops at the bottom.  The search for the
+ * granule that is already dirty stops at the bottom.  Setting needs no
+ * look at the words below a summary (they all end up non-zero), so each
+ * level above is one masked OR per word; resetting recomputes the
+ * summary bits from the words below.  The search for the
  * next dirty granule climbs until a word shows a set bit ahead and
  * descends with one count-trailing-zeros per level, so a clean stretch of
  * 64^l granules costs one step at level l.  The search for the next clean
@@ -93,40 +96,40 @@ static bool touched_granules(const HBitmap *hb, uint64_t offset,
     return true;
 }
 
-/* Set bits @first to @last of @words; returns how many were clear. */
-static uint64_t set_bits(uint64_t *words, uint64_t first, uint64_t last)
+/*
+ * The number of set bits of @word.  A word with one bit, which is what a
+ * write of one granule changes, is answered without popcount: compiled
+ * for baseline x86-64 (no -mpopcnt), __builtin_popcountll is a library
+ * call that costs as much as the rest of marking a granule.
+ */
+static uint64_t count_ones(uint64_t word)
 {
-    uint64_t first_word = first / BITS_PER_WORD;
-    uint64_t last_word = last / BITS_PER_WORD;
-    uint64_t added = 0;
-
-    for (uint64_t w = first_word; w <= last_word; w++) {
-        unsigned lo = w == first_word ? first % BITS_PER_WORD : 0;
-        unsigned hi = w == last_word ? last % BITS_PER_WORD : 63;
-        uint64_t mask = word_mask(lo, hi);
-
-        added += __builtin_popcountll(mask & ~words[w]);
-        words[w] |= mask;
-    }
-    return added;
+    return word & (word - 1) ? __builtin_popcountll(word) : word != 0;
 }
 
-/* Clear bits @first to @last of @words; returns how many were set. */
-static uint64_t clear_bits(uint64_t *words, uint64_t first, uint64_t last)
+/*
+ * Set (@set true) or clear bits @first to @last of @words; returns how
+ * many changed.  Always inlined: callers pass a constant @set, which
+ * folds away, and marking a write is a few instructions more than the
+ * call would be.
+ */
+static inline G_ALWAYS_INLINE uint64_t change_bits(uint64_t *words,
+                                                   uint64_t first,
+                                                   uint64_t last, bool set)
 {
     uint64_t first_word = first / BITS_PER_WORD;
     uint64_t last_word = last / BITS_PER_WORD;
-    uint64_t removed = 0;
+    uint64_t changed = 0;
 
     for (uint64_t w = first_word; w <= last_word; w++) {
         unsigned lo = w == first_word ? first % BITS_PER_WORD : 0;
         unsigned hi = w == last_word ? last % BITS_PER_WORD : 63;
-        uint64_t mask = word_mask(lo, hi);
+        uint64_t flip = word_mask(lo, hi) & (set ? ~words[w] : words[w]);
 
-        removed += __builtin_popcountll(mask & words[w]);
-        words[w] &= ~mask;
+        words[w] ^= flip;
+        changed += count_ones(flip);
     }
-    return removed;
+    return changed;
 }
 
 /*
@@ -229,17 +232,66 @@ uint32_t hbitmap_granularity(const HBitmap *hb)
     return hb->granularity;
 }
 
+/*
+ * hbitmap_set() of granules @first to @last, not all of them set: out of
+ * line, which keeps the fast path of hbitmap_set_many() a short loop.
+ */
+static G_GNUC_NO_INLINE void set_granules(HBitmap *hb, uint64_t first,
+                                          uint64_t last)
+{
+    uint64_t changed = change_bits(hb->levels[0], first, last, true);
+
+    hb->count += changed;
+    /*
+     * Every word of the range is non-zero now, so the bits that stand
+     * for those words are a range to set one level up, and so on.  A
+     * level where nothing changed had those words non-zero already, and
+     * the levels above it are right as they are.
+     */
+    for (unsigned l = 1; changed && l < hb->nlevels; l++) {
+        first /= BITS_PER_WORD;
+        last /= BITS_PER_WORD;
+        changed = change_bits(hb->levels[l], first, last, true);
+    }
+}
+
 void hbitmap_set(HBitmap *hb, uint64_t offset, uint64_t bytes)
 {
-    uint64_t first, last, added;
+    hbitmap_set_many(&hb, 1, offset, bytes);
+}
 
-    if (!touched_granules(hb, offset, bytes, &first, &last)) {
-        return;
-    }
-    added = set_bits(hb->levels[0], first, last);
-    if (added) {
-        hb->count += added;
-        update_summaries(hb, 0, first / BITS_PER_WORD, last / BITS_PER_WORD);
+void hbitmap_set_many(HBitmap *const *hbs, unsigned n, uint64_t offset,
+                      uint64_t bytes)
+{
+    /*
+     * The range in granules for bitmaps of this size and granularity.
+     * Before the first bitmap, as for one of size 0: nothing is touched.
+     */
+    uint64_t size = 0;
+    unsigned granularity_bits = 0;
+    bool touched = false;
+    uint64_t first = 0, last = 0;
+    uint64_t word = 0, mask = 0;    /* the range, if it is in one word */
+    bool one_word = false;
+
+    for (unsigned i = 0; i < n; i++) {
+        HBitmap *hb = hbs[i];
+
+        /* The bitmaps of a node mostly share size and granularity. */
+        if (hb->size != size || hb->granularity_bits != granularity_bits) {
+            size = hb->size;
+            granularity_bits = hb->granularity_bits;
+            touched = touched_granules(hb, offset, bytes, &first, &last);
+            word = first / BITS_PER_WORD;
+            one_word = word == last / BITS_PER_WORD;
+            mask = word_mask(first % BITS_PER_WORD, last % BITS_PER_WORD);
+        }
+        /* Granules that are all dirty already: the usual case of a write. */
+        if (!touched ||
+            (one_word && (hb->levels[0][word] & mask) == mask)) {
+            continue;
+        }
+        set_granules(hb, first, last);
     }
 }
 
@@ -260,7 +312,7 @@ void hbitmap_reset(HBitmap *hb, uint64_t offset, uint64_t bytes)
     if (first >= end) {
         return;
     }
-    removed = clear_bits(hb->levels[0], first, end - 1);
+    removed = change_bits(hb->levels[0], first, end - 1, false);
     if (removed) {
         hb->count -= removed;
         update_summaries(hb, 0, first / BITS_PER_WORD,
@@ -448,7 +500,8 @@ void hbitmap_truncate(HBitmap *hb, uint64_t size)
     uint64_t old_nwords = hb->nwords[0];
 
     if (granules < hb->granules) {
-        hb->count -= clear_bits(hb->levels[0], granules, hb->granules - 1);
+        hb->count -= change_bits(hb->levels[0], granules, hb->granules - 1,
+                                false);
     }
     hb->levels[0] = g_renew(uint64_t, hb->levels[0], nwords);
     if (nwords > old_nwords) {

@@ -105,6 +105,17 @@ void iovector_init_slice(IOVector *v, const IOVector *src, size_t offset,
     iovector_add_slice(v, src, offset, len);
 }
 
+IOVector *iovector_window(IOVector *src, size_t offset, size_t len,
+                          IOVector *slice)
+{
+    iovector_init(slice);
+    if (offset == 0 && len == src->size) {
+        return src;
+    }
+    iovector_add_slice(slice, src, offset, len);
+    return slice;
+}
+
 void iovector_destroy(IOVector *v)
 {
     if (v->nalloc) {

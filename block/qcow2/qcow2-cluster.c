@@ -305,7 +305,10 @@ static int coroutine_fn read_old_cluster(BlockDriverState *bs, uint64_t l2e,
     }
 }
 
-/* Each run of clusters reads into its slice of @qiov. */
+/*
+ * Each run of clusters reads into its slice of @qiov (@qiov itself when
+ * one run serves the whole request).
+ */
 int coroutine_fn qcow2_co_preadv(BlockDriverState *bs, int64_t offset,
                                  int64_t bytes, IOVector *qiov,
                                  BdrvRequestFlags flags)
@@ -316,7 +319,7 @@ int coroutine_fn qcow2_co_preadv(BlockDriverState *bs, int64_t offset,
     while (bytes > 0) {
         Qcow2Mapping m;
         Qcow2InflightIO io;
-        IOVector part;
+        IOVector slice, *part;
         int ret;
 
         co_mutex_lock(&s->lock);
@@ -334,26 +337,26 @@ int coroutine_fn qcow2_co_preadv(BlockDriverState *bs, int64_t offset,
             return ret;
         }
 
-        iovector_init_slice(&part, qiov, done, m.bytes);
+        part = iovector_window(qiov, done, m.bytes, &slice);
         switch (m.type) {
         case QCOW2_CLUSTER_UNALLOCATED:
-            ret = read_backing(bs, offset, &part);
+            ret = read_backing(bs, offset, part);
             break;
         case QCOW2_CLUSTER_ZERO_PLAIN:
         case QCOW2_CLUSTER_ZERO_ALLOC:
-            iovector_memset(&part, 0, 0, m.bytes);
+            iovector_memset(part, 0, 0, m.bytes);
             break;
         case QCOW2_CLUSTER_NORMAL:
             BLKDBG_EVENT(bs->file, BLKDBG_READ_AIO);
-            ret = read_host(bs, m.host, &part);
+            ret = read_host(bs, m.host, part);
             inflight_end(s, &io);
             break;
         case QCOW2_CLUSTER_COMPRESSED:
-            ret = read_compressed(bs, m.l2e, offset, &part);
+            ret = read_compressed(bs, m.l2e, offset, part);
             inflight_end(s, &io);
             break;
         }
-        iovector_destroy(&part);
+        iovector_destroy(&slice);
         if (ret < 0) {
             return ret;
         }
@@ -625,7 +628,10 @@ static int coroutine_fn alloc_write(BlockDriverState *bs, int64_t offset,
     return ret;
 }
 
-/* Each run of clusters is written from its slice of @qiov. */
+/*
+ * Each run of clusters is written from its slice of @qiov (@qiov itself
+ * when one run serves the whole request).
+ */
 int coroutine_fn qcow2_co_pwritev(BlockDriverState *bs, int64_t offset,
                                   int64_t bytes, IOVector *qiov,
                                   BdrvRequestFlags flags)
@@ -656,11 +662,12 @@ int coroutine_fn qcow2_co_pwritev(BlockDriverState *bs, int64_t offset,
             co_mutex_unlock(&s->lock);
             BLKDBG_EVENT(bs->file, BLKDBG_WRITE_AIO);
             if (ret == 0) {
-                IOVector part;
+                IOVector slice;
+                IOVector *part = iovector_window(qiov, written, m.bytes,
+                                                 &slice);
 
-                iovector_init_slice(&part, qiov, written, m.bytes);
-                ret = bdrv_co_pwritev(bs->file, m.host, m.bytes, &part, 0);
-                iovector_destroy(&part);
+                ret = bdrv_co_pwritev(bs->file, m.host, m.bytes, part, 0);
+                iovector_destroy(&slice);
             }
             inflight_end(s, &io);
             done = m.bytes;

@@ -7,6 +7,7 @@
 #define BLOCK_BLOCK_INT_GRAPH_H
 
 #include "block/block_int-driver.h"
+#include "util/hbitmap.h"
 
 /*
  * Who a BdrvChild belongs to: another node, or a BlockBackend.  Used to
@@ -83,6 +84,13 @@ struct BlockDriverState {
 
     /* Dirty bitmaps (BdrvDirtyBitmap *), newest first: dirty-bitmap.c. */
     GList *dirty_bitmaps;
+    /*
+     * What each write asks of dirty_bitmaps, kept up to date by
+     * dirty-bitmap.c whenever a bitmap comes, goes or changes state.
+     */
+    HBitmap **enabled_bits;         /* of the enabled ones; NULL if none */
+    unsigned n_enabled_bits;
+    bool has_readonly_bitmaps;
 };
 
 /* block.c */

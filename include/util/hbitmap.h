@@ -44,6 +44,16 @@ uint32_t hbitmap_granularity(const HBitmap *hb);
 void hbitmap_set(HBitmap *hb, uint64_t offset, uint64_t bytes);
 
 /*
+ * hbitmap_set() of one range on each of the @n bitmaps @hbs: a write
+ * marking the enabled bitmaps of its node.  One call for all of them;
+ * the range in granules is worked out once for each run of bitmaps of
+ * the same size and granularity, so a bitmap whose granules are dirty
+ * already costs a load and a test.
+ */
+void hbitmap_set_many(HBitmap *const *hbs, unsigned n, uint64_t offset,
+                      uint64_t bytes);
+
+/*
  * Mark clean every granule that [@offset, @offset + @bytes) covers
  * entirely; the last granule counts as covered when the range reaches
  * the end of the bitmap.  A partly covered granule stays dirty, so a

@@ -49,6 +49,15 @@ void iovector_init_slice(IOVector *v, const IOVector *src, size_t offset,
                          size_t len);
 
 /*
+ * The window [@offset, @offset + @len) of @src, to pass on: @src itself
+ * if the window is all of it (the usual case: one piece of work serves
+ * the whole request), else @slice, set up as that slice.  @slice is
+ * initialised either way; iovector_destroy() it when done.
+ */
+IOVector *iovector_window(IOVector *src, size_t offset, size_t len,
+                          IOVector *slice);
+
+/*
  * Append [@base, @base + @len).  A piece that continues the last element
  * in memory extends it; an empty piece is ignored.
  */

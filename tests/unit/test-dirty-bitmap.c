@@ -2,6 +2,14 @@
  * Dirty bitmaps on a node (block/dirty-bitmap.c): write marking, the
  * successor protocol and the bitmap-mode table that a backup job applies
  * when it ends, checked against sets of granules.
+ *
+ * -m perf adds /dirty-bitmap/perf/{clean,dirty}/{0,1,8}: random 4 KiB
+ * writes marked by bdrv_set_dirty() with that many recording bitmaps
+ * (64 KiB granularity): "clean" spreads them over 1 TiB, so nearly every
+ * write dirties a clean granule; "dirty" writes to a 1 GiB node whose
+ * granules are all dirty already, the steady state of bench/bitmaps.  For
+ * instruction counts, run one under valgrind --tool=callgrind
+ * --toggle-collect=perf_mark_writes*.
  */
 #undef NDEBUG
 #include "block/block_int.h"
@@ -89,6 +97,47 @@ static void test_marking(void)
     error_free(err);
     /* Newest first. */
     g_assert(bdrv_dirty_bitmaps(bs)->data == off);
+    bdrv_unref(bs);
+}
+
+/*
+ * The node keeps what each write needs of its bitmaps (the enabled ones,
+ * whether one is read-only) up to date through every change of state.
+ */
+static void test_write_path_follows_state(void)
+{
+    BlockDriverState *bs = open_disk();
+    BdrvDirtyBitmap *a = bdrv_create_dirty_bitmap(bs, GRAN, "a",
+                                                  &error_abort);
+    BdrvDirtyBitmap *b = bdrv_create_dirty_bitmap(bs, GRAN, "b",
+                                                  &error_abort);
+
+    write_granules(bs, 0x1);
+    bdrv_disable_dirty_bitmap(a);
+    write_granules(bs, 0x2);
+    bdrv_enable_dirty_bitmap(a);
+    write_granules(bs, 0x4);
+    bdrv_disable_dirty_bitmap(b);
+    write_granules(bs, 0x8);
+    g_assert_cmphex(granules_of(a), ==, 0xd);
+    g_assert_cmphex(granules_of(b), ==, 0x7);
+
+    g_assert(!bdrv_has_readonly_bitmaps(bs));
+    bdrv_dirty_bitmap_set_readonly(b, true);
+    g_assert(bdrv_has_readonly_bitmaps(bs));
+    bdrv_dirty_bitmap_set_readonly(b, false);
+    g_assert(!bdrv_has_readonly_bitmaps(bs));
+    bdrv_dirty_bitmap_set_readonly(b, true);
+    bdrv_release_dirty_bitmap(b);
+    g_assert(!bdrv_has_readonly_bitmaps(bs));
+
+    /* Found in_use: disabled with it. */
+    bdrv_dirty_bitmap_set_inconsistent(a);
+    write_granules(bs, 0x10);
+    g_assert_cmphex(granules_of(a), ==, 0xd);
+    bdrv_release_dirty_bitmap(a);
+    write_granules(bs, 0x20);
+    g_assert_null(bdrv_dirty_bitmaps(bs));
     bdrv_unref(bs);
 }
 
@@ -205,14 +254,84 @@ static void test_transactional_clear_and_merge(void)
     bdrv_unref(bs);
 }
 
+/* --- Performance (-m perf) --- */
+
+#define PERF_WRITES (1 << 20)
+#define PERF_WRITE_SIZE 4096
+
+typedef struct PerfCase {
+    const char *name;
+    int bitmaps;
+    bool dirty;         /* every granule dirty before the writes */
+} PerfCase;
+
+static const PerfCase perf_cases[] = {
+    { "clean/0", 0, false },
+    { "clean/1", 1, false },
+    { "clean/8", 8, false },
+    { "dirty/0", 0, true },
+    { "dirty/1", 1, true },
+    { "dirty/8", 8, true },
+};
+
+/* Never inlined: callgrind's --toggle-collect needs the function. */
+static G_GNUC_NO_INLINE void perf_mark_writes(BlockDriverState *bs, const int64_t *offsets, int n)
+{
+    for (int i = 0; i < n; i++) {
+        bdrv_set_dirty(bs, offsets[i], PERF_WRITE_SIZE);
+    }
+}
+
+static void test_perf_set_dirty(const void *opaque)
+{
+    const PerfCase *c = opaque;
+    BlockDriverState *bs = open_disk();
+    g_autoptr(GRand) r = g_rand_new_with_seed(1);
+    g_autofree int64_t *offsets = g_new(int64_t, PERF_WRITES);
+    int64_t size = c->dirty ? 1LL << 30 : 1LL << 40;
+    double seconds;
+
+    /* The test driver's node is small; the bitmaps take this size. */
+    bs->total_bytes = size;
+    for (int i = 0; i < c->bitmaps; i++) {
+        g_autofree char *name = g_strdup_printf("bm%d", i);
+
+        bdrv_create_dirty_bitmap(bs, GRAN, name, &error_abort);
+    }
+    if (c->dirty) {
+        bdrv_set_dirty(bs, 0, size);
+    }
+    for (int i = 0; i < PERF_WRITES; i++) {
+        offsets[i] = (int64_t)g_rand_int_range(r, 0, size / PERF_WRITE_SIZE) *
+                     PERF_WRITE_SIZE;
+    }
+    g_test_timer_start();
+    perf_mark_writes(bs, offsets, PERF_WRITES);
+    seconds = g_test_timer_elapsed();
+    g_test_message("%d writes, %d bitmaps, %s: %.1f ns per write",
+                   PERF_WRITES, c->bitmaps, c->dirty ? "dirty" : "clean",
+                   seconds * 1e9 / PERF_WRITES);
+    bdrv_unref(bs);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
     bdrv_register(&disk_driver);
     g_test_add_func("/dirty-bitmap/marking", test_marking);
+    g_test_add_func("/dirty-bitmap/write-path-follows-state",
+                    test_write_path_follows_state);
     g_test_add_func("/dirty-bitmap/successor", test_successor);
     g_test_add_func("/dirty-bitmap/bitmap-modes", test_bitmap_modes);
     g_test_add_func("/dirty-bitmap/clear-merge-restore",
                     test_transactional_clear_and_merge);
+    if (g_test_perf()) {
+        for (size_t i = 0; i < G_N_ELEMENTS(perf_cases); i++) {
+            g_autofree char *path =
+                g_strdup_printf("/dirty-bitmap/perf/%s", perf_cases[i].name);
+
+            g_test_add_data_func(path, &perf_cases[i], test_perf_set_dirty);
+        }
+    }
     return g_test_run();
 }

@@ -604,6 +604,115 @@ static HBitmap *all_dirty(uint64_t size, uint64_t granularity)
  * reset clears the granules it covers whole; at the end of the bitmap
  * "whole" means up to the size.
  */
+/*
+ * hbitmap_next_dirty() from each granule after a dirty one finds the next
+ * dirty granule that hbitmap_get() sees.  The search descends through
+ * the summary levels, so a summary bit missing for a non-zero word makes
+ * it skip that word's granules.
+ */
+static void assert_searches_see_all(const HBitmap *hb)
+{
+    uint64_t size = hbitmap_size(hb);
+    uint64_t start = 0;
+
+    for (;;) {
+        uint64_t next = start;
+
+        while (next < size && !hbitmap_get(hb, next)) {
+            next++;
+        }
+        if (next == size) {
+            g_assert_cmpint(hbitmap_next_dirty(hb, start, size - start), ==,
+                            -1);
+            return;
+        }
+        g_assert_cmpint(hbitmap_next_dirty(hb, start, size - start), ==,
+                        next);
+        start = next + 1;
+    }
+}
+
+/*
+ * hbitmap_set() stops climbing at the first level it leaves unchanged,
+ * and returns at once when the granules are all set.  Each write below
+ * lands where a wrong shortcut would stop too early: in a clean word (or
+ * summary word) whose word one level up is non-zero for another bit, and
+ * next to granules already set.  4 levels: 2 * 64^3 granules of 1 byte.
+ */
+static void test_set_summaries(void)
+{
+    const uint64_t w1 = 64, w2 = 64 * 64, w3 = 64 * 64 * 64;
+    const uint64_t writes[][2] = {      /* offset, bytes */
+        { 0, 1 },
+        { 5 * w1 + 3, 1 },              /* clean word, summary word set */
+        { 3 * w2 + 7, 1 },              /* clean summary word, level 2 set */
+        { w3 + 1, 1 },                  /* clean level 2 word, top set */
+        { 10 * w1, w1 },                /* a whole word ... */
+        { 10 * w1, 2 * w1 + 6 },        /* ... then on into clean ones */
+        { 3 * w2 + 8, 1 },              /* set word, another bit */
+        { 3 * w2 + 8, 1 },              /* all set: changes nothing */
+    };
+    g_autoptr(HBitmap) hb = hbitmap_new(2 * w3, 1);
+    uint64_t count = 0;
+
+    for (size_t i = 0; i < G_N_ELEMENTS(writes); i++) {
+        uint64_t offset = writes[i][0], bytes = writes[i][1];
+
+        for (uint64_t g = offset; g < offset + bytes; g++) {
+            count += !hbitmap_get(hb, g);
+        }
+        hbitmap_set(hb, offset, bytes);
+        g_assert_cmpuint(hbitmap_count(hb), ==, count);
+        for (uint64_t g = offset; g < offset + bytes; g++) {
+            g_assert_true(hbitmap_get(hb, g));
+        }
+        assert_searches_see_all(hb);
+    }
+}
+
+/*
+ * hbitmap_set_many() works the range out once per run of bitmaps of one
+ * size and granularity: with the runs broken in every way, each bitmap
+ * must end up as hbitmap_set() alone makes its twin.
+ */
+static void test_set_many(void)
+{
+    static const struct {
+        uint64_t size;
+        uint32_t granularity;
+    } shapes[] = {
+        { 1 << 20, 512 }, { 1 << 20, 512 }, { 1 << 20, 4096 },
+        { 1 << 20, 512 }, { 300000, 512 }, { 0, 512 }, { 1 << 20, 65536 },
+    };
+    enum { N = G_N_ELEMENTS(shapes) };
+    g_autoptr(GRand) r = g_rand_new_with_seed(3);
+    HBitmap *many[N], *twins[N];
+
+    for (int i = 0; i < N; i++) {
+        many[i] = hbitmap_new(shapes[i].size, shapes[i].granularity);
+        twins[i] = hbitmap_new(shapes[i].size, shapes[i].granularity);
+    }
+    for (int w = 0; w < 2000; w++) {
+        uint64_t offset = rand_below(r, (1 << 20) + 4096);
+        uint64_t bytes = w % 10 ? rand_below(r, 9000) : rand_below(r, 1 << 20);
+
+        hbitmap_set_many(many, N, offset, bytes);
+        for (int i = 0; i < N; i++) {
+            hbitmap_set(twins[i], offset, bytes);
+        }
+    }
+    for (int i = 0; i < N; i++) {
+        g_autofree char *got = hbitmap_sha256(many[i]);
+        g_autofree char *want = hbitmap_sha256(twins[i]);
+
+        g_assert_cmpstr(got, ==, want);
+        g_assert_cmpuint(hbitmap_count(many[i]), ==, hbitmap_count(twins[i]));
+        assert_searches_see_all(many[i]);
+        hbitmap_free(many[i]);
+        hbitmap_free(twins[i]);
+    }
+}
+
 static void test_reset_rule(void)
 {
     g_autoptr(HBitmap) hb = all_dirty(4700, 512);
@@ -917,6 +1026,8 @@ int main(int argc, char **argv)
 
         g_test_add_data_func(path, &model_cases[i], test_model);
     }
+    g_test_add_func("/hbitmap/set/summaries", test_set_summaries);
+    g_test_add_func("/hbitmap/set/many", test_set_many);
     g_test_add_func("/hbitmap/reset/rule", test_reset_rule);
     g_test_add_func("/hbitmap/count/whole-granules",
                     test_count_whole_granules);

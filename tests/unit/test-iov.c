@@ -146,6 +146,31 @@ static void test_slice_all_windows(void)
     pieces_destroy(&p);
 }
 
+/* A window of everything is the vector itself; any other, a slice. */
+static void test_window(void)
+{
+    Pieces p;
+    g_autoptr(GByteArray) model = NULL;
+
+    pieces_init(&p);
+    model = flatten(&p.v);
+    for (size_t off = 0; off <= p.v.size; off++) {
+        for (size_t len = 0; off + len <= p.v.size; len++) {
+            g_autoptr(GByteArray) got = NULL;
+            IOVector slice;
+            IOVector *w = iovector_window(&p.v, off, len, &slice);
+
+            g_assert(off == 0 && len == p.v.size ? w == &p.v : w == &slice);
+            g_assert_cmpuint(w->size, ==, len);
+            got = flatten(w);
+            g_assert(len == 0 ||
+                     memcmp(got->data, model->data + off, len) == 0);
+            iovector_destroy(&slice);
+        }
+    }
+    pieces_destroy(&p);
+}
+
 static void test_slice_of_slice(void)
 {
     Pieces p;
@@ -302,6 +327,7 @@ int main(int argc, char **argv)
     g_test_add_func("/iov/add/merge", test_add_merge);
     g_test_add_func("/iov/slice/all-windows", test_slice_all_windows);
     g_test_add_func("/iov/slice/of-slice", test_slice_of_slice);
+    g_test_add_func("/iov/slice/window", test_window);
     g_test_add_func("/iov/slice/between-bounces", test_add_slice_between);
     g_test_add_func("/iov/copy/round-trip", test_copy_round_trip);
     g_test_add_func("/iov/memset", test_memset);
