@@ -37,9 +37,18 @@ typedef struct BlockCopyCallState BlockCopyCallState;
 #define BLOCK_COPY_MAX_WORKERS          64
 
 typedef struct BlockCopyOptions {
-    /* Try copy offload (copy_file_range) first; fall back for good. */
+    /*
+     * Try copy offload (copy_file_range) first; fall back for good.
+     * (Accepted; blockd has no offload path yet, so tasks always read
+     * and write through bounce buffers, which is always correct.)
+     */
     bool use_copy_range;
-    /* Write compressed clusters (one cluster per task, no offload). */
+    /*
+     * Write compressed clusters (one cluster per task, no offload).
+     * blockd's I/O layer has no compressed writes yet, so
+     * block_copy_state_new() refuses it ("Compression is not supported
+     * for this drive TARGET").
+     */
     bool compress;
     /* Raise the cluster size to at least this (a power of two; 0: none). */
     int64_t min_cluster_size;
@@ -52,11 +61,14 @@ typedef struct BlockCopyOptions {
  * @source, @target: edges of the node that owns the state (the
  *   copy-before-write filter), taken with the permissions a copy needs
  * @bitmap: the initial copy set, rounded out to clusters (NULL: all)
+ * @opts: NULL for all defaults
  *
  * Cluster size = max(BLOCK_COPY_MIN_CLUSTER_SIZE, @opts->min_cluster_size,
  * the target's cluster size), with QEMU's rules and messages when the
- * target cannot tell it.  The copy bitmap is an anonymous bitmap on the
- * owner node (@source's parent).
+ * target cannot tell it.  The copy bitmap is an anonymous, disabled
+ * bitmap on the owner node (@source's parent), which must already have
+ * the source's length.  Errors carry no prefix: copy-before-write adds
+ * QEMU's "Cannot create block-copy-state: ".
  */
 BlockCopyState *block_copy_state_new(BdrvChild *source, BdrvChild *target,
                                      const BdrvDirtyBitmap *bitmap,
@@ -103,7 +115,8 @@ int coroutine_fn block_copy_reset_unallocated(BlockCopyState *s,
  * [@offset, @offset + @bytes) (cluster-aligned), waiting for overlapping
  * copies others have in flight and for nothing else.  No rate limit.
  * @timeout_ns: give up waiting after that long (0: never) with
- * -ETIMEDOUT; the copy itself goes on in the background and
+ * -ETIMEDOUT; the copy itself goes on in the background, counted in
+ * the owner node's in_flight (so drains of the owner wait for it), and
  * block_copy_state_free() waits for it.
  * Returns 0 or the first task's -errno; *@error_is_read tells whether it
  * came from reading the source.
