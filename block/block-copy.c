@@ -19,6 +19,17 @@
  * it ends when the range is clean and nothing overlapping is in flight.
  * Only then is every cluster of the range known to be on the target.
  *
+ * Write-behind (a blockd extension, for synchronous calls): once a task
+ * of a block_copy() has read the old data, it may leave its call and
+ * move from s->reqs to s->behind_reqs, holding its buffer until the
+ * target write is done.  block_copy() then returns without waiting for
+ * the write, and the guest write it protects goes on: the old data is
+ * safe in memory.  Synchronous calls wait only for s->reqs; background
+ * calls and state_free wait for both lists, and snapshot readers of the
+ * target for s->behind_reqs (block_copy_wait_behind_writes()).  A failed
+ * write behind cannot be retried, the source changed: the state is
+ * failed for good and its failure callback tells the owner.
+ *
  * Everything runs on the main loop's one thread; fields are grouped by
  * who changes them, and no field needs a lock.
  */
@@ -38,8 +49,10 @@ enum {
 typedef struct BlockCopyTask {
     BlockReq req;                   /* the range, in s->reqs */
     BlockCopyState *s;
-    BlockCopyCallState *call;       /* the call that created it */
+    BlockCopyCallState *call;       /* the call that created it; NULL
+                                     * once the write is behind */
     bool zeroes;                    /* the source reads zeroes there */
+    int64_t behind_bytes;           /* write-behind budget it holds */
 } BlockCopyTask;
 
 struct BlockCopyCallState {
@@ -50,6 +63,7 @@ struct BlockCopyCallState {
     int max_workers;
     int64_t max_task_bytes;         /* chunk size, capped by max_chunk */
     bool ignore_ratelimit;          /* synchronous calls */
+    bool write_behind;              /* its tasks may write behind */
     BlockCopyAsyncCallbackFunc *cb;
     void *opaque;
 
@@ -84,10 +98,16 @@ struct BlockCopyState {
     int64_t cluster_size;
     int64_t chunk_size;             /* the largest task */
     bool discard_source;
+    bool write_behind;              /* write_behind_bytes > 0 */
 
     /* Main loop and its coroutines. */
     BlockReqList reqs;              /* tasks in flight */
-    uint64_t in_flight_bytes;       /* bytes of those tasks */
+    BlockReqList behind_reqs;       /* tasks whose write is behind */
+    uint64_t in_flight_bytes;       /* bytes of the tasks of both lists */
+    int64_t behind_free;            /* left of write_behind_bytes */
+    int behind_ret;                 /* first failed write behind, or 0 */
+    BlockCopyFailureFunc *failure_cb;
+    void *failure_opaque;
     int64_t mem_free;               /* left of BLOCK_COPY_MEMORY_BUDGET */
     CoQueue mem_waiters;            /* tasks waiting for bounce memory */
     RateLimit rate_limit;           /* for calls that honour it */
@@ -174,6 +194,14 @@ BlockCopyState *block_copy_state_new(BdrvChild *source, BdrvChild *target,
         error_setg(errp, "min-cluster-size needs to be a power of 2");
         return NULL;
     }
+    if (opts->write_behind_bytes && opts->discard_source) {
+        error_setg(errp, "Write-behind cannot be used with discard-source");
+        return NULL;
+    }
+    if (opts->write_behind_bytes > INT64_MAX) {
+        error_setg(errp, "write-behind-bytes is too large");
+        return NULL;
+    }
     if (opts->compress) {
         /* The I/O layer has no compressed writes (yet). */
         error_setg(errp, "Compression is not supported for this drive %s",
@@ -200,8 +228,11 @@ BlockCopyState *block_copy_state_new(BdrvChild *source, BdrvChild *target,
     s->cluster_size = cluster_size;
     s->chunk_size = block_copy_calculate_chunk_size(s, opts->compress);
     s->discard_source = opts->discard_source;
+    s->write_behind = opts->write_behind_bytes > 0;
+    s->behind_free = opts->write_behind_bytes;
     /* use_copy_range: no copy offload yet; read/write is always right. */
     reqlist_init(&s->reqs);
+    reqlist_init(&s->behind_reqs);
     s->mem_free = BLOCK_COPY_MEMORY_BUDGET;
     co_queue_init(&s->mem_waiters);
     g_queue_init(&s->calls);
@@ -231,8 +262,9 @@ void block_copy_state_free(BlockCopyState *s)
     if (!s) {
         return;
     }
-    /* Calls abandoned by a timed-out block_copy() still run. */
-    while (!g_queue_is_empty(&s->calls)) {
+    /* Calls abandoned by a timed-out block_copy() and writes behind. */
+    while (!g_queue_is_empty(&s->calls) ||
+           !reqlist_is_empty(&s->behind_reqs)) {
         bdrv_drain_wait_event();
     }
     g_assert(reqlist_is_empty(&s->reqs));
@@ -261,6 +293,26 @@ void block_copy_set_progress_callback(BlockCopyState *s,
 {
     s->progress_cb = cb;
     s->progress_opaque = opaque;
+}
+
+void block_copy_set_failure_callback(BlockCopyState *s,
+                                     BlockCopyFailureFunc *cb,
+                                     void *opaque)
+{
+    s->failure_cb = cb;
+    s->failure_opaque = opaque;
+}
+
+bool block_copy_state_failed(BlockCopyState *s)
+{
+    return s->behind_ret < 0;
+}
+
+void coroutine_fn block_copy_wait_behind_writes(BlockCopyState *s,
+                                                int64_t offset,
+                                                int64_t bytes)
+{
+    reqlist_wait_all(&s->behind_reqs, offset, bytes);
 }
 
 void block_copy_set_speed(BlockCopyState *s, uint64_t speed)
@@ -384,6 +436,60 @@ static int coroutine_fn block_copy_block_status(BlockCopyState *s,
     return ret;
 }
 
+/*
+ * The old data is in memory: if the call allows it and the budget has
+ * room, let the call go on without this task (it returns to the guest)
+ * while the target write finishes behind it.
+ */
+static void block_copy_task_try_behind(BlockCopyTask *task, int64_t mem)
+{
+    BlockCopyState *s = task->s;
+    BlockCopyCallState *call = task->call;
+
+    if (!call->write_behind || s->behind_free < mem) {
+        return;
+    }
+    trace_block_copy_task_behind(call, task->req.offset, task->req.bytes);
+    s->behind_free -= mem;
+    task->behind_bytes = mem;
+    /* Sync calls stop waiting for it; its waiters look again. */
+    reqlist_remove(&s->reqs, &task->req);
+    reqlist_add(&s->behind_reqs, &task->req, task->req.offset,
+                task->req.bytes);
+    /* Drains of the owner wait for writes behind. */
+    s->owner->in_flight++;
+    task->call = NULL;
+    call->tasks_in_flight--;
+    co_queue_next(&call->task_ended);
+}
+
+/*
+ * A write behind ended.  Its clusters were reported copied: a failure
+ * cannot be retried (the source has new data there), so it fails the
+ * whole state.
+ */
+static void block_copy_behind_end(BlockCopyTask *task, int ret)
+{
+    BlockCopyState *s = task->s;
+
+    trace_block_copy_behind_end(task->req.offset, task->req.bytes, ret);
+    s->behind_free += task->behind_bytes;
+    s->in_flight_bytes -= task->req.bytes;
+    if (ret == 0 && s->progress_cb) {
+        s->progress_cb(s->progress_opaque, task->req.bytes);
+    }
+    reqlist_remove(&s->behind_reqs, &task->req);
+    if (ret < 0 && s->behind_ret == 0) {
+        s->behind_ret = ret;
+        if (s->failure_cb) {
+            s->failure_cb(s->failure_opaque, ret);
+        }
+    }
+    if (--s->owner->in_flight == 0) {
+        bdrv_wake_drainers();
+    }
+}
+
 /* Copy through a bounce buffer from the shared budget. */
 static int coroutine_fn block_copy_task_copy(BlockCopyTask *task,
                                              bool *error_is_read)
@@ -405,6 +511,7 @@ static int coroutine_fn block_copy_task_copy(BlockCopyTask *task,
         if (ret < 0) {
             *error_is_read = true;
         } else {
+            block_copy_task_try_behind(task, mem);
             ret = bdrv_co_pwrite(s->target, offset, bytes, buf, 0);
             *error_is_read = false;
         }
@@ -447,6 +554,12 @@ static void coroutine_fn block_copy_task_entry(void *opaque)
     bool error_is_read = false;
     int ret = block_copy_task_run(task, &error_is_read);
 
+    if (!task->call) {
+        /* The call went on without us. */
+        block_copy_behind_end(task, ret);
+        g_free(task);
+        return;
+    }
     if (ret < 0 && call->ret == 0) {
         call->ret = ret;
         call->error_is_read = error_is_read;
@@ -578,7 +691,10 @@ static void coroutine_fn block_copy_call_run(BlockCopyCallState *call)
     while (block_copy_call_may_start(call)) {
         if (block_copy_range_dirty(s, call->offset, call->bytes)) {
             block_copy_dirty_clusters(call);
-        } else if (!reqlist_wait_one(&s->reqs, call->offset, call->bytes)) {
+        } else if (!reqlist_wait_one(&s->reqs, call->offset, call->bytes) &&
+                   (call->write_behind ||
+                    !reqlist_wait_one(&s->behind_reqs, call->offset,
+                                      call->bytes))) {
             break;
         }
         /* A task we waited for may have failed and re-dirtied bits. */
@@ -615,6 +731,8 @@ static BlockCopyCallState *block_copy_call_new(BlockCopyState *s,
                                        s->cluster_size));
     }
     call->ignore_ratelimit = ignore_ratelimit;
+    /* Background calls gain nothing from returning before the write. */
+    call->write_behind = ignore_ratelimit && s->write_behind;
     call->link.data = call;
     co_queue_init(&call->task_ended);
     return call;

@@ -34,7 +34,8 @@ void reqlist_add(BlockReqList *list, BlockReq *req, int64_t offset,
 static bool ranges_overlap(int64_t a_offset, int64_t a_bytes,
                            int64_t b_offset, int64_t b_bytes)
 {
-    return a_offset < b_offset + b_bytes && b_offset < a_offset + a_bytes;
+    return a_bytes > 0 && b_bytes > 0 &&
+           a_offset < b_offset + b_bytes && b_offset < a_offset + a_bytes;
 }
 
 BlockReq *reqlist_find_conflict(BlockReqList *list, int64_t offset,

@@ -54,6 +54,20 @@ typedef struct BlockCopyOptions {
     int64_t min_cluster_size;
     /* Discard each copied range on the source (push from fleecing). */
     bool discard_source;
+    /*
+     * Write-behind for synchronous calls, a blockd extension (0: off).
+     * block_copy() may return as soon as the old data of a task is read
+     * into memory, so that the guest write it protects can go on while
+     * the target write finishes later.  Up to this many bytes of such
+     * buffers at a time; when they are all taken, block_copy() waits for
+     * the target write as usual.  Not with discard_source (the source
+     * range must not be discarded after the guest wrote it).
+     *
+     * A write behind cannot be undone or retried when it fails (the
+     * source already holds new data): the point-in-time copy is broken.
+     * See block_copy_set_failure_callback() and block_copy_state_failed().
+     */
+    uint64_t write_behind_bytes;
 } BlockCopyOptions;
 
 /*
@@ -93,6 +107,26 @@ void block_copy_set_progress_callback(BlockCopyState *s,
                                       BlockCopyProgressFunc *cb,
                                       void *opaque);
 
+/*
+ * Write-behind (BlockCopyOptions.write_behind_bytes): @cb is called once,
+ * with the -errno, when the first write behind fails.  Its clusters were
+ * reported copied but are not on the target, and never will be.
+ */
+typedef void BlockCopyFailureFunc(void *opaque, int ret);
+void block_copy_set_failure_callback(BlockCopyState *s,
+                                     BlockCopyFailureFunc *cb,
+                                     void *opaque);
+/* Has a write behind failed (the copy is broken for good)? */
+bool block_copy_state_failed(BlockCopyState *s);
+/*
+ * Wait until no write behind overlaps [@offset, @offset + @bytes): for
+ * readers of the target (snapshot reads of clusters block_copy()
+ * reported copied).  Returns at once without write-behind.
+ */
+void coroutine_fn block_copy_wait_behind_writes(BlockCopyState *s,
+                                                int64_t offset,
+                                                int64_t bytes);
+
 /* Background rate limit in bytes per second (0: none). */
 void block_copy_set_speed(BlockCopyState *s, uint64_t speed);
 
@@ -119,7 +153,8 @@ int coroutine_fn block_copy_reset_unallocated(BlockCopyState *s,
  * the owner node's in_flight (so drains of the owner wait for it), and
  * block_copy_state_free() waits for it.
  * Returns 0 or the first task's -errno; *@error_is_read tells whether it
- * came from reading the source.
+ * came from reading the source.  With write-behind, 0 may mean "read
+ * into memory, the target write follows" (see BlockCopyOptions).
  */
 int coroutine_fn block_copy(BlockCopyState *s, int64_t offset,
                             int64_t bytes, uint64_t timeout_ns,

@@ -939,6 +939,206 @@ static void test_memory_budget(Fixture *f, gconstpointer data)
     g_assert_cmpint(f->src->max_reading, >, CLUSTER);
 }
 
+/* --- tests: write-behind --- */
+
+typedef struct BehindFixture {
+    Fixture f;
+    int failures;
+    int failure_ret;
+} BehindFixture;
+
+static void failure_cb(void *opaque, int ret)
+{
+    BehindFixture *b = opaque;
+
+    b->failures++;
+    b->failure_ret = ret;
+}
+
+/* Write-behind of two clusters; target writes are held until released. */
+static void behind_setup(BehindFixture *b, gconstpointer data)
+{
+    BlockCopyOptions opts = { .write_behind_bytes = 2 * CLUSTER };
+
+    *b = (BehindFixture) { 0 };
+    fixture_open_nodes(&b->f);
+    fixture_new_state(&b->f, NULL, &opts);
+    block_copy_set_failure_callback(b->f.bcs, failure_cb, b);
+    b->f.tgt->hold_start = 0;
+    b->f.tgt->hold_end = DISK_SIZE;
+}
+
+static void behind_teardown(BehindFixture *b, gconstpointer data)
+{
+    fixture_teardown(&b->f, NULL);
+}
+
+static void release_target(Fixture *f)
+{
+    f->tgt->hold_start = f->tgt->hold_end = -1;
+    co_queue_restart_all(&f->tgt->held);
+}
+
+typedef struct BehindWait {
+    BlockCopyState *bcs;
+    int64_t offset, bytes;
+    bool done;
+} BehindWait;
+
+static void coroutine_fn behind_wait_entry(void *opaque)
+{
+    BehindWait *w = opaque;
+
+    block_copy_wait_behind_writes(w->bcs, w->offset, w->bytes);
+    w->done = true;
+}
+
+/*
+ * block_copy() returns once the old data is read; the write follows.
+ * Until then the bytes count as remaining, the owner as busy, and
+ * readers of the target wait; nobody copies the range again.
+ */
+static void test_behind_returns_early(BehindFixture *b, gconstpointer data)
+{
+    Fixture *f = &b->f;
+    BehindWait reader = { .bcs = f->bcs, .offset = 0, .bytes = CLUSTER };
+    BehindWait elsewhere = { .bcs = f->bcs, .offset = CLUSTER,
+                             .bytes = CLUSTER };
+
+    g_assert_cmpint(sync_copy(f, 0, CLUSTER, NULL), ==, 0);
+    g_assert_cmpuint(f->tgt->held_count, ==, 1);
+    g_assert_cmpuint(f->tgt->writes[0], ==, 0);
+    g_assert_cmpuint(f->progress, ==, 0);
+    g_assert_cmpuint(block_copy_remaining_bytes(f->bcs), ==, DISK_SIZE);
+    g_assert_cmpuint(f->owner->in_flight, ==, 1);
+
+    /* A second write there has nothing to copy and waits for nothing. */
+    g_assert_cmpint(sync_copy(f, 0, CLUSTER, NULL), ==, 0);
+
+    coroutine_enter(coroutine_create(behind_wait_entry, &reader));
+    coroutine_enter(coroutine_create(behind_wait_entry, &elsewhere));
+    g_assert_true(elsewhere.done);
+    run_pending();
+    g_assert_false(reader.done);
+
+    release_target(f);
+    run_until(&reader.done);
+    g_assert_cmpuint(f->tgt->writes[0], ==, 1);
+    assert_cluster_copied(f, 0);
+    g_assert_cmpuint(f->progress, ==, CLUSTER);
+    g_assert_cmpuint(f->owner->in_flight, ==, 0);
+    g_assert_false(block_copy_state_failed(f->bcs));
+    g_assert_cmpint(b->failures, ==, 0);
+}
+
+/* Writes behind are bounded: with the budget taken, block_copy() waits. */
+static void test_behind_bounded(BehindFixture *b, gconstpointer data)
+{
+    Fixture *f = &b->f;
+    SyncCall third = { 0 };
+
+    g_assert_cmpint(sync_copy(f, 0, CLUSTER, NULL), ==, 0);
+    g_assert_cmpint(sync_copy(f, 5 * CLUSTER, CLUSTER, NULL), ==, 0);
+    sync_call_start(&third, f, 9 * CLUSTER, CLUSTER);
+    run_pending();
+    g_assert_false(third.done);
+    g_assert_cmpuint(f->tgt->held_count, ==, 3);
+
+    release_target(f);
+    run_until(&third.done);
+    g_assert_cmpint(third.ret, ==, 0);
+    /* The third write was not behind: it is done when the call returns. */
+    g_assert_cmpuint(f->tgt->writes[9], ==, 1);
+    assert_cluster_copied(f, 9);
+    run_pending();
+    assert_cluster_copied(f, 0);
+    assert_cluster_copied(f, 5);
+    g_assert_cmpuint(f->progress, ==, 3 * CLUSTER);
+}
+
+/*
+ * A failed write behind cannot be retried: the state is failed, the
+ * owner told once, and the clusters are not to be copied again (the
+ * source holds new data there).
+ */
+static void test_behind_failure(BehindFixture *b, gconstpointer data)
+{
+    Fixture *f = &b->f;
+    const HBitmap *bits =
+        bdrv_dirty_bitmap_bits(block_copy_dirty_bitmap(f->bcs));
+
+    f->tgt->fail_start = 0;
+    f->tgt->fail_end = 2 * CLUSTER;
+    f->tgt->fail_ret = -ENOSPC;
+    g_assert_cmpint(sync_copy(f, 0, CLUSTER, NULL), ==, 0);
+    g_assert_cmpint(sync_copy(f, CLUSTER, CLUSTER, NULL), ==, 0);
+    g_assert_false(block_copy_state_failed(f->bcs));
+
+    release_target(f);
+    run_pending();
+    g_assert_true(block_copy_state_failed(f->bcs));
+    g_assert_cmpint(b->failures, ==, 1);
+    g_assert_cmpint(b->failure_ret, ==, -ENOSPC);
+    g_assert_false(hbitmap_get(bits, 0));
+    g_assert_false(hbitmap_get(bits, CLUSTER));
+    g_assert_cmpuint(f->progress, ==, 0);
+    g_assert_cmpuint(f->owner->in_flight, ==, 0);
+}
+
+/* The background call is done only when the writes behind are. */
+static void test_behind_async_waits(BehindFixture *b, gconstpointer data)
+{
+    Fixture *f = &b->f;
+    AsyncCall a;
+
+    g_assert_cmpint(sync_copy(f, 3 * CLUSTER, CLUSTER, NULL), ==, 0);
+    f->tgt->hold_start = 3 * CLUSTER;
+    f->tgt->hold_end = 4 * CLUSTER;
+    co_queue_restart_all(&f->tgt->held);
+    async_start(&a, f, 0, DISK_SIZE, BLOCK_COPY_MAX_WORKERS, 0);
+    while (f->progress < DISK_SIZE - CLUSTER) {
+        main_loop_wait(true);
+    }
+    run_pending();
+    g_assert_false(a.cb_ran);
+    release_target(f);
+    run_until(&a.cb_ran);
+    g_assert_true(block_copy_call_succeeded(a.call));
+    block_copy_call_free(a.call);
+    g_assert_cmpmem(f->tgt->data, DISK_SIZE, f->src->data, DISK_SIZE);
+    for (int c = 0; c < CLUSTERS; c++) {
+        g_assert_cmpuint(f->tgt->writes[c], ==, 1);
+    }
+}
+
+/* Freeing the state waits for the writes behind. */
+static void test_behind_free_waits(BehindFixture *b, gconstpointer data)
+{
+    Fixture *f = &b->f;
+
+    g_assert_cmpint(sync_copy(f, 0, CLUSTER, NULL), ==, 0);
+    release_target(f);
+    block_copy_state_free(f->bcs);
+    f->bcs = NULL;
+    assert_cluster_copied(f, 0);
+    g_assert_cmpuint(f->owner->in_flight, ==, 0);
+}
+
+static void test_behind_not_with_discard(void)
+{
+    BlockCopyOptions opts = { .write_behind_bytes = CLUSTER,
+                              .discard_source = true };
+    g_autofree char *msg = NULL;
+    Fixture f;
+
+    fixture_open_nodes(&f);
+    g_assert_null(state_new_err(&f, &opts, &msg));
+    g_assert_cmpstr(msg, ==,
+                    "Write-behind cannot be used with discard-source");
+    f.bcs = NULL;
+    fixture_teardown(&f, NULL);
+}
+
 /* --- reqlist --- */
 
 typedef struct Waiter {
@@ -1001,6 +1201,9 @@ static void test_reqlist(void)
     g_assert_true(reqlist_is_empty(&list));
 }
 
+#define ADD_BEHIND_TEST(path, fn) \
+    g_test_add("/block-copy/behind/" path, BehindFixture, NULL, \
+               behind_setup, fn, behind_teardown)
 #define ADD_TEST(path, fn) \
     g_test_add("/block-copy/" path, Fixture, NULL, fixture_setup, fn, \
                fixture_teardown)
@@ -1029,6 +1232,13 @@ int main(int argc, char **argv)
     ADD_TEST("async/cancel", test_cancel);
     ADD_TEST("async/ratelimit", test_ratelimit);
     ADD_TEST("async/speed-change-kicks", test_speed_change_kicks);
+    ADD_BEHIND_TEST("returns-early", test_behind_returns_early);
+    ADD_BEHIND_TEST("bounded", test_behind_bounded);
+    ADD_BEHIND_TEST("failure", test_behind_failure);
+    ADD_BEHIND_TEST("async-waits", test_behind_async_waits);
+    ADD_BEHIND_TEST("free-waits", test_behind_free_waits);
+    g_test_add_func("/block-copy/behind/not-with-discard-source",
+                    test_behind_not_with_discard);
     g_test_add_func("/block-copy/create/cluster-size", test_cluster_size);
     g_test_add_func("/block-copy/create/discard-source",
                     test_discard_source);
