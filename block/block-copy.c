@@ -437,6 +437,24 @@ static int coroutine_fn block_copy_block_status(BlockCopyState *s,
 }
 
 /*
+ * Work that outlives the call that started it (writes behind, timed-out
+ * synchronous calls) counts in the owner's in_flight, so that drains of
+ * the owner wait for it.
+ */
+static void block_copy_owner_inc_in_flight(BlockCopyState *s)
+{
+    s->owner->in_flight++;
+}
+
+static void block_copy_owner_dec_in_flight(BlockCopyState *s)
+{
+    g_assert(s->owner->in_flight > 0);
+    s->owner->in_flight--;
+    /* Drains, and block_copy_state_free(), look again. */
+    bdrv_wake_drainers();
+}
+
+/*
  * The old data is in memory: if the call allows it and the budget has
  * room, let the call go on without this task (it returns to the guest)
  * while the target write finishes behind it.
@@ -456,8 +474,7 @@ static void block_copy_task_try_behind(BlockCopyTask *task, int64_t mem)
     reqlist_remove(&s->reqs, &task->req);
     reqlist_add(&s->behind_reqs, &task->req, task->req.offset,
                 task->req.bytes);
-    /* Drains of the owner wait for writes behind. */
-    s->owner->in_flight++;
+    block_copy_owner_inc_in_flight(s);
     task->call = NULL;
     call->tasks_in_flight--;
     co_queue_next(&call->task_ended);
@@ -485,9 +502,7 @@ static void block_copy_behind_end(BlockCopyTask *task, int ret)
             s->failure_cb(s->failure_opaque, ret);
         }
     }
-    if (--s->owner->in_flight == 0) {
-        bdrv_wake_drainers();
-    }
+    block_copy_owner_dec_in_flight(s);
 }
 
 /* Copy through a bounce buffer from the shared budget. */
@@ -744,7 +759,7 @@ static BlockCopyCallState *block_copy_call_new(BlockCopyState *s,
 static void block_copy_call_abandon(BlockCopyCallState *call)
 {
     call->abandoned = true;
-    call->s->owner->in_flight++;
+    block_copy_owner_inc_in_flight(call->s);
 }
 
 static gboolean block_copy_timeout_cb(gpointer opaque)
@@ -761,14 +776,12 @@ static gboolean block_copy_timeout_cb(gpointer opaque)
 static void coroutine_fn block_copy_timed_call_entry(void *opaque)
 {
     BlockCopyCallState *call = opaque;
-    BlockDriverState *owner = call->s->owner;
+    BlockCopyState *s = call->s;
 
     block_copy_call_run(call);
     if (call->abandoned) {
         g_free(call);
-        if (--owner->in_flight == 0) {
-            bdrv_wake_drainers();
-        }
+        block_copy_owner_dec_in_flight(s);
         return;
     }
     g_source_remove(call->timeout_timer);
