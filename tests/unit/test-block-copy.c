@@ -1339,6 +1339,39 @@ static void test_behind_free_waits(BehindFixture *b, gconstpointer data)
     g_assert_cmpuint(f->owner->in_flight, ==, 0);
 }
 
+static void coroutine_fn free_state_entry(void *opaque)
+{
+    Fixture *f = opaque;
+
+    block_copy_state_free(f->bcs);
+    f->bcs = NULL;
+}
+
+/*
+ * ... also in a coroutine, while the owner and the target have other
+ * requests in flight (a guest write through the filter, a reader of the
+ * target): the end of the write behind must wake the free although no
+ * in-flight count drops to zero.
+ */
+static void test_behind_free_in_coroutine(BehindFixture *b,
+                                          gconstpointer data)
+{
+    Fixture *f = &b->f;
+
+    g_assert_cmpint(sync_copy(f, 0, CLUSTER, NULL), ==, 0);
+    f->owner->in_flight++;
+    f->tgt_bs->in_flight++;
+    coroutine_enter(coroutine_create(free_state_entry, f));
+    g_assert_nonnull(f->bcs);
+    release_target(f);
+    run_pending();
+    g_assert_null(f->bcs);
+    assert_cluster_copied(f, 0);
+    g_assert_cmpuint(f->owner->in_flight, ==, 1);
+    f->owner->in_flight--;
+    f->tgt_bs->in_flight--;
+}
+
 static void test_behind_not_with_discard(void)
 {
     BlockCopyOptions opts = { .write_behind_bytes = CLUSTER,
@@ -1451,6 +1484,7 @@ int main(int argc, char **argv)
     ADD_BEHIND_TEST("failure", test_behind_failure);
     ADD_BEHIND_TEST("async-waits", test_behind_async_waits);
     ADD_BEHIND_TEST("free-waits", test_behind_free_waits);
+    ADD_BEHIND_TEST("free-in-coroutine", test_behind_free_in_coroutine);
     g_test_add_func("/block-copy/behind/not-with-discard-source",
                     test_behind_not_with_discard);
     g_test_add_func("/block-copy/copy/memory-budget", test_memory_budget);
