@@ -613,27 +613,28 @@ static void coroutine_fn block_copy_call_sleep(BlockCopyCallState *call,
 }
 
 /*
- * Wait until the rate limit lets the call start a task; false if the
- * call was cancelled meanwhile.
+ * May the background call start @task now?  Parallel tasks are charged
+ * before they start, so that they are spaced out.  If not, the task
+ * gives its clusters back (the call sleeps without holding a range, so
+ * guest writes never wait for the limit) and the call sleeps; false.
  */
-static bool coroutine_fn block_copy_call_wait_ratelimit(
-    BlockCopyCallState *call)
+static bool coroutine_fn block_copy_task_ratelimit(BlockCopyTask *task)
 {
-    for (;;) {
-        int64_t delay;
+    BlockCopyCallState *call = task->call;
+    int64_t delay;
 
-        if (!block_copy_call_may_start(call)) {
-            return false;
-        }
-        if (call->ignore_ratelimit) {
-            return true;
-        }
-        delay = ratelimit_delay(&call->s->rate_limit, clock_now_ns());
-        if (delay == 0) {
-            return true;
-        }
-        block_copy_call_sleep(call, delay);
+    if (call->ignore_ratelimit) {
+        return true;
     }
+    delay = ratelimit_calculate_delay(&call->s->rate_limit, task->req.bytes,
+                                      clock_now_ns());
+    if (delay == 0) {
+        return true;
+    }
+    block_copy_task_end(task, -EAGAIN);
+    g_free(task);
+    block_copy_call_sleep(call, delay);
+    return false;
 }
 
 /*
@@ -654,7 +655,7 @@ static void coroutine_fn block_copy_dirty_clusters(BlockCopyCallState *call)
         while (call->tasks_in_flight >= call->max_workers) {
             co_queue_wait(&call->task_ended);
         }
-        if (!block_copy_call_wait_ratelimit(call)) {
+        if (!block_copy_call_may_start(call)) {
             break;
         }
         task = block_copy_task_create(call, offset, end);
@@ -664,19 +665,20 @@ static void coroutine_fn block_copy_dirty_clusters(BlockCopyCallState *call)
         status = block_copy_block_status(s, task->req.offset,
                                          task->req.bytes, &status_bytes);
         block_copy_task_shrink(task, status_bytes);
-        offset = task->req.offset + task->req.bytes;
         if (s->skip_unallocated && !(status & BDRV_BLOCK_ALLOCATED)) {
             /* sync=top: the backing file has it, not ours to copy. */
             trace_block_copy_task_skip(call, task->req.offset,
                                        task->req.bytes);
+            offset = task->req.offset + task->req.bytes;
             block_copy_task_end(task, 0);
             g_free(task);
             continue;
         }
-        task->zeroes = status & BDRV_BLOCK_ZERO;
-        if (!call->ignore_ratelimit) {
-            ratelimit_account(&s->rate_limit, task->req.bytes);
+        if (!block_copy_task_ratelimit(task)) {
+            continue;       /* the same clusters again, after the sleep */
         }
+        offset = task->req.offset + task->req.bytes;
+        task->zeroes = status & BDRV_BLOCK_ZERO;
         call->tasks_in_flight++;
         coroutine_enter(coroutine_create(block_copy_task_entry, task));
     }

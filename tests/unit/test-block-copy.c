@@ -845,6 +845,32 @@ static void test_ratelimit(Fixture *f, gconstpointer data)
     g_assert_cmpint(clock_now_ns() - start, <, 5LL * 1000 * 1000 * 1000);
 }
 
+/*
+ * A background call asleep on the limit holds no clusters: a guest
+ * write's copy of the clusters it would take next goes on at once, and
+ * the background call does not copy them again.
+ */
+static void test_limit_holds_nothing(Fixture *f, gconstpointer data)
+{
+    AsyncCall a;
+
+    block_copy_set_speed(f->bcs, 1024);
+    async_start(&a, f, 0, DISK_SIZE, BLOCK_COPY_MAX_WORKERS, 0);
+    while (f->progress == 0) {
+        main_loop_wait(true);
+    }
+    run_pending();
+    g_assert_cmpint(sync_copy(f, 16 * CLUSTER, 2 * CLUSTER, NULL), ==, 0);
+    assert_cluster_copied(f, 16);
+    block_copy_set_speed(f->bcs, 0);
+    run_until(&a.cb_ran);
+    g_assert_true(block_copy_call_succeeded(a.call));
+    block_copy_call_free(a.call);
+    for (int c = 0; c < CLUSTERS; c++) {
+        g_assert_cmpuint(f->tgt->writes[c], ==, 1);
+    }
+}
+
 /* A faster limit wakes a call sleeping off the old one. */
 static void test_speed_change_kicks(Fixture *f, gconstpointer data)
 {
@@ -1551,6 +1577,7 @@ int main(int argc, char **argv)
     ADD_TEST("async/cancel", test_cancel);
     ADD_TEST("async/ratelimit", test_ratelimit);
     ADD_TEST("async/speed-change-kicks", test_speed_change_kicks);
+    ADD_TEST("async/limit-holds-nothing", test_limit_holds_nothing);
     ADD_BEHIND_TEST("returns-early", test_behind_returns_early);
     ADD_BEHIND_TEST("bounded", test_behind_bounded);
     ADD_BEHIND_TEST("failure", test_behind_failure);
