@@ -99,6 +99,7 @@ struct BlockCopyState {
     int64_t chunk_size;             /* the largest task */
     bool discard_source;
     bool write_behind;              /* write_behind_bytes > 0 */
+    BdrvRequestFlags write_flags;   /* for every target write */
 
     /* Main loop and its coroutines. */
     BlockReqList reqs;              /* tasks in flight */
@@ -151,6 +152,25 @@ static int64_t block_copy_calculate_cluster_size(BlockDriverState *target,
         return -1;
     }
     return MAX(floor, bdi.cluster_size);
+}
+
+/*
+ * Legacy fleecing: the target is an overlay whose backing chain holds
+ * the source, exported to readers.  A reader of a cluster not yet
+ * copied reads through to the source; if our write of that cluster and
+ * then the guest's write to the source overtook the read, it would
+ * return new data.  Serialising target writes wait for such reads.
+ */
+static bool block_copy_source_backs_target(BdrvChild *source,
+                                           BdrvChild *target)
+{
+    for (BlockDriverState *bs = target->bs; bs;
+         bs = bs->backing ? bs->backing->bs : NULL) {
+        if (bs == source->bs) {
+            return true;
+        }
+    }
+    return false;
 }
 
 /*
@@ -228,6 +248,9 @@ BlockCopyState *block_copy_state_new(BdrvChild *source, BdrvChild *target,
     s->cluster_size = cluster_size;
     s->chunk_size = block_copy_calculate_chunk_size(s, opts->compress);
     s->discard_source = opts->discard_source;
+    if (block_copy_source_backs_target(source, target)) {
+        s->write_flags = BDRV_REQ_SERIALISING;
+    }
     s->write_behind = opts->write_behind_bytes > 0;
     s->behind_free = opts->write_behind_bytes;
     /* use_copy_range: no copy offload yet; read/write is always right. */
@@ -527,7 +550,8 @@ static int coroutine_fn block_copy_task_copy(BlockCopyTask *task,
             *error_is_read = true;
         } else {
             block_copy_task_try_behind(task, mem);
-            ret = bdrv_co_pwrite(s->target, offset, bytes, buf, 0);
+            ret = bdrv_co_pwrite(s->target, offset, bytes, buf,
+                                 s->write_flags);
             *error_is_read = false;
         }
     }
@@ -551,7 +575,7 @@ static int coroutine_fn block_copy_task_run(BlockCopyTask *task,
          */
         *error_is_read = false;
         ret = bdrv_co_pwrite_zeroes(s->target, task->req.offset,
-                                    task->req.bytes, 0);
+                                    task->req.bytes, s->write_flags);
     } else {
         ret = block_copy_task_copy(task, error_is_read);
     }
