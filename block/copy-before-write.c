@@ -82,6 +82,14 @@ static CbwAppendArgs *cbw_pending_append;
 
 static bool cbw_check_options(const BlockdevOptionsCbw *opts, Error **errp)
 {
+    if (opts->has___org_blockd_write_behind_buffer &&
+        opts->__org_blockd_write_behind_buffer > INT64_MAX) {
+        error_setg(errp, "__org.blockd_write-behind-buffer too large: %"
+                   PRIu64 " > %" PRId64,
+                   (uint64_t)opts->__org_blockd_write_behind_buffer,
+                   INT64_MAX);
+        return false;
+    }
     if (opts->has_min_cluster_size) {
         if (opts->min_cluster_size > INT64_MAX) {
             error_setg(errp, "min-cluster-size too large: %" PRIu64 " > %"
@@ -110,6 +118,26 @@ static BdrvDirtyBitmap *cbw_create_bitmap(BlockDriverState *bs,
     return bitmap;
 }
 
+static void cbw_break_snapshot(BlockDriverState *bs, int ret)
+{
+    BDRVCopyBeforeWriteState *s = bs->opaque;
+
+    if (!s->snapshot_error) {
+        s->snapshot_error = ret;
+        trace_cbw_snapshot_broken(bs, ret);
+    }
+}
+
+/*
+ * A write behind failed: the guest write it let through already changed
+ * the file, so the old data of those clusters is gone, whatever
+ * on-cbw-error says.
+ */
+static void cbw_write_behind_failed(void *opaque, int ret)
+{
+    cbw_break_snapshot(opaque, ret);
+}
+
 /*
  * Everything after the children are attached: the block-copy state and
  * the snapshot bitmaps.  On failure the caller detaches the children.
@@ -122,6 +150,7 @@ static int cbw_init(BlockDriverState *bs, const BdrvCbwOptions *opts,
     BlockCopyOptions bc_opts = {
         .min_cluster_size = opts->min_cluster_size,
         .discard_source = opts->discard_source,
+        .write_behind_bytes = opts->write_behind_bytes,
     };
 
     reqlist_init(&s->frozen_reads);
@@ -138,6 +167,7 @@ static int cbw_init(BlockDriverState *bs, const BdrvCbwOptions *opts,
         return -EINVAL;
     }
     s->cluster_size = block_copy_cluster_size(s->bcs);
+    block_copy_set_failure_callback(s->bcs, cbw_write_behind_failed, bs);
     s->done_bitmap = cbw_create_bitmap(bs, s->cluster_size, errp);
     if (!s->done_bitmap) {
         return -EINVAL;
@@ -240,6 +270,9 @@ static int coroutine_fn cbw_open(BlockDriverState *bs,
     cbw_opts.cbw_timeout = opts->has_cbw_timeout ? opts->cbw_timeout : 0;
     cbw_opts.min_cluster_size = opts->has_min_cluster_size
                                 ? (int64_t)opts->min_cluster_size : 0;
+    cbw_opts.write_behind_bytes =
+        opts->has___org_blockd_write_behind_buffer
+        ? opts->__org_blockd_write_behind_buffer : 0;
     ret = cbw_init(bs, &cbw_opts, errp);
 out:
     if (ret < 0) {
@@ -292,25 +325,25 @@ static int coroutine_fn cbw_copy_before_write(BlockDriverState *bs,
     bool error_is_read = false;
     int ret;
 
-    if (s->snapshot_error) {
-        return 0;
-    }
-    trace_cbw_copy_before_write(bs, start, end - start);
-    ret = block_copy(s->bcs, start, end - start, s->cbw_timeout_ns,
-                     &error_is_read);
-    if (ret < 0) {
-        trace_cbw_copy_failed(bs, start, end - start, ret, error_is_read);
-        if (s->on_cbw_error == ON_CBW_ERROR_BREAK_GUEST_WRITE) {
-            return ret;
+    if (!s->snapshot_error) {
+        trace_cbw_copy_before_write(bs, start, end - start);
+        ret = block_copy(s->bcs, start, end - start, s->cbw_timeout_ns,
+                         &error_is_read);
+        if (ret < 0) {
+            trace_cbw_copy_failed(bs, start, end - start, ret, error_is_read);
+            if (s->on_cbw_error == ON_CBW_ERROR_BREAK_GUEST_WRITE) {
+                return ret;
+            }
+            cbw_break_snapshot(bs, ret);
+        } else {
+            bdrv_set_dirty_bitmap(s->done_bitmap, start, end - start);
         }
-        if (!s->snapshot_error) {
-            s->snapshot_error = ret;
-            trace_cbw_snapshot_broken(bs, ret);
-        }
-    } else {
-        bdrv_set_dirty_bitmap(s->done_bitmap, start, end - start);
     }
-    /* Snapshot readers still reading the old data from the file. */
+    /*
+     * Snapshot readers still reading the old data from the file (also
+     * when the snapshot is broken: a read that started before must not
+     * see the new data).
+     */
     reqlist_wait_all(&s->frozen_reads, start, end - start);
     return 0;
 }
@@ -410,6 +443,12 @@ bool bdrv_is_cbw(BlockDriverState *bs)
  * (registered as a frozen read in *@frozen, to be ended with
  * cbw_snapshot_unlock()).  *@pnum is the run's length.  -EACCES if the
  * snapshot is broken or the range is not all readable.
+ *
+ * With write-behind, a done cluster may still be on its way to the
+ * target: the caller first waits for the writes behind in the range,
+ * and calls this without yielding after the wait.  Clusters that become
+ * done later were not done here, so they are read from the file as a
+ * frozen read, which the guest write waits for.
  */
 static int cbw_snapshot_lock(BlockDriverState *bs, int64_t offset,
                              int64_t bytes, int64_t *pnum,
@@ -460,6 +499,7 @@ int coroutine_fn bdrv_cbw_snapshot_preadv(BlockDriverState *bs,
                                           int64_t offset, int64_t bytes,
                                           IOVector *qiov)
 {
+    BDRVCopyBeforeWriteState *s = bs->opaque;
     int64_t done = 0;
 
     while (done < bytes) {
@@ -467,9 +507,12 @@ int coroutine_fn bdrv_cbw_snapshot_preadv(BlockDriverState *bs,
         BdrvChild *child;
         IOVector piece;
         int64_t n;
-        int ret = cbw_snapshot_lock(bs, offset + done, bytes - done, &n,
-                                    &child, &fr);
+        int ret;
 
+        /* No yield between this wait and the lock: see cbw_snapshot_lock */
+        block_copy_wait_behind_writes(s->bcs, offset + done, bytes - done);
+        ret = cbw_snapshot_lock(bs, offset + done, bytes - done, &n, &child,
+                                &fr);
         if (ret < 0) {
             return ret;
         }
@@ -490,12 +533,15 @@ int coroutine_fn bdrv_cbw_snapshot_block_status(BlockDriverState *bs,
                                                 int64_t bytes,
                                                 int64_t *pnum)
 {
+    BDRVCopyBeforeWriteState *s = bs->opaque;
     BlockReq *fr;
     BdrvChild *child;
     int64_t n;
     int depth;
-    int ret = cbw_snapshot_lock(bs, offset, bytes, &n, &child, &fr);
+    int ret;
 
+    block_copy_wait_behind_writes(s->bcs, offset, bytes);
+    ret = cbw_snapshot_lock(bs, offset, bytes, &n, &child, &fr);
     if (ret < 0) {
         return ret;
     }
