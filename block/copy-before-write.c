@@ -54,8 +54,10 @@ typedef struct BDRVCopyBeforeWriteState {
     BdrvDirtyBitmap *access_bitmap; /* disabled: changed by us only */
     BdrvDirtyBitmap *done_bitmap;   /* disabled: changed by us only */
 
-    /* Changed by requests (main loop coroutines). */
-    /* Snapshot reads of @file in flight, widened to whole clusters. */
+    /*
+     * Changed by requests (main loop coroutines).  frozen_reads: snapshot
+     * reads of @file in flight, widened to whole clusters.
+     */
     BlockReqList frozen_reads;
     int snapshot_error;             /* first failed copy (break-snapshot) */
 } BDRVCopyBeforeWriteState;
@@ -227,23 +229,23 @@ static int coroutine_fn cbw_open_appended(BlockDriverState *bs,
     return cbw_init(bs, args->opts, errp);
 }
 
-static int coroutine_fn cbw_open(BlockDriverState *bs,
-                                 BlockdevOptions *options, Error **errp)
+/* The open of blockdev-add. */
+static int coroutine_fn cbw_open_blockdev(BlockDriverState *bs,
+                                          BlockdevOptionsCbw *opts,
+                                          Error **errp)
 {
     BDRVCopyBeforeWriteState *s = bs->opaque;
-    BlockdevOptionsCbw *opts;
-    BdrvCbwOptions cbw_opts = { 0 };
-    int ret;
+    BdrvCbwOptions cbw_opts = {
+        .on_cbw_error = opts->has_on_cbw_error
+                        ? opts->on_cbw_error
+                        : ON_CBW_ERROR_BREAK_GUEST_WRITE,
+        .cbw_timeout = opts->has_cbw_timeout ? opts->cbw_timeout : 0,
+        .min_cluster_size = opts->has_min_cluster_size
+                            ? (int64_t)opts->min_cluster_size : 0,
+        .write_behind_bytes = opts->has___org_blockd_write_behind_buffer
+                              ? opts->__org_blockd_write_behind_buffer : 0,
+    };
 
-    if (!options) {
-        CbwAppendArgs *args = g_steal_pointer(&cbw_pending_append);
-
-        g_assert(args);
-        ret = cbw_open_appended(bs, args, errp);
-        goto out;
-    }
-
-    opts = &options->u.copy_before_write;
     if (!cbw_check_options(opts, errp)) {
         return -EINVAL;
     }
@@ -264,17 +266,22 @@ static int coroutine_fn cbw_open(BlockDriverState *bs,
             return -EINVAL;
         }
     }
-    cbw_opts.on_cbw_error = opts->has_on_cbw_error
-                            ? opts->on_cbw_error
-                            : ON_CBW_ERROR_BREAK_GUEST_WRITE;
-    cbw_opts.cbw_timeout = opts->has_cbw_timeout ? opts->cbw_timeout : 0;
-    cbw_opts.min_cluster_size = opts->has_min_cluster_size
-                                ? (int64_t)opts->min_cluster_size : 0;
-    cbw_opts.write_behind_bytes =
-        opts->has___org_blockd_write_behind_buffer
-        ? opts->__org_blockd_write_behind_buffer : 0;
-    ret = cbw_init(bs, &cbw_opts, errp);
-out:
+    return cbw_init(bs, &cbw_opts, errp);
+}
+
+/* No options: bdrv_cbw_append() is opening the filter. */
+static int coroutine_fn cbw_open(BlockDriverState *bs,
+                                 BlockdevOptions *options, Error **errp)
+{
+    int ret;
+
+    if (options) {
+        ret = cbw_open_blockdev(bs, &options->u.copy_before_write, errp);
+    } else {
+        g_assert(cbw_pending_append);
+        ret = cbw_open_appended(bs, g_steal_pointer(&cbw_pending_append),
+                                errp);
+    }
     if (ret < 0) {
         cbw_close(bs);
     }
@@ -457,7 +464,7 @@ static int cbw_snapshot_lock(BlockDriverState *bs, int64_t offset,
     BDRVCopyBeforeWriteState *s = bs->opaque;
     const HBitmap *done = bdrv_dirty_bitmap_bits(s->done_bitmap);
     int64_t end = offset + bytes;
-    int64_t run_end;
+    int64_t run_end, frozen_start;
     BlockReq *fr;
 
     *frozen = NULL;
@@ -476,10 +483,11 @@ static int cbw_snapshot_lock(BlockDriverState *bs, int64_t offset,
     *pnum = (run_end < 0 ? end : run_end) - offset;
     *child = bs->file;
 
+    /* Guest writes copy and wait in whole clusters. */
+    frozen_start = ALIGN_DOWN(offset, s->cluster_size);
     fr = g_new0(BlockReq, 1);
-    reqlist_add(&s->frozen_reads, fr, ALIGN_DOWN(offset, s->cluster_size),
-                ALIGN_UP(offset + *pnum, s->cluster_size) -
-                ALIGN_DOWN(offset, s->cluster_size));
+    reqlist_add(&s->frozen_reads, fr, frozen_start,
+                ALIGN_UP(offset + *pnum, s->cluster_size) - frozen_start);
     *frozen = fr;
     return 0;
 }
