@@ -437,6 +437,24 @@ static int coroutine_fn block_copy_block_status(BlockCopyState *s,
 }
 
 /*
+ * Work that outlives the call that started it (writes behind, timed-out
+ * synchronous calls) counts in the owner's in_flight, so that drains of
+ * the owner wait for it.
+ */
+static void block_copy_owner_inc_in_flight(BlockCopyState *s)
+{
+    s->owner->in_flight++;
+}
+
+static void block_copy_owner_dec_in_flight(BlockCopyState *s)
+{
+    g_assert(s->owner->in_flight > 0);
+    s->owner->in_flight--;
+    /* Drains, and block_copy_state_free(), look again. */
+    bdrv_wake_drainers();
+}
+
+/*
  * The old data is in memory: if the call allows it and the budget has
  * room, let the call go on without this task (it returns to the guest)
  * while the target write finishes behind it.
@@ -456,8 +474,7 @@ static void block_copy_task_try_behind(BlockCopyTask *task, int64_t mem)
     reqlist_remove(&s->reqs, &task->req);
     reqlist_add(&s->behind_reqs, &task->req, task->req.offset,
                 task->req.bytes);
-    /* Drains of the owner wait for writes behind. */
-    s->owner->in_flight++;
+    block_copy_owner_inc_in_flight(s);
     task->call = NULL;
     call->tasks_in_flight--;
     co_queue_next(&call->task_ended);
@@ -485,9 +502,7 @@ static void block_copy_behind_end(BlockCopyTask *task, int ret)
             s->failure_cb(s->failure_opaque, ret);
         }
     }
-    if (--s->owner->in_flight == 0) {
-        bdrv_wake_drainers();
-    }
+    block_copy_owner_dec_in_flight(s);
 }
 
 /* Copy through a bounce buffer from the shared budget. */
@@ -598,27 +613,28 @@ static void coroutine_fn block_copy_call_sleep(BlockCopyCallState *call,
 }
 
 /*
- * Wait until the rate limit lets the call start a task; false if the
- * call was cancelled meanwhile.
+ * May the background call start @task now?  Parallel tasks are charged
+ * before they start, so that they are spaced out.  If not, the task
+ * gives its clusters back (the call sleeps without holding a range, so
+ * guest writes never wait for the limit) and the call sleeps; false.
  */
-static bool coroutine_fn block_copy_call_wait_ratelimit(
-    BlockCopyCallState *call)
+static bool coroutine_fn block_copy_task_ratelimit(BlockCopyTask *task)
 {
-    for (;;) {
-        int64_t delay;
+    BlockCopyCallState *call = task->call;
+    int64_t delay;
 
-        if (!block_copy_call_may_start(call)) {
-            return false;
-        }
-        if (call->ignore_ratelimit) {
-            return true;
-        }
-        delay = ratelimit_delay(&call->s->rate_limit, clock_now_ns());
-        if (delay == 0) {
-            return true;
-        }
-        block_copy_call_sleep(call, delay);
+    if (call->ignore_ratelimit) {
+        return true;
     }
+    delay = ratelimit_calculate_delay(&call->s->rate_limit, task->req.bytes,
+                                      clock_now_ns());
+    if (delay == 0) {
+        return true;
+    }
+    block_copy_task_end(task, -EAGAIN);
+    g_free(task);
+    block_copy_call_sleep(call, delay);
+    return false;
 }
 
 /*
@@ -639,7 +655,7 @@ static void coroutine_fn block_copy_dirty_clusters(BlockCopyCallState *call)
         while (call->tasks_in_flight >= call->max_workers) {
             co_queue_wait(&call->task_ended);
         }
-        if (!block_copy_call_wait_ratelimit(call)) {
+        if (!block_copy_call_may_start(call)) {
             break;
         }
         task = block_copy_task_create(call, offset, end);
@@ -649,19 +665,20 @@ static void coroutine_fn block_copy_dirty_clusters(BlockCopyCallState *call)
         status = block_copy_block_status(s, task->req.offset,
                                          task->req.bytes, &status_bytes);
         block_copy_task_shrink(task, status_bytes);
-        offset = task->req.offset + task->req.bytes;
         if (s->skip_unallocated && !(status & BDRV_BLOCK_ALLOCATED)) {
             /* sync=top: the backing file has it, not ours to copy. */
             trace_block_copy_task_skip(call, task->req.offset,
                                        task->req.bytes);
+            offset = task->req.offset + task->req.bytes;
             block_copy_task_end(task, 0);
             g_free(task);
             continue;
         }
-        task->zeroes = status & BDRV_BLOCK_ZERO;
-        if (!call->ignore_ratelimit) {
-            ratelimit_account(&s->rate_limit, task->req.bytes);
+        if (!block_copy_task_ratelimit(task)) {
+            continue;       /* the same clusters again, after the sleep */
         }
+        offset = task->req.offset + task->req.bytes;
+        task->zeroes = status & BDRV_BLOCK_ZERO;
         call->tasks_in_flight++;
         coroutine_enter(coroutine_create(block_copy_task_entry, task));
     }
@@ -744,7 +761,7 @@ static BlockCopyCallState *block_copy_call_new(BlockCopyState *s,
 static void block_copy_call_abandon(BlockCopyCallState *call)
 {
     call->abandoned = true;
-    call->s->owner->in_flight++;
+    block_copy_owner_inc_in_flight(call->s);
 }
 
 static gboolean block_copy_timeout_cb(gpointer opaque)
@@ -761,14 +778,12 @@ static gboolean block_copy_timeout_cb(gpointer opaque)
 static void coroutine_fn block_copy_timed_call_entry(void *opaque)
 {
     BlockCopyCallState *call = opaque;
-    BlockDriverState *owner = call->s->owner;
+    BlockCopyState *s = call->s;
 
     block_copy_call_run(call);
     if (call->abandoned) {
         g_free(call);
-        if (--owner->in_flight == 0) {
-            bdrv_wake_drainers();
-        }
+        block_copy_owner_dec_in_flight(s);
         return;
     }
     g_source_remove(call->timeout_timer);
