@@ -349,3 +349,18 @@ def test_pull_from_overlay_target(fleece, scratch):
     fleece.reopen_guest("disk0")
     d.command("blockdev-del", {"node-name": "cbw"})
     d.command("blockdev-del", {"node-name": "tmp"})
+
+
+def test_snapshot_access_over_another_driver(fleece):
+    """As in QEMU, the node opens over any node, and then reads fail."""
+    d = fleece.d
+    d.command("blockdev-add", {"driver": "snapshot-access", "node-name": "snap",
+                               "file": "disk0"})
+    info = [n for n in d.command("query-named-block-nodes") if n["node-name"] == "snap"]
+    assert info[0]["image"]["virtual-size"] == SIZE
+    d.command("block-export-add", {"type": "nbd", "id": "e-snap", "node-name": "snap",
+                                   "name": "snap"})
+    res = qemu_io_cmds(fleece.snap, ["read 0 4k"], extra=["-r"], check=False)
+    assert res.output == "read failed: Operation not supported\n", res
+    d.del_export("e-snap")
+    d.command("blockdev-del", {"node-name": "snap"})
