@@ -27,8 +27,10 @@
  *     are undone in reverse order, so the graph, its permissions and the
  *     file locks are exactly as before.
  *
- * A refusal names the conflicting parent as QEMU does ("Conflicts with use
- * by NBD export 'e0' as 'root', which does not allow 'write' on disk0").
+ * A refusal names both parents as QEMU 7.2 does ("Permission conflict on
+ * node 'disk0': permissions 'write' are both required by node 'raw1' (uses
+ * node 'disk0' as 'file' child) and unshared by an unnamed block device
+ * (uses node 'disk0' as 'root' child).").
  * Relaxing (detaching an edge) cannot conflict and skips the check.
  */
 #include "block/block_int.h"
@@ -262,32 +264,50 @@ static bool graph_edge_is_new_here(GraphChange *gc, BdrvChild *child,
     return false;
 }
 
-/*
- * May @changed take @mine on @bs next to @other, which takes @theirs?
- * The message is written from the point of view of @changed.
- */
-static bool graph_check_pair(BlockDriverState *bs, BdrvChild *other,
-                             PermPair mine, PermPair theirs, Error **errp)
+/* "node 'X' (uses node 'Y' as 'file' child)", as QEMU names a parent. */
+static char *graph_parent_desc(BdrvChild *child, BlockDriverState *bs)
 {
-    g_autofree char *desc = NULL;
-    g_autofree char *names = NULL;
+    g_autofree char *desc = child->klass->get_parent_desc(child);
 
-    if (mine.perm & ~theirs.shared) {
-        desc = other->klass->get_parent_desc(other);
-        names = bdrv_perm_names(mine.perm & ~theirs.shared);
-        error_setg(errp, "Conflicts with use by %s as '%s', which does not "
-                   "allow '%s' on %s", desc, other->name, names,
-                   bs->node_name);
-        return false;
+    return g_strdup_printf("%s (uses node '%s' as '%s' child)", desc,
+                           bs->node_name, child->name);
+}
+
+/*
+ * Does @a, which takes @pa on @bs, share what @b takes (@pb)?  QEMU
+ * 7.2's message names the permissions and both parents.
+ */
+static bool graph_a_allows_b(BlockDriverState *bs, BdrvChild *a, PermPair pa,
+                             BdrvChild *b, PermPair pb, Error **errp)
+{
+    g_autofree char *names = NULL;
+    g_autofree char *a_desc = NULL;
+    g_autofree char *b_desc = NULL;
+
+    if (!(pb.perm & ~pa.shared)) {
+        return true;
     }
-    if (theirs.perm & ~mine.shared) {
-        desc = other->klass->get_parent_desc(other);
-        names = bdrv_perm_names(theirs.perm & ~mine.shared);
-        error_setg(errp, "Conflicts with use by %s as '%s', which uses '%s' "
-                   "on %s", desc, other->name, names, bs->node_name);
-        return false;
-    }
-    return true;
+    names = bdrv_perm_names(pb.perm & ~pa.shared);
+    a_desc = graph_parent_desc(a, bs);
+    b_desc = graph_parent_desc(b, bs);
+    error_setg(errp, "Permission conflict on node '%s': permissions '%s' are "
+               "both required by %s and unshared by %s.", bs->node_name,
+               names, b_desc, a_desc);
+    return false;
+}
+
+/*
+ * May edge @changed take @mine on @bs next to @other, which takes
+ * @theirs?  @other's use is checked first: when both refuse each other,
+ * QEMU (whose parent lists are newest first) reports the older parent as
+ * the one requiring.
+ */
+static bool graph_check_pair(BlockDriverState *bs, BdrvChild *changed,
+                             PermPair mine, BdrvChild *other, PermPair theirs,
+                             Error **errp)
+{
+    return graph_a_allows_b(bs, changed, mine, other, theirs, errp) &&
+           graph_a_allows_b(bs, other, theirs, changed, mine, errp);
 }
 
 /*
@@ -338,15 +358,17 @@ static bool graph_check_node(GraphChange *gc, BlockDriverState *bs,
     }
 
     /* Edges that did not change were compatible with each other already. */
-    for (i = 0; i < n; i++) {
+    for (l = bs->parents, i = 0; l; l = l->next, i++) {
+        GList *m;
         guint j;
 
         if (!changed[i]) {
             continue;
         }
-        for (l = bs->parents, j = 0; l; l = l->next, j++) {
+        for (m = bs->parents, j = 0; m; m = m->next, j++) {
             if (j != i && (!changed[j] || j > i) &&
-                !graph_check_pair(bs, l->data, perms[i], perms[j], errp)) {
+                !graph_check_pair(bs, l->data, perms[i], m->data, perms[j],
+                                  errp)) {
                 return false;
             }
         }

@@ -67,7 +67,6 @@ static void blk_exp_nbd_delete(BlockExport *exp)
 const BlockExportDriver blk_exp_nbd = {
     .type               = BLOCK_EXPORT_TYPE_NBD,
     .instance_size      = sizeof(NBDBlockExport),
-    .user_desc          = "NBD export",
     .create             = blk_exp_nbd_create,
     .request_shutdown   = blk_exp_nbd_request_shutdown,
     .delete             = blk_exp_nbd_delete,

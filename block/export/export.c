@@ -80,7 +80,6 @@ bool blk_exp_add(BlockExportOptions *opts, Error **errp)
     bool writable = opts->has_writable && opts->writable;
     uint64_t perm = BLK_PERM_CONSISTENT_READ;
     uint64_t shared = BLK_PERM_ALL & ~BLK_PERM_RESIZE;
-    g_autofree char *user = NULL;
     BlockDriverState *bs;
     BlockBackend *blk;
     BlockExport *exp;
@@ -114,8 +113,7 @@ bool blk_exp_add(BlockExportOptions *opts, Error **errp)
         perm |= BLK_PERM_WRITE;
     }
 
-    user = g_strdup_printf("%s '%s'", drv->user_desc, opts->id);
-    blk = blk_new_with_bs(bs, user, perm, shared, errp);
+    blk = blk_new_with_bs(bs, BLK_ANONYMOUS_USER, perm, shared, errp);
     if (!blk) {
         return false;
     }

@@ -173,7 +173,8 @@ BlockBackend *block_job_add_bdrv(BlockJob *job, BlockDriverState *bs,
                                  uint64_t perm, uint64_t shared_perm,
                                  Error **errp)
 {
-    g_autofree char *user = g_strdup_printf("block job '%s'",
+    g_autofree char *user = g_strdup_printf("%s job '%s'",
+                                            job_type_str(&job->job),
                                             job->job.id ? job->job.id : "");
     BlockBackend *blk = blk_new_with_bs(bs, user, perm, shared_perm, errp);
 

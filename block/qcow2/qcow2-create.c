@@ -40,6 +40,7 @@
  * writing them (a sparse file reads zeroes), falloc also reserves them
  * with write-zeroes, full writes them.
  */
+#include "block/block-backend.h"
 #include "block/qcow2/qcow2.h"
 #include "qapi/qapi-types.h"
 
@@ -547,7 +548,7 @@ static int coroutine_fn qcow2_create_image(BdrvChild *child,
 
 static char *qcow2_create_get_parent_desc(BdrvChild *child)
 {
-    return g_strdup("qcow2 image creation");
+    return g_strdup(BLK_ANONYMOUS_USER);
 }
 
 static const BdrvChildClass qcow2_create_child_class = {

@@ -16,9 +16,15 @@
 #include "util/iov.h"
 
 /*
+ * How permission errors name a backend that has no name of its own, as
+ * QEMU names its anonymous BlockBackends (exports, image creation).
+ */
+#define BLK_ANONYMOUS_USER "an unnamed block device"
+
+/*
  * Attach to @bs, taking @perm and allowing others @shared_perm.  Fails with
- * a message naming @user (e.g. "NBD export 'e0'") when the permissions
- * conflict with those of the node's other parents.
+ * a message naming @user (BLK_ANONYMOUS_USER, or "backup job 'j0'") when
+ * the permissions conflict with those of the node's other parents.
  */
 BlockBackend *blk_new_with_bs(BlockDriverState *bs, const char *user,
                               uint64_t perm, uint64_t shared_perm,

@@ -37,12 +37,6 @@ typedef struct BlockExportDriver {
     size_t instance_size;
 
     /*
-     * Describes a user of the node for permission errors, e.g. "NBD
-     * export"; the id is appended.
-     */
-    const char *user_desc;
-
-    /*
      * Finish setting up @exp from @opts.  exp->id and exp->blk are valid.
      * On failure, the generic layer releases exp->blk and frees @exp
      * without calling @delete.

@@ -338,23 +338,16 @@ def test_cbw_timeout(graph, scratch, policy):
         kit.stop()
 
 
-# Both daemons refuse and name the node, the permission and the other
-# user; they word it differently: blockd's graph core reports conflicts
-# in the form QEMU used before 6.0, qemu-storage-daemon 7.2 in its own.
-if iotests.is_reference():
-    PERM_CONFLICT_SIDE = (
-        "Permission conflict on node 'src': permissions 'write' are both required by "
-        "node 'side' (uses node 'src' as 'file' child) and unshared by node 'cbw' "
-        "(uses node 'src' as 'file' child).")
-    PERM_CONFLICT_FILTER = (
-        "Permission conflict on node 'src': permissions 'write' are both required by "
-        "an unnamed block device (uses node 'src' as 'root' child) and unshared by "
-        "node 'cbw' (uses node 'src' as 'file' child).")
-else:
-    PERM_CONFLICT_SIDE = \
-        "Conflicts with use by node 'cbw' as 'file', which does not allow 'write' on src"
-    PERM_CONFLICT_FILTER = \
-        "Conflicts with use by NBD export 'e-src' as 'root', which uses 'write' on src"
+# QEMU 7.2's wording: the permission, the parent that requires it and the
+# one that does not share it (an export's backend has no name).
+PERM_CONFLICT_SIDE = (
+    "Permission conflict on node 'src': permissions 'write' are both required by "
+    "node 'side' (uses node 'src' as 'file' child) and unshared by node 'cbw' "
+    "(uses node 'src' as 'file' child).")
+PERM_CONFLICT_FILTER = (
+    "Permission conflict on node 'src': permissions 'write' are both required by "
+    "an unnamed block device (uses node 'src' as 'root' child) and unshared by "
+    "node 'cbw' (uses node 'src' as 'file' child).")
 
 
 def test_other_writer_on_source_conflicts(graph):

@@ -588,8 +588,10 @@ static void test_perm_conflict(Fixture *f, gconstpointer data)
                                 BLK_PERM_CONSISTENT_READ, 0, &err);
     g_assert_null(exclusive);
     g_assert_cmpstr(error_get_pretty(err), ==,
-                    "Conflicts with use by test as 'root', which uses "
-                    "'consistent read, write' on mem");
+                    "Permission conflict on node 'mem': permissions "
+                    "'consistent read, write' are both required by test "
+                    "(uses node 'mem' as 'root' child) and unshared by NBD "
+                    "export 'x' (uses node 'mem' as 'root' child).");
 }
 
 #define ADD_IO_TEST(path, fn) \

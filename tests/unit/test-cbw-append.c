@@ -236,8 +236,10 @@ static void test_append_refused(Fixture *f, gconstpointer data)
     g_assert_null(bdrv_cbw_append(f->src, f->tgt, &opts, &bcs, &err));
     g_assert_nonnull(err);
     g_assert_cmpstr(error_get_pretty(err), ==,
-                    "Conflicts with use by NBD export 'r' as 'root', which "
-                    "does not allow 'write' on tgt");
+                    "Permission conflict on node 'tgt': permissions 'write' "
+                    "are both required by node 'backup-top' (uses node "
+                    "'tgt' as 'target' child) and unshared by NBD export "
+                    "'r' (uses node 'tgt' as 'root' child).");
     g_clear_pointer(&err, error_free);
     g_assert_null(bcs);
     g_assert_null(bdrv_find_node("backup-top"));

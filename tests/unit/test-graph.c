@@ -278,8 +278,10 @@ static void test_conflict_rolls_back(void)
     g_autofree char *after = NULL;
 
     g_assert_false(bdrv_replace_node(a, b, &err));
-    assert_error(&err, "Conflicts with use by NBD export 'r' as 'root', "
-                 "which does not allow 'write' on b");
+    assert_error(&err, "Permission conflict on node 'b': permissions 'write' "
+                 "are both required by NBD export 'w' (uses node 'b' as "
+                 "'root' child) and unshared by NBD export 'r' (uses node "
+                 "'b' as 'root' child).");
     after = snapshot();
     g_assert_cmpstr(before, ==, after);
     g_assert(blk_bs(writer) == a);
@@ -327,8 +329,10 @@ static void test_diamond(void)
     tfile_aborts = leaf(tfile)->aborts;
     g_assert_null(blk_new_with_bs(cbw, "NBD export 'e'", READ | WRITE, ALL,
                                   &err));
-    assert_error(&err, "Conflicts with use by NBD export 'r' as 'root', "
-                 "which does not allow 'write' on src");
+    assert_error(&err, "Permission conflict on node 'src': permissions "
+                 "'write' are both required by node 'cbw' (uses node 'src' "
+                 "as 'file' child) and unshared by NBD export 'r' (uses node "
+                 "'src' as 'root' child).");
     after = snapshot();
     g_assert_cmpstr(before, ==, after);
     g_assert_cmpuint(leaf(tfile)->aborts, ==, tfile_aborts + 1);
@@ -353,8 +357,10 @@ static void test_second_writer_refused(void)
     g_autofree char *after = NULL;
 
     g_assert_false(bdrv_replace_child(fmt->file, src, &err));
-    assert_error(&err, "Conflicts with use by node 'cbw' as 'file', which "
-                 "uses 'write' on src");
+    assert_error(&err, "Permission conflict on node 'src': permissions "
+                 "'write' are both required by node 'cbw' (uses node 'src' "
+                 "as 'file' child) and unshared by node 'fmt' (uses node "
+                 "'src' as 'file' child).");
     after = snapshot();
     g_assert_cmpstr(before, ==, after);
 
