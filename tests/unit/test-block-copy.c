@@ -350,6 +350,20 @@ static void assert_cluster_copied(Fixture *f, int c)
                     f->src->data + c * CLUSTER, CLUSTER);
 }
 
+static void assert_each_cluster_written_once(Fixture *f)
+{
+    for (int c = 0; c < CLUSTERS; c++) {
+        g_assert_cmpuint(f->tgt->writes[c], ==, 1);
+    }
+}
+
+/* The target equals the source, and no cluster was copied twice. */
+static void assert_copied_exactly_once(Fixture *f)
+{
+    g_assert_cmpmem(f->tgt->data, DISK_SIZE, f->src->data, DISK_SIZE);
+    assert_each_cluster_written_once(f);
+}
+
 /* --- running calls --- */
 
 typedef struct SyncCall {
@@ -463,10 +477,7 @@ static void test_full_copy(Fixture *f, gconstpointer data)
     g_assert_cmpint(block_copy_cluster_size(f->bcs), ==, CLUSTER);
     g_assert_cmpuint(block_copy_remaining_bytes(f->bcs), ==, DISK_SIZE);
     g_assert_cmpint(async_copy_all(f, NULL), ==, 0);
-    g_assert_cmpmem(f->tgt->data, DISK_SIZE, f->src->data, DISK_SIZE);
-    for (int c = 0; c < CLUSTERS; c++) {
-        g_assert_cmpuint(f->tgt->writes[c], ==, 1);
-    }
+    assert_copied_exactly_once(f);
     g_assert_cmpuint(block_copy_remaining_bytes(f->bcs), ==, 0);
     g_assert_cmpuint(f->progress, ==, DISK_SIZE);
     /* 1 MiB tasks. */
@@ -474,9 +485,7 @@ static void test_full_copy(Fixture *f, gconstpointer data)
 
     /* Nothing left: a second call copies nothing. */
     g_assert_cmpint(sync_copy(f, 0, DISK_SIZE, NULL), ==, 0);
-    for (int c = 0; c < CLUSTERS; c++) {
-        g_assert_cmpuint(f->tgt->writes[c], ==, 1);
-    }
+    assert_each_cluster_written_once(f);
 }
 
 /* The copy bitmap records nothing itself: writes do not dirty it. */
@@ -611,10 +620,7 @@ static void test_write_failure(Fixture *f, gconstpointer data)
 
     f->tgt->fail_start = f->tgt->fail_end = -1;
     g_assert_cmpint(async_copy_all(f, NULL), ==, 0);
-    g_assert_cmpmem(f->tgt->data, DISK_SIZE, f->src->data, DISK_SIZE);
-    for (int c = 0; c < CLUSTERS; c++) {
-        g_assert_cmpuint(f->tgt->writes[c], ==, 1);
-    }
+    assert_copied_exactly_once(f);
     g_assert_cmpuint(f->progress, ==, DISK_SIZE);
 }
 
@@ -673,10 +679,7 @@ static void test_sync_waits_only_on_overlap(Fixture *f, gconstpointer data)
     g_assert_true(block_copy_call_succeeded(a.call));
     block_copy_call_free(a.call);
 
-    g_assert_cmpmem(f->tgt->data, DISK_SIZE, f->src->data, DISK_SIZE);
-    for (int c = 0; c < CLUSTERS; c++) {
-        g_assert_cmpuint(f->tgt->writes[c], ==, 1);
-    }
+    assert_copied_exactly_once(f);
     g_assert_cmpuint(f->progress, ==, DISK_SIZE);
 }
 
@@ -749,10 +752,7 @@ static void test_exactly_once_random(Fixture *f, gconstpointer data)
     run_until(&a.cb_ran);
     g_assert_true(block_copy_call_succeeded(a.call));
     block_copy_call_free(a.call);
-    g_assert_cmpmem(f->tgt->data, DISK_SIZE, f->src->data, DISK_SIZE);
-    for (int c = 0; c < CLUSTERS; c++) {
-        g_assert_cmpuint(f->tgt->writes[c], ==, 1);
-    }
+    assert_copied_exactly_once(f);
     g_assert_cmpuint(f->progress, ==, DISK_SIZE);
 }
 
@@ -867,9 +867,7 @@ static void test_limit_holds_nothing(Fixture *f, gconstpointer data)
     run_until(&a.cb_ran);
     g_assert_true(block_copy_call_succeeded(a.call));
     block_copy_call_free(a.call);
-    for (int c = 0; c < CLUSTERS; c++) {
-        g_assert_cmpuint(f->tgt->writes[c], ==, 1);
-    }
+    assert_each_cluster_written_once(f);
 }
 
 /* A faster limit wakes a call sleeping off the old one. */
@@ -1432,10 +1430,7 @@ static void test_behind_async_waits(BehindFixture *b, gconstpointer data)
     run_until(&a.cb_ran);
     g_assert_true(block_copy_call_succeeded(a.call));
     block_copy_call_free(a.call);
-    g_assert_cmpmem(f->tgt->data, DISK_SIZE, f->src->data, DISK_SIZE);
-    for (int c = 0; c < CLUSTERS; c++) {
-        g_assert_cmpuint(f->tgt->writes[c], ==, 1);
-    }
+    assert_copied_exactly_once(f);
 }
 
 /* Freeing the state waits for the writes behind. */
