@@ -24,11 +24,20 @@ typedef struct QCryptoTLSSession QCryptoTLSSession;
 QCryptoTLSSession *qcrypto_tls_session_new_server(QCryptoTLSCreds *creds,
                                                   const char *authz_id,
                                                   int fd, Error **errp);
+
+/*
+ * A client session on @fd with @creds (a reference is taken).  With
+ * x509 credentials that verify the peer, the server's certificate must
+ * name @hostname; NULL refuses such a server (no name to check).
+ */
+QCryptoTLSSession *qcrypto_tls_session_new_client(QCryptoTLSCreds *creds,
+                                                  const char *hostname,
+                                                  int fd, Error **errp);
 void qcrypto_tls_session_free(QCryptoTLSSession *sess);
 
 /*
- * Run the handshake, check the peer's credentials, then its identity
- * against the authz object.  Returns false with @errp set when the peer
+ * Run the handshake, check the peer's credentials (and a client, the
+ * server's host name), then its identity against the authz object.  Returns false with @errp set when the peer
  * must be disconnected.
  */
 bool coroutine_fn qcrypto_tls_session_co_handshake(QCryptoTLSSession *sess,
