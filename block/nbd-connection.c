@@ -14,7 +14,8 @@
  * co_wait_fd(), before the watch exists.
  *
  * Connecting.  The socket is connected here (so that a refused
- * connection reads as QEMU's "Failed to connect to 'ADDR': REASON") and
+ * connection reads as QEMU's "Failed to connect to 'ADDR': REASON"),
+ * secured with TLS if the node has tls-creds (block/nbd-tls.c), and
  * handed to libnbd for the handshake.
  *
  * Reconnecting.  When the connection breaks, libnbd fails the requests in
@@ -266,9 +267,14 @@ static int coroutine_fn nbd_client_dial_inet(NbdClient *s, Error **errp)
  */
 static void nbd_handshake_error(NbdClient *s, Error **errp)
 {
-    if (nbd_get_errno() == ENOENT) {
+    int err = nbd_get_errno();
+
+    if (err == ENOENT) {
         /* The server has no export of that name. */
         error_setg(errp, "Requested export not available");
+    } else if (err == ENOTSUP && !s->tls_creds) {
+        /* libnbd's errno for NBD_REP_ERR_TLS_REQD, in QEMU's words */
+        error_setg(errp, "TLS negotiation required before option 7 (go)");
     } else if (s->closing) {
         error_setg(errp, "Failed to connect to '%s': the node is being "
                    "closed", s->address);
@@ -315,6 +321,9 @@ static struct nbd_handle *coroutine_fn nbd_client_connect_once(NbdClient *s,
 
     fd = s->type == SOCKET_ADDRESS_TYPE_UNIX ? nbd_client_dial_unix(s, errp)
                                              : nbd_client_dial_inet(s, errp);
+    if (fd >= 0 && s->tls_creds) {
+        fd = nbd_client_starttls(s, fd, errp);
+    }
     if (fd < 0) {
         return NULL;
     }
@@ -455,6 +464,8 @@ void nbd_client_connection_lost(NbdClient *s)
     nbd_close(s->nbd);
     s->nbd = NULL;
     s->generation++;
+    /* Only the lost connection has a relay yet: reconnecting follows. */
+    nbd_client_tls_cut(s);
     if (s->closing) {
         return;
     }
@@ -492,11 +503,15 @@ void nbd_client_close(NbdClient *s)
         nbd_aio_disconnect(s->nbd, 0);
         nbd_client_connection_lost(s);
     }
-    /* End a reconnection attempt: cut its socket or its pause short. */
-    while (s->reconnect_co) {
+    /*
+     * End a reconnection attempt: cut its socket or its pause short.
+     * TLS relays end once libnbd has closed its side.
+     */
+    while (s->reconnect_co || s->tls_relays) {
         if (s->attempt_fd >= 0) {
             shutdown(s->attempt_fd, SHUT_RDWR);
         }
+        nbd_client_tls_cut(s);
         if (s->sleep_timer) {
             g_source_remove(s->sleep_timer);
             s->sleep_timer = 0;

@@ -5,6 +5,7 @@ re-exported by the daemon's own NBD server; real clients (qemu-img,
 qemu-io, nbdinfo) use the re-export, and what reaches the remote server
 is checked there (its data, its map, nbdkit's log of the commands).
 Reconnection is tested by killing and restarting the server under load.
+TLS (tls-creds, tls-hostname) is in test_nbd_client_tls.py.
 
 iotests groups: rw, quick (the reconnect tests are slower)
 """
@@ -17,7 +18,7 @@ import time
 import pytest
 
 import iotests
-from iotests import (MiB, Reference, blockd_only, compare_images, create_image, free_tcp_port,
+from iotests import (MiB, Reference, compare_images, create_image, free_tcp_port,
                      qemu_img, qemu_io_cmds, qemu_io_popen, run, wait_all)
 from nbd_servers import Nbdkit, QemuNbd
 
@@ -355,18 +356,6 @@ def test_reconnect_delay_range(daemon, scratch):
     assert _add_error(daemon, {"server": {"type": "unix", "path": path},
                                "reconnect-delay": -1}) == \
         "Parameter 'reconnect-delay' expects uint32_t"
-
-
-@blockd_only("QEMU 7.2 looks the credentials up (No TLS credentials with id 'x'); "
-             "blockd has no TLS credential objects yet")
-def test_tls_refused(daemon, scratch):
-    kit = Nbdkit(scratch, ["memory", str(SIZE)]).start()
-    try:
-        desc = _add_error(daemon, {"server": {"type": "unix", "path": kit.sock},
-                                   "tls-creds": "x"})
-        assert desc.startswith("TLS for the nbd driver needs the tls-creds objects"), desc
-    finally:
-        kit.stop()
 
 
 def test_open_timeout_gives_up(daemon):
