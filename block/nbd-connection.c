@@ -40,6 +40,8 @@
 enum {
     RECONNECT_FIRST_PAUSE_MS = 250,
     RECONNECT_MAX_PAUSE_MS = 8000,
+    /* Closing: how long TLS relays may take to say goodbye. */
+    NBD_TLS_CLOSE_GRACE_MS = 1000,
 };
 
 /* --- the socket watch --- */
@@ -464,11 +466,11 @@ void nbd_client_connection_lost(NbdClient *s)
     nbd_close(s->nbd);
     s->nbd = NULL;
     s->generation++;
+    if (s->closing) {
+        return;     /* its relay forwards the disconnection: see below */
+    }
     /* Only the lost connection has a relay yet: reconnecting follows. */
     nbd_client_tls_cut(s);
-    if (s->closing) {
-        return;
-    }
     s->delay_expired = s->reconnect_delay == 0;
     if (!s->delay_expired) {
         s->delay_timer = g_timeout_add_seconds(s->reconnect_delay,
@@ -491,8 +493,20 @@ int coroutine_fn nbd_client_wait_connected(NbdClient *s)
     return 0;
 }
 
+/*
+ * Closing: the TLS relays had their chance to end cleanly.  Repeats, for
+ * the relay of a reconnection attempt that was still under way.
+ */
+static gboolean nbd_close_grace_over(gpointer opaque)
+{
+    nbd_client_tls_cut(opaque);
+    return G_SOURCE_CONTINUE;
+}
+
 void nbd_client_close(NbdClient *s)
 {
+    guint cut_timer;
+
     s->closing = true;
     if (s->delay_timer) {
         g_source_remove(s->delay_timer);
@@ -505,13 +519,14 @@ void nbd_client_close(NbdClient *s)
     }
     /*
      * End a reconnection attempt: cut its socket or its pause short.
-     * TLS relays end once libnbd has closed its side.
+     * TLS relays end once they have passed the disconnection on, or are
+     * cut after a grace period.
      */
+    cut_timer = g_timeout_add(NBD_TLS_CLOSE_GRACE_MS, nbd_close_grace_over, s);
     while (s->reconnect_co || s->tls_relays) {
         if (s->attempt_fd >= 0) {
             shutdown(s->attempt_fd, SHUT_RDWR);
         }
-        nbd_client_tls_cut(s);
         if (s->sleep_timer) {
             g_source_remove(s->sleep_timer);
             s->sleep_timer = 0;
@@ -519,5 +534,6 @@ void nbd_client_close(NbdClient *s)
         }
         main_loop_wait(true);
     }
+    g_source_remove(cut_timer);
     co_queue_restart_all(&s->reconnect_waiters);
 }

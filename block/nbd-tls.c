@@ -30,10 +30,12 @@
  * (GnuTLS keeps sending and receiving apart).  When either direction
  * ends (libnbd closed its end, the server went away, a TLS error) it
  * shuts both sockets down, which ends the other one; the last one out
- * frees the relay.  A stalled server would keep both directions waiting
- * on it after libnbd has gone, so the connection's owner also cuts its
- * relays when it drops the handle (nbd_client_tls_cut), and closing the
- * node waits until NbdClient.tls_relays is empty.  The cost is one more copy and a
+ * frees the relay.  When libnbd closes its end, what it sent last (the
+ * NBD_CMD_DISC of a closing node) is forwarded and the server gets a TLS
+ * close_notify, so it sees a clean end.  A lost connection's relay is cut
+ * at once (nbd_client_tls_cut), and so is a closing node's after a grace
+ * period: a stalled server would otherwise keep both directions waiting.
+ * Closing the node waits until NbdClient.tls_relays is empty.  The cost is one more copy and a
  * socketpair hop per request; see docs/devel/nbd.rst.
  */
 #include "block/nbd-client.h"
@@ -220,6 +222,10 @@ static void coroutine_fn nbd_tls_relay_up(void *opaque)
                                  .iov_len = NBD_TLS_RELAY_BUF };
             ssize_t n = co_readv(relay->plain_fd, &iov, 1, full);
 
+            if (n == 0) {
+                /* libnbd is done (after NBD_CMD_DISC, if it could). */
+                qcrypto_tls_session_co_bye(relay->tls);
+            }
             if (n <= 0) {
                 break;
             }

@@ -258,3 +258,19 @@ int coroutine_fn qcrypto_tls_session_co_sendv(QCryptoTLSSession *sess,
         }
     }
 }
+
+int coroutine_fn qcrypto_tls_session_co_bye(QCryptoTLSSession *sess)
+{
+    for (;;) {
+        int ret = gnutls_bye(sess->session, GNUTLS_SHUT_WR);
+
+        if (ret == 0) {
+            return 0;
+        }
+        if (ret == GNUTLS_E_AGAIN) {
+            co_wait_fd(sess->fd, G_IO_OUT);
+        } else if (ret != GNUTLS_E_INTERRUPTED) {
+            return qcrypto_tls_errno(ret);
+        }
+    }
+}

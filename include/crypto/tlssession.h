@@ -60,4 +60,11 @@ int coroutine_fn qcrypto_tls_session_co_sendv(QCryptoTLSSession *sess,
                                               struct iovec *iov,
                                               int iovcnt);
 
+/*
+ * Tell the peer we are done sending (TLS close_notify), so that it sees
+ * a proper end of the stream rather than a cut connection.  Receiving
+ * may go on.  Returns 0 or -errno.
+ */
+int coroutine_fn qcrypto_tls_session_co_bye(QCryptoTLSSession *sess);
+
 #endif /* CRYPTO_TLSSESSION_H */

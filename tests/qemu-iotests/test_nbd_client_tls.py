@@ -252,6 +252,23 @@ def test_wrong_psk_key(daemon, scratch, pki):
         kit.stop()
 
 
+def test_clean_disconnect(daemon, scratch, pki):
+    """blockdev-del ends the TLS session properly: nbdkit sees
+    NBD_CMD_DISC and a TLS close_notify, not a cut connection."""
+    kit = Nbdkit(scratch, ["--tls=require", f"--tls-certificates={pki['server']}",
+                           "memory", str(SIZE)]).start()
+    try:
+        add_client_creds(daemon, "x509", pki["alice"])
+        daemon.command("blockdev-add", nbd_node(unix(kit.sock), export="",
+                                                tls_creds="c0", tls_hostname="localhost"))
+        write_through(daemon, WRITES[:1])
+        drop_node(daemon)
+        time.sleep(0.5)     # for nbdkit to notice the end
+    finally:
+        kit.stop()
+    assert "error" not in kit.log(), kit.log()
+
+
 # --- reconnecting -----------------------------------------------------------------
 
 def open_fds(daemon: iotests.Daemon) -> int:
