@@ -277,8 +277,9 @@ def open_fds(daemon: iotests.Daemon) -> int:
 
 @pytest.mark.slow
 def test_reconnect_redoes_tls(daemon, scratch, pki):
-    """Kill and restart the TLS server: the node reconnects with TLS,
-    writes go on, and no socket is left behind."""
+    """Kill and restart the TLS server: the node reconnects with TLS (with
+    the credentials it holds, whose id is gone), writes go on, and no
+    socket is left behind."""
     kit = tls_qemu_nbd(scratch, pki, "x509")
     kit.start()
     try:
@@ -286,6 +287,8 @@ def test_reconnect_redoes_tls(daemon, scratch, pki):
         daemon.command("blockdev-add", nbd_node(unix(kit.sock), tls_creds="c0",
                                                 tls_hostname="localhost",
                                                 reconnect_delay=60))
+        # The node holds the credentials: without the id they still serve.
+        daemon.command("object-del", id="c0")
         sock = daemon.start_nbd_unix()
         daemon.export("remote", name="vol", writable=True)
         uri = iotests.nbd_uri(sock, "vol")
