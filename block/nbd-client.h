@@ -1,9 +1,9 @@
 /*
  * The nbd block driver's private header: the client state shared by the
- * driver (block/nbd.c: options and requests) and its connection
+ * driver (block/nbd.c: options and requests), its connection
  * (block/nbd-connection.c: connecting, the event-loop watch on the
- * socket, and reconnecting) and its TLS (block/nbd-tls.c).  See docs/devel/nbd.rst, "The nbd client
- * driver".
+ * socket, and reconnecting) and its TLS (block/nbd-tls.c).  See
+ * docs/devel/nbd.rst, "The nbd client driver".
  */
 #ifndef BLOCK_NBD_CLIENT_H
 #define BLOCK_NBD_CLIENT_H

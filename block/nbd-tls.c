@@ -35,8 +35,9 @@
  * close_notify, so it sees a clean end.  A lost connection's relay is cut
  * at once (nbd_client_tls_cut), and so is a closing node's after a grace
  * period: a stalled server would otherwise keep both directions waiting.
- * Closing the node waits until NbdClient.tls_relays is empty.  The cost is one more copy and a
- * socketpair hop per request; see docs/devel/nbd.rst.
+ * Closing the node waits until NbdClient.tls_relays is empty.  The cost
+ * is one more copy and a socketpair hop per request; see
+ * docs/devel/nbd.rst.
  */
 #include "block/nbd-client.h"
 #include "crypto/tlssession.h"

@@ -37,8 +37,8 @@ void qcrypto_tls_session_free(QCryptoTLSSession *sess);
 
 /*
  * Run the handshake, check the peer's credentials (and a client, the
- * server's host name), then its identity against the authz object.  Returns false with @errp set when the peer
- * must be disconnected.
+ * server's host name), then its identity against the authz object.
+ * Returns false with @errp set when the peer must be disconnected.
  */
 bool coroutine_fn qcrypto_tls_session_co_handshake(QCryptoTLSSession *sess,
                                                    Error **errp);
