@@ -10,7 +10,8 @@ through it is read back from the server's image.  Refused, with QEMU
 for the server endpoint; a server certificate from another CA or for
 another host name; x509 on a UNIX socket without tls-hostname; a plain
 server while TLS is required, and a plain client of a TLS server.  A
-node with reconnect-delay redoes TLS after the server restarts.
+node with reconnect-delay redoes TLS after the server restarts, also
+with writes in flight.
 
 The PKI comes from tls_pki (certtool, inside the test).
 
@@ -24,7 +25,7 @@ from typing import Any, Dict, List, Optional
 import pytest
 
 import iotests
-from iotests import MiB, Reference, create_image, qemu_io_cmds
+from iotests import MiB, Reference, create_image, qemu_io_cmds, qemu_io_popen, wait_all
 from nbd_servers import Nbdkit, QemuNbd
 from tls_pki import PSK_KEY_ALICE, make_pki, start_tls_daemon, x509_server
 
@@ -307,3 +308,35 @@ def test_reconnect_redoes_tls(daemon, scratch, pki):
     finally:
         kit.stop()
     check_image(kit.image, [WRITES[0], (0x22, MiB, 64 * 1024)])
+
+
+@pytest.mark.slow
+def test_reconnect_under_load(daemon, scratch, pki):
+    """Writes in flight through TLS when nbdkit is killed are sent again
+    on the new TLS connection; concurrent clients all get their data."""
+    img = create_image(os.path.join(scratch, "remote.img"), SIZE)
+    kit = Nbdkit(scratch, ["--tls=require", f"--tls-certificates={pki['server']}",
+                           "file", img, "delay-write=2"], filters=["delay"])
+    kit.start()
+    writes = [(0x40 + i, i * 256 * 1024, 64 * 1024) for i in range(16)]
+    try:
+        add_client_creds(daemon, "x509", pki["alice"])
+        daemon.command("blockdev-add", nbd_node(unix(kit.sock), export="",
+                                                tls_creds="c0", tls_hostname="localhost",
+                                                reconnect_delay=60))
+        sock = daemon.start_nbd_unix()
+        daemon.export("remote", name="vol", writable=True)
+        uri = iotests.nbd_uri(sock, "vol")
+        clients = [qemu_io_popen(uri, [f"aio_write -P {p:#x} {off} {ln}"
+                                       for p, off, ln in writes[k::4]] + ["aio_flush"])
+                   for k in range(4)]
+        time.sleep(0.5)             # the writes wait in the server
+        kit.kill()
+        time.sleep(1.0)
+        kit.start()
+        wait_all(clients)
+        qemu_io_cmds(uri, [f"read -q -P {p:#x} {off} {ln}" for p, off, ln in writes])
+        drop_node(daemon)
+    finally:
+        kit.stop()
+    check_image(img, writes)
