@@ -270,6 +270,20 @@ def test_clean_disconnect(daemon, scratch, pki):
     assert "error" not in kit.log(), kit.log()
 
 
+def test_quit_with_tls_node(daemon_factory, scratch, pki):
+    """quit closes a connected TLS node (and its relay) cleanly: exit
+    status 0, which under the sanitizers also means no leak."""
+    kit = tls_qemu_nbd(scratch, pki, "psk").start()
+    try:
+        d = daemon_factory()
+        add_client_creds(d, "psk", pki["psk-alice"], username="alice")
+        d.command("blockdev-add", nbd_node(unix(kit.sock), tls_creds="c0"))
+        write_through(d, WRITES[:1])
+        assert d.stop(), d.stderr()
+    finally:
+        kit.stop()
+
+
 # --- reconnecting -----------------------------------------------------------------
 
 def open_fds(daemon: iotests.Daemon) -> int:
