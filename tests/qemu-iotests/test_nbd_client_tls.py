@@ -11,11 +11,11 @@ for the server endpoint; a server certificate from another CA or for
 another host name; x509 on a UNIX socket without tls-hostname; a plain
 server while TLS is required, and a plain client of a TLS server.  A
 node with reconnect-delay redoes TLS after the server restarts, also
-with writes in flight.
+with writes in flight.  blockdev-del and quit end the session cleanly.
 
 The PKI comes from tls_pki (certtool, inside the test).
 
-iotests groups: rw, quick (the reconnect test is slower)
+iotests groups: rw, quick (the reconnect tests are slower)
 """
 
 import os
