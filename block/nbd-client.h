@@ -1,14 +1,15 @@
 /*
  * The nbd block driver's private header: the client state shared by the
- * driver (block/nbd.c: options and requests) and its connection
+ * driver (block/nbd.c: options and requests), its connection
  * (block/nbd-connection.c: connecting, the event-loop watch on the
- * socket, and reconnecting).  See docs/devel/nbd.rst, "The nbd client
- * driver".
+ * socket, and reconnecting) and its TLS (block/nbd-tls.c).  See
+ * docs/devel/nbd.rst, "The nbd client driver".
  */
 #ifndef BLOCK_NBD_CLIENT_H
 #define BLOCK_NBD_CLIENT_H
 
 #include "block/block_int.h"
+#include "crypto/tlscreds.h"
 #include "util/coroutine.h"
 
 #include <libnbd.h>
@@ -25,6 +26,8 @@ typedef struct NbdClient {
     char *export;               /* never NULL ("" is the default export) */
     char *meta_context;         /* block status context */
     uint32_t reconnect_delay;   /* seconds */
+    QCryptoTLSCreds *tls_creds; /* NULL: plain NBD; holds a reference */
+    char *tls_hostname;         /* the certificate's name; NULL: none */
     /* What the export offered on the first connection. */
     int64_t size;
     bool can_flush;
@@ -49,6 +52,8 @@ typedef struct NbdClient {
     CoQueue reconnect_waiters;
     guint delay_timer;
     bool delay_expired;
+    /* Live TLS relays (block/nbd-tls.c): closing waits for them. */
+    GSList *tls_relays;
 } NbdClient;
 
 /*
@@ -78,6 +83,20 @@ void nbd_client_update_watch(NbdClient *s);
  * is already gone.
  */
 void nbd_client_connection_lost(NbdClient *s);
+
+/*
+ * Ask the server on the connected socket @fd (which is taken) for TLS
+ * and set it up with the client's tls_creds and tls_hostname.  Returns
+ * the socket libnbd must use (plain NBD, relayed through TLS), or -1 with
+ * @errp set.  See block/nbd-tls.c.
+ */
+int coroutine_fn nbd_client_starttls(NbdClient *s, int fd, Error **errp);
+
+/*
+ * Cut the connections of @s's TLS relays: their libnbd handles are gone.
+ * They end, and leave s->tls_relays, from the main loop.
+ */
+void nbd_client_tls_cut(NbdClient *s);
 
 /* Disconnect and stop reconnecting; waits for an attempt in progress. */
 void nbd_client_close(NbdClient *s);

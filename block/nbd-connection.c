@@ -14,7 +14,8 @@
  * co_wait_fd(), before the watch exists.
  *
  * Connecting.  The socket is connected here (so that a refused
- * connection reads as QEMU's "Failed to connect to 'ADDR': REASON") and
+ * connection reads as QEMU's "Failed to connect to 'ADDR': REASON"),
+ * secured with TLS if the node has tls-creds (block/nbd-tls.c), and
  * handed to libnbd for the handshake.
  *
  * Reconnecting.  When the connection breaks, libnbd fails the requests in
@@ -39,6 +40,8 @@
 enum {
     RECONNECT_FIRST_PAUSE_MS = 250,
     RECONNECT_MAX_PAUSE_MS = 8000,
+    /* Closing: how long TLS relays may take to say goodbye. */
+    NBD_TLS_CLOSE_GRACE_MS = 1000,
 };
 
 /* --- the socket watch --- */
@@ -266,9 +269,14 @@ static int coroutine_fn nbd_client_dial_inet(NbdClient *s, Error **errp)
  */
 static void nbd_handshake_error(NbdClient *s, Error **errp)
 {
-    if (nbd_get_errno() == ENOENT) {
+    int err = nbd_get_errno();
+
+    if (err == ENOENT) {
         /* The server has no export of that name. */
         error_setg(errp, "Requested export not available");
+    } else if (err == ENOTSUP && !s->tls_creds) {
+        /* libnbd's errno for NBD_REP_ERR_TLS_REQD, in QEMU's words */
+        error_setg(errp, "TLS negotiation required before option 7 (go)");
     } else if (s->closing) {
         error_setg(errp, "Failed to connect to '%s': the node is being "
                    "closed", s->address);
@@ -315,6 +323,9 @@ static struct nbd_handle *coroutine_fn nbd_client_connect_once(NbdClient *s,
 
     fd = s->type == SOCKET_ADDRESS_TYPE_UNIX ? nbd_client_dial_unix(s, errp)
                                              : nbd_client_dial_inet(s, errp);
+    if (fd >= 0 && s->tls_creds) {
+        fd = nbd_client_starttls(s, fd, errp);
+    }
     if (fd < 0) {
         return NULL;
     }
@@ -456,8 +467,10 @@ void nbd_client_connection_lost(NbdClient *s)
     s->nbd = NULL;
     s->generation++;
     if (s->closing) {
-        return;
+        return;     /* its relay forwards the disconnection: see below */
     }
+    /* Only the lost connection has a relay yet: reconnecting follows. */
+    nbd_client_tls_cut(s);
     s->delay_expired = s->reconnect_delay == 0;
     if (!s->delay_expired) {
         s->delay_timer = g_timeout_add_seconds(s->reconnect_delay,
@@ -480,8 +493,20 @@ int coroutine_fn nbd_client_wait_connected(NbdClient *s)
     return 0;
 }
 
+/*
+ * Closing: the TLS relays had their chance to end cleanly.  Repeats, for
+ * the relay of a reconnection attempt that was still under way.
+ */
+static gboolean nbd_close_grace_over(gpointer opaque)
+{
+    nbd_client_tls_cut(opaque);
+    return G_SOURCE_CONTINUE;
+}
+
 void nbd_client_close(NbdClient *s)
 {
+    guint cut_timer;
+
     s->closing = true;
     if (s->delay_timer) {
         g_source_remove(s->delay_timer);
@@ -492,8 +517,13 @@ void nbd_client_close(NbdClient *s)
         nbd_aio_disconnect(s->nbd, 0);
         nbd_client_connection_lost(s);
     }
-    /* End a reconnection attempt: cut its socket or its pause short. */
-    while (s->reconnect_co) {
+    /*
+     * End a reconnection attempt: cut its socket or its pause short.
+     * TLS relays end once they have passed the disconnection on, or are
+     * cut after a grace period.
+     */
+    cut_timer = g_timeout_add(NBD_TLS_CLOSE_GRACE_MS, nbd_close_grace_over, s);
+    while (s->reconnect_co || s->tls_relays) {
         if (s->attempt_fd >= 0) {
             shutdown(s->attempt_fd, SHUT_RDWR);
         }
@@ -504,5 +534,6 @@ void nbd_client_close(NbdClient *s)
         }
         main_loop_wait(true);
     }
+    g_source_remove(cut_timer);
     co_queue_restart_all(&s->reconnect_waiters);
 }

@@ -17,6 +17,9 @@
  * context named by x-dirty-bitmap, whose flags are read the same way (1:
  * no data, 2: zero), as QEMU does.  The export's minimum block size
  * becomes the request alignment and its maximum the largest transfer.
+ *
+ * TLS (tls-creds, tls-hostname) is set up on each connection before
+ * libnbd takes it over: see block/nbd-tls.c.
  */
 #include "block/nbd-client.h"
 
@@ -173,6 +176,32 @@ static void nbd_close_node(BlockDriverState *bs)
     g_free(s->address);
     g_free(s->export);
     g_free(s->meta_context);
+    g_free(s->tls_hostname);
+    if (s->tls_creds) {
+        object_unref(&s->tls_creds->parent);
+    }
+}
+
+/*
+ * tls-creds: client credentials, taken for the node's lifetime.  The
+ * server's certificate must name tls-hostname, else the inet host (as in
+ * QEMU; tls-hostname without tls-creds is ignored there too).
+ */
+static bool nbd_open_tls(NbdClient *s, BlockdevOptionsNbd *opts,
+                         Error **errp)
+{
+    QCryptoTLSCreds *creds =
+        qcrypto_tls_creds_find(opts->tls_creds,
+                               QCRYPTO_TLS_CREDS_ENDPOINT_CLIENT, errp);
+
+    if (!creds) {
+        return false;
+    }
+    object_ref(&creds->parent);
+    s->tls_creds = creds;
+    s->tls_hostname = g_strdup(opts->tls_hostname ? opts->tls_hostname
+                                                  : s->host);
+    return true;
 }
 
 static int coroutine_fn nbd_open(BlockDriverState *bs,
@@ -183,11 +212,6 @@ static int coroutine_fn nbd_open(BlockDriverState *bs,
     SocketAddress *server = opts->server;
     uint32_t min_block, max_block;
 
-    if (opts->tls_creds || opts->tls_hostname) {
-        error_setg(errp, "TLS for the nbd driver needs the tls-creds "
-                   "objects, which blockd does not have yet");
-        return -ENOTSUP;
-    }
     switch (server->type) {
     case SOCKET_ADDRESS_TYPE_UNIX:
         if (server->u.q_unix.has_abstract && server->u.q_unix.abstract) {
@@ -222,6 +246,10 @@ static int coroutine_fn nbd_open(BlockDriverState *bs,
                                                     : "base:allocation");
     s->reconnect_delay = opts->has_reconnect_delay ? opts->reconnect_delay
                                                    : 0;
+    if (opts->tls_creds && !nbd_open_tls(s, opts, errp)) {
+        nbd_close_node(bs);
+        return -EINVAL;
+    }
 
     if (!nbd_client_connect(s, opts->has_open_timeout ? opts->open_timeout
                                                       : 0, errp)) {

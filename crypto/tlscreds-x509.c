@@ -63,8 +63,32 @@ static const char *x509_status_reason(unsigned int status)
     return "The certificate is not trusted";
 }
 
+/*
+ * A client checks that the server's certificate names the host it meant
+ * to reach; without a host name (a UNIX socket and no tls-hostname) it
+ * cannot, and refuses, as QEMU does.
+ */
+static bool x509_check_hostname(QCryptoTLSCreds *creds, gnutls_x509_crt_t crt,
+                                const char *hostname, Error **errp)
+{
+    if (creds->endpoint == QCRYPTO_TLS_CREDS_ENDPOINT_SERVER) {
+        return true;
+    }
+    if (!hostname) {
+        error_setg(errp, "No hostname for certificate validation");
+        return false;
+    }
+    if (!gnutls_x509_crt_check_hostname(crt, hostname)) {
+        error_setg(errp, "Certificate does not match the hostname %s",
+                   hostname);
+        return false;
+    }
+    return true;
+}
+
 static bool x509_check_peer(QCryptoTLSCreds *creds, gnutls_session_t session,
-                            char **identity, Error **errp)
+                            const char *hostname, char **identity,
+                            Error **errp)
 {
     const gnutls_datum_t *certs;
     unsigned int status = 0, ncerts = 0;
@@ -83,8 +107,7 @@ static bool x509_check_peer(QCryptoTLSCreds *creds, gnutls_session_t session,
         return false;
     }
     if (status != 0) {
-        error_setg(errp, "Peer certificate is not valid: %s",
-                   x509_status_reason(status));
+        error_setg(errp, "%s", x509_status_reason(status));
         return false;
     }
     certs = gnutls_certificate_get_peers(session, &ncerts);
@@ -96,6 +119,10 @@ static bool x509_check_peer(QCryptoTLSCreds *creds, gnutls_session_t session,
     ret = gnutls_x509_crt_init(&crt);
     if (ret >= 0) {
         ret = gnutls_x509_crt_import(crt, &certs[0], GNUTLS_X509_FMT_DER);
+        if (ret >= 0 && !x509_check_hostname(creds, crt, hostname, errp)) {
+            gnutls_x509_crt_deinit(crt);
+            return false;
+        }
         if (ret >= 0) {
             ret = gnutls_x509_crt_get_dn(crt, NULL, &len);
             if (ret == GNUTLS_E_SHORT_MEMORY_BUFFER) {

@@ -22,25 +22,26 @@
 struct QCryptoTLSSession {
     QCryptoTLSCreds *creds;     /* holds a reference */
     char *authz_id;             /* NULL: no authorization check */
+    char *hostname;             /* a client's server; NULL: none known */
     int fd;
     gnutls_session_t session;
     char *peer_name;
 };
 
-QCryptoTLSSession *qcrypto_tls_session_new_server(QCryptoTLSCreds *creds,
-                                                  const char *authz_id,
-                                                  int fd, Error **errp)
+/* A session on @fd with @creds; GnuTLS's @flags say which end it is. */
+static QCryptoTLSSession *qcrypto_tls_session_new(QCryptoTLSCreds *creds,
+                                                  unsigned int flags, int fd,
+                                                  Error **errp)
 {
     QCryptoTLSSession *sess = g_new0(QCryptoTLSSession, 1);
     int ret;
 
     sess->creds = creds;
     object_ref(&creds->parent);
-    sess->authz_id = g_strdup(authz_id);
     sess->fd = fd;
 
     /* No session tickets: blockd does not resume sessions. */
-    ret = gnutls_init(&sess->session, GNUTLS_SERVER | GNUTLS_NONBLOCK |
+    ret = gnutls_init(&sess->session, flags | GNUTLS_NONBLOCK |
                       GNUTLS_NO_TICKETS);
     if (ret < 0) {
         sess->session = NULL;
@@ -60,6 +61,32 @@ QCryptoTLSSession *qcrypto_tls_session_new_server(QCryptoTLSCreds *creds,
     return sess;
 }
 
+QCryptoTLSSession *qcrypto_tls_session_new_server(QCryptoTLSCreds *creds,
+                                                  const char *authz_id,
+                                                  int fd, Error **errp)
+{
+    QCryptoTLSSession *sess = qcrypto_tls_session_new(creds, GNUTLS_SERVER,
+                                                      fd, errp);
+
+    if (sess) {
+        sess->authz_id = g_strdup(authz_id);
+    }
+    return sess;
+}
+
+QCryptoTLSSession *qcrypto_tls_session_new_client(QCryptoTLSCreds *creds,
+                                                  const char *hostname,
+                                                  int fd, Error **errp)
+{
+    QCryptoTLSSession *sess = qcrypto_tls_session_new(creds, GNUTLS_CLIENT,
+                                                      fd, errp);
+
+    if (sess) {
+        sess->hostname = g_strdup(hostname);
+    }
+    return sess;
+}
+
 void qcrypto_tls_session_free(QCryptoTLSSession *sess)
 {
     if (sess->session) {
@@ -67,6 +94,7 @@ void qcrypto_tls_session_free(QCryptoTLSSession *sess)
     }
     object_unref(&sess->creds->parent);
     g_free(sess->authz_id);
+    g_free(sess->hostname);
     g_free(sess->peer_name);
     g_free(sess);
 }
@@ -106,8 +134,8 @@ bool coroutine_fn qcrypto_tls_session_co_handshake(QCryptoTLSSession *sess,
         return false;
     }
 
-    if (!creds->ops->check_peer(creds, sess->session, &sess->peer_name,
-                                errp)) {
+    if (!creds->ops->check_peer(creds, sess->session, sess->hostname,
+                                &sess->peer_name, errp)) {
         return false;
     }
     if (sess->authz_id) {
@@ -227,6 +255,22 @@ int coroutine_fn qcrypto_tls_session_co_sendv(QCryptoTLSSession *sess,
             co_wait_fd(sess->fd, G_IO_OUT);
         } else if (n != GNUTLS_E_INTERRUPTED) {
             return qcrypto_tls_errno(n);
+        }
+    }
+}
+
+int coroutine_fn qcrypto_tls_session_co_bye(QCryptoTLSSession *sess)
+{
+    for (;;) {
+        int ret = gnutls_bye(sess->session, GNUTLS_SHUT_WR);
+
+        if (ret == 0) {
+            return 0;
+        }
+        if (ret == GNUTLS_E_AGAIN) {
+            co_wait_fd(sess->fd, G_IO_OUT);
+        } else if (ret != GNUTLS_E_INTERRUPTED) {
+            return qcrypto_tls_errno(ret);
         }
     }
 }

@@ -31,10 +31,11 @@ typedef struct QCryptoTLSCredsOps {
     /*
      * After the handshake: check the peer's credentials and return its
      * identity (x509 distinguished name, PSK user name; NULL when the
-     * peer is not checked), or set @errp.
+     * peer is not checked), or set @errp.  A client passes the
+     * @hostname the server's certificate must name (NULL: none known).
      */
     bool (*check_peer)(QCryptoTLSCreds *creds, gnutls_session_t session,
-                       char **identity, Error **errp);
+                       const char *hostname, char **identity, Error **errp);
 } QCryptoTLSCredsOps;
 
 struct QCryptoTLSCreds {

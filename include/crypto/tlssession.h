@@ -24,12 +24,21 @@ typedef struct QCryptoTLSSession QCryptoTLSSession;
 QCryptoTLSSession *qcrypto_tls_session_new_server(QCryptoTLSCreds *creds,
                                                   const char *authz_id,
                                                   int fd, Error **errp);
+
+/*
+ * A client session on @fd with @creds (a reference is taken).  With
+ * x509 credentials that verify the peer, the server's certificate must
+ * name @hostname; NULL refuses such a server (no name to check).
+ */
+QCryptoTLSSession *qcrypto_tls_session_new_client(QCryptoTLSCreds *creds,
+                                                  const char *hostname,
+                                                  int fd, Error **errp);
 void qcrypto_tls_session_free(QCryptoTLSSession *sess);
 
 /*
- * Run the handshake, check the peer's credentials, then its identity
- * against the authz object.  Returns false with @errp set when the peer
- * must be disconnected.
+ * Run the handshake, check the peer's credentials (and a client, the
+ * server's host name), then its identity against the authz object.
+ * Returns false with @errp set when the peer must be disconnected.
  */
 bool coroutine_fn qcrypto_tls_session_co_handshake(QCryptoTLSSession *sess,
                                                    Error **errp);
@@ -50,5 +59,12 @@ ssize_t coroutine_fn qcrypto_tls_session_co_readv(QCryptoTLSSession *sess,
 int coroutine_fn qcrypto_tls_session_co_sendv(QCryptoTLSSession *sess,
                                               struct iovec *iov,
                                               int iovcnt);
+
+/*
+ * Tell the peer we are done sending (TLS close_notify), so that it sees
+ * a proper end of the stream rather than a cut connection.  Receiving
+ * may go on.  Returns 0 or -errno.
+ */
+int coroutine_fn qcrypto_tls_session_co_bye(QCryptoTLSSession *sess);
 
 #endif /* CRYPTO_TLSSESSION_H */

@@ -100,13 +100,14 @@ class QemuNbd(NbdServer):
     """``qemu-nbd`` serving ``image`` (raw) as export ``export``."""
 
     def __init__(self, scratch: str, image: str, export: str = "",
-                 name: str = "qemu-nbd"):
+                 name: str = "qemu-nbd", extra_args: Sequence[str] = ()):
         super().__init__(scratch, name)
         iotests.require_tool("qemu-nbd")
         self.image = image
         self.export = export
+        self.extra_args = list(extra_args)     # say, --object and --tls-creds
 
     def argv_for(self, sock: str, pidfile: str) -> List[str]:
         return ["qemu-nbd", "--persistent", "--shared=16", "-f", "raw",
                 "-k", sock, "--pid-file", pidfile, "-x", self.export,
-                "--cache=writeback", self.image]
+                "--cache=writeback", *self.extra_args, self.image]

@@ -5,10 +5,12 @@ re-exported by the daemon's own NBD server; real clients (qemu-img,
 qemu-io, nbdinfo) use the re-export, and what reaches the remote server
 is checked there (its data, its map, nbdkit's log of the commands).
 Reconnection is tested by killing and restarting the server under load.
+TLS (tls-creds, tls-hostname) is in test_nbd_client_tls.py.
 
 iotests groups: rw, quick (the reconnect tests are slower)
 """
 
+import contextlib
 import json
 import os
 import re
@@ -17,7 +19,7 @@ import time
 import pytest
 
 import iotests
-from iotests import (MiB, Reference, blockd_only, compare_images, create_image, free_tcp_port,
+from iotests import (MiB, Reference, compare_images, create_image, free_tcp_port,
                      qemu_img, qemu_io_cmds, qemu_io_popen, run, wait_all)
 from nbd_servers import Nbdkit, QemuNbd
 
@@ -49,6 +51,19 @@ def reexport(daemon, node="remote", name="vol"):
     return iotests.nbd_uri(sock, name)
 
 
+@contextlib.contextmanager
+def nbdkit_node(daemon, scratch, plugin_args, filters=(), **node_opts):
+    """nbdkit ``plugin_args`` (with ``filters``) behind the nbd node
+    "remote", re-exported writable; yields (nbdkit, URI of the re-export)
+    and stops nbdkit afterwards."""
+    kit = Nbdkit(scratch, plugin_args, filters=filters).start()
+    try:
+        add_nbd_node(daemon, kit, **node_opts)
+        yield kit, reexport(daemon)
+    finally:
+        kit.stop()
+
+
 def nbd_map(uri):
     return run(["nbdinfo", "--map", uri]).stdout
 
@@ -65,16 +80,11 @@ def read_cmds(writes):
 
 def test_convert_reaches_nbdkit(daemon, scratch):
     src = create_image(os.path.join(scratch, "src.img"), SIZE, patterns=WRITES)
-    kit = Nbdkit(scratch, ["memory", str(SIZE)]).start()
-    try:
-        add_nbd_node(daemon, kit)
-        uri = reexport(daemon)
+    with nbdkit_node(daemon, scratch, ["memory", str(SIZE)]) as (kit, uri):
         qemu_img("convert", "-n", "-f", "raw", "-O", "raw", src, uri)
         compare_images(src, kit.uri())
         qemu_io_cmds(uri, read_cmds(WRITES))
         daemon.assert_alive()
-    finally:
-        kit.stop()
 
 
 def test_writes_reach_qemu_nbd_file(daemon, scratch):
@@ -113,16 +123,11 @@ def test_read_only_export_needs_read_only_node(daemon, scratch):
 # --- what passes through -----------------------------------------------------
 
 def test_block_status_passes_through(daemon, scratch):
-    kit = Nbdkit(scratch, ["memory", str(SIZE)]).start()
-    try:
+    with nbdkit_node(daemon, scratch, ["memory", str(SIZE)]) as (kit, uri):
         qemu_io_cmds(kit.uri(), write_cmds(WRITES))
-        add_nbd_node(daemon, kit)
-        uri = reexport(daemon)
         direct = nbd_map(kit.uri())
         assert "hole" in direct and "data" in direct
         assert nbd_map(uri) == direct
-    finally:
-        kit.stop()
 
 
 def _kit_commands(log_path):
@@ -139,10 +144,8 @@ def _kit_commands(log_path):
 
 def test_zero_trim_fua_pass_through(daemon, scratch):
     log = os.path.join(scratch, "kit-commands.log")
-    kit = Nbdkit(scratch, ["memory", str(SIZE), f"logfile={log}"], filters=["log"]).start()
-    try:
-        add_nbd_node(daemon, kit, discard="unmap")
-        uri = reexport(daemon)
+    with nbdkit_node(daemon, scratch, ["memory", str(SIZE), f"logfile={log}"],
+                     filters=["log"], discard="unmap") as (_, uri):
         qemu_io_cmds(uri, ["write -z 0 64k",          # NO_HOLE
                            "write -z -u 64k 64k",     # may punch a hole
                            "discard 128k 64k",
@@ -155,8 +158,6 @@ def test_zero_trim_fua_pass_through(daemon, scratch):
                          "fua": "0", "fast": "0"}) in cmds, cmds
         assert ("Trim", {"offset": "0x20000", "count": "0x10000", "fua": "0"}) in cmds, cmds
         assert ("Write", {"offset": "0x30000", "count": "0x1000", "fua": "1"}) in cmds, cmds
-    finally:
-        kit.stop()
 
 
 # --- reconnecting ------------------------------------------------------------
@@ -230,43 +231,33 @@ def test_reconnect_delay_expired(daemon, scratch, delay):
 @pytest.mark.parametrize("errno_name,text", [("EIO", EIO_TEXT),
                                              ("ENOSPC", "No space left on device")])
 def test_server_write_errors(daemon, scratch, errno_name, text):
-    kit = Nbdkit(scratch, ["memory", str(SIZE), f"error-pwrite={errno_name}",
-                           "error-pwrite-rate=100%"], filters=["error"]).start()
-    try:
-        add_nbd_node(daemon, kit)
-        uri = reexport(daemon)
+    with nbdkit_node(daemon, scratch, ["memory", str(SIZE), f"error-pwrite={errno_name}",
+                                       "error-pwrite-rate=100%"],
+                     filters=["error"]) as (_, uri):
         res = qemu_io_cmds(uri, ["write -P 1 0 64k"], check=False)
         assert text in res.output, res
         qemu_io_cmds(uri, ["read -q -P 0 0 64k"])
         daemon.assert_alive()
-    finally:
-        kit.stop()
 
 
 def test_server_read_errors(daemon, scratch):
-    kit = Nbdkit(scratch, ["memory", str(SIZE), "error-pread=EIO", "error-pread-rate=100%"],
-                 filters=["error"]).start()
-    try:
-        add_nbd_node(daemon, kit)
-        uri = reexport(daemon)
+    with nbdkit_node(daemon, scratch, ["memory", str(SIZE), "error-pread=EIO",
+                                       "error-pread-rate=100%"],
+                     filters=["error"]) as (_, uri):
         # Data, so that no server skips the read of a known hole.
         qemu_io_cmds(uri, ["write -q -P 1 0 64k"])
         res = qemu_io_cmds(uri, ["read 0 64k"], check=False)
         assert EIO_TEXT in res.output, res
         qemu_io_cmds(uri, ["write -q -P 2 64k 64k"])
         daemon.assert_alive()
-    finally:
-        kit.stop()
 
 
 def test_many_requests_in_flight(daemon, scratch):
     """A slow server: many requests at once complete, with the right data."""
-    kit = Nbdkit(scratch, ["memory", str(SIZE), "delay-read=50ms", "delay-write=50ms"],
-                 filters=["delay"]).start()
     writes = [(0x40 + i, i * 256 * 1024, 64 * 1024) for i in range(64)]
-    try:
-        add_nbd_node(daemon, kit)
-        uri = reexport(daemon)
+    with nbdkit_node(daemon, scratch, ["memory", str(SIZE), "delay-read=50ms",
+                                       "delay-write=50ms"],
+                     filters=["delay"]) as (kit, uri):
         clients = [qemu_io_popen(uri, [f"aio_write -P {p:#x} {off} {ln}"
                                        for p, off, ln in writes[k::4]] + ["aio_flush"])
                    for k in range(4)]
@@ -274,8 +265,6 @@ def test_many_requests_in_flight(daemon, scratch):
         qemu_io_cmds(uri, [f"aio_read -P {p:#x} {off} {ln}" for p, off, ln in writes]
                      + ["aio_flush"])
         qemu_io_cmds(kit.uri(), read_cmds(writes))
-    finally:
-        kit.stop()
 
 
 # --- bad options and failed connections --------------------------------------
@@ -355,18 +344,6 @@ def test_reconnect_delay_range(daemon, scratch):
     assert _add_error(daemon, {"server": {"type": "unix", "path": path},
                                "reconnect-delay": -1}) == \
         "Parameter 'reconnect-delay' expects uint32_t"
-
-
-@blockd_only("QEMU 7.2 looks the credentials up (No TLS credentials with id 'x'); "
-             "blockd has no TLS credential objects yet")
-def test_tls_refused(daemon, scratch):
-    kit = Nbdkit(scratch, ["memory", str(SIZE)]).start()
-    try:
-        desc = _add_error(daemon, {"server": {"type": "unix", "path": kit.sock},
-                                   "tls-creds": "x"})
-        assert desc.startswith("TLS for the nbd driver needs the tls-creds objects"), desc
-    finally:
-        kit.stop()
 
 
 def test_open_timeout_gives_up(daemon):

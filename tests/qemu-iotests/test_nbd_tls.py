@@ -1,11 +1,9 @@
 """NBD over TLS: tls-creds-x509/-psk, authz-simple/-list, STARTTLS.
 
-A CA, a server certificate and client certificates are made with certtool
-(GnuTLS) inside the test:
-
-* CA "good": the server's certificate, client "alice" (allowed by the
-  authz objects) and client "mallory" (right CA, identity denied);
-* CA "other": client "eve", whom the server must not trust.
+The CAs and certificates (tls_pki.make_pki, made with certtool inside
+the test): alice is allowed by the authz objects, mallory is from the
+right CA but denied, eve is from another CA, whom the server must not
+trust.
 
 Real clients connect: qemu-img and qemu-io (``--object
 tls-creds-x509,...,endpoint=client`` plus ``tls-creds=``), nbdinfo
@@ -26,6 +24,7 @@ from iotests import MiB
 from nbd_client import (Disconnected, NBDClient, OPT_EXPORT_NAME, OPT_GO,
                         OPT_LIST, OPT_STARTTLS, OPT_STRUCTURED_REPLY, REP_ACK,
                         REP_ERR_INVALID, REP_ERR_TLS_REQD)
+from tls_pki import make_pki, start_tls_daemon, x509_server
 
 IMAGE_SIZE = 4 * MiB
 
@@ -34,128 +33,17 @@ IMAGE_SIZE = 4 * MiB
 ALICE_DN = "C=GB,O=blockd test,CN=alice"
 MALLORY_DN = "C=GB,O=blockd test,CN=mallory"
 
-PSK_KEY_ALICE = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
-
 
 # ---------------------------------------------------------------------------
-# Certificates
-
-def _certtool(*args: str) -> None:
-    iotests.run([iotests.require_tool("certtool"), *args])
-
-
-def _template(path: str, lines: List[str]) -> str:
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    return path
-
-
-def _make_ca(work: str, name: str) -> Dict[str, str]:
-    key = os.path.join(work, f"{name}-ca-key.pem")
-    cert = os.path.join(work, f"{name}-ca-cert.pem")
-    tmpl = _template(os.path.join(work, f"{name}-ca.info"),
-                     [f"cn = blockd test CA {name}", "ca", "cert_signing_key",
-                      "expiration_days = 2"])
-    _certtool("--generate-privkey", "--key-type=ecdsa", "--outfile", key)
-    _certtool("--generate-self-signed", "--load-privkey", key,
-              "--template", tmpl, "--outfile", cert)
-    return {"key": key, "cert": cert}
-
-
-def _make_cert(work: str, ca: Dict[str, str], name: str,
-               lines: List[str]) -> Dict[str, str]:
-    key = os.path.join(work, f"{name}-key.pem")
-    cert = os.path.join(work, f"{name}-cert.pem")
-    tmpl = _template(os.path.join(work, f"{name}.info"),
-                     lines + ["encryption_key", "signing_key",
-                              "expiration_days = 2"])
-    _certtool("--generate-privkey", "--key-type=ecdsa", "--outfile", key)
-    _certtool("--generate-certificate", "--load-privkey", key,
-              "--load-ca-certificate", ca["cert"], "--load-ca-privkey", ca["key"],
-              "--template", tmpl, "--outfile", cert)
-    return {"key": key, "cert": cert}
-
-
-def _creds_dir(base: str, name: str, files: Dict[str, str]) -> str:
-    path = os.path.join(base, name)
-    os.makedirs(path)
-    for dest, src in files.items():
-        with open(src) as f, open(os.path.join(path, dest), "w") as out:
-            out.write(f.read())
-    return path
-
+# Certificates (tls_pki)
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: Any) -> Dict[str, str]:
-    """Credential directories: server, alice, mallory, eve, psk-server,
-    psk-alice, psk-wrong (alice with a wrong key)."""
-    work = str(tmp_path_factory.mktemp("pki"))
-    good = _make_ca(work, "good")
-    other = _make_ca(work, "other")
-    server = _make_cert(work, good, "server",
-                        ["organization = blockd test", "cn = localhost",
-                         "dns_name = localhost", "ip_address = 127.0.0.1",
-                         "tls_www_server"])
-    client_lines = ["country = GB", "organization = blockd test", "tls_www_client"]
-    alice = _make_cert(work, good, "alice", client_lines + ["cn = alice"])
-    mallory = _make_cert(work, good, "mallory", client_lines + ["cn = mallory"])
-    eve = _make_cert(work, other, "eve", client_lines + ["cn = alice"])
-
-    dirs = {
-        "server": _creds_dir(work, "server", {"ca-cert.pem": good["cert"],
-                                              "server-cert.pem": server["cert"],
-                                              "server-key.pem": server["key"]}),
-        # The server's certificate with a CA that did not sign it
-        "server-other-ca": _creds_dir(work, "server-other-ca",
-                                      {"ca-cert.pem": other["cert"],
-                                       "server-cert.pem": server["cert"],
-                                       "server-key.pem": server["key"]}),
-    }
-    for name, cert in (("alice", alice), ("mallory", mallory), ("eve", eve)):
-        # Every client trusts the good CA, so each of them accepts the
-        # server: refusals come from the server.
-        dirs[name] = _creds_dir(work, name, {"ca-cert.pem": good["cert"],
-                                             "client-cert.pem": cert["cert"],
-                                             "client-key.pem": cert["key"]})
-    for name, line in (("psk-server", f"alice:{PSK_KEY_ALICE}"),
-                       ("psk-alice", f"alice:{PSK_KEY_ALICE}"),
-                       ("psk-wrong", "alice:" + "00" * 32)):
-        path = os.path.join(work, name)
-        os.makedirs(path)
-        with open(os.path.join(path, "keys.psk"), "w") as f:
-            f.write(line + "\n")
-        dirs[name] = path
-    dirs["work"] = work
-    return dirs
+    return make_pki(str(tmp_path_factory.mktemp("pki")))
 
 
 # ---------------------------------------------------------------------------
 # Daemon and clients
-
-def start_tls_daemon(daemon_factory: Any, scratch: str, pki: Dict[str, str],
-                     objects: List[str], authz: str = "") -> Dict[str, Any]:
-    """A daemon exporting a raw image as "disk" over TCP with tls-creds=tls0
-    (and tls-authz=@authz)."""
-    image = os.path.join(scratch, "disk.raw")
-    iotests.create_image(image, IMAGE_SIZE)
-    port = iotests.free_tcp_port()
-    server = f"addr.type=inet,addr.host=127.0.0.1,addr.port={port},tls-creds=tls0"
-    if authz:
-        server += f",tls-authz={authz}"
-    args: List[str] = []
-    for obj in objects:
-        args += ["--object", obj]
-    args += ["--blockdev", f"driver=file,node-name=file0,filename={image}",
-             "--blockdev", "driver=raw,node-name=disk,file=file0",
-             "--nbd-server", server,
-             "--export", "type=nbd,id=e0,node-name=disk,name=disk,writable=on"]
-    d = daemon_factory(*args)
-    return {"daemon": d, "port": port, "image": image}
-
-
-def x509_server(pki: Dict[str, str]) -> str:
-    return f"tls-creds-x509,id=tls0,endpoint=server,dir={pki['server']}"
-
 
 def keyval_escape(value: str) -> str:
     return value.replace(",", ",,")
@@ -209,7 +97,7 @@ def alice_ssl_context(pki: Dict[str, str], name: str = "alice") -> ssl.SSLContex
 def test_x509_clients_and_refusals(daemon_factory: Any, scratch: str,
                                    pki: Dict[str, str]) -> None:
     authz = f"authz-simple,id=authz0,identity={keyval_escape(ALICE_DN)}"
-    t = start_tls_daemon(daemon_factory, scratch, pki, [x509_server(pki), authz],
+    t = start_tls_daemon(daemon_factory, scratch, [x509_server(pki), authz],
                          authz="authz0")
     port = t["port"]
 
@@ -259,7 +147,7 @@ def test_x509_clients_and_refusals(daemon_factory: Any, scratch: str,
 def test_x509_without_authz(daemon_factory: Any, scratch: str,
                             pki: Dict[str, str]) -> None:
     """Without tls-authz any client with a certificate of the CA is served."""
-    t = start_tls_daemon(daemon_factory, scratch, pki, [x509_server(pki)])
+    t = start_tls_daemon(daemon_factory, scratch, [x509_server(pki)])
     port = t["port"]
     for name in ("alice", "mallory"):
         res = qemu_img_info(port, client_object("x509", pki[name]))
@@ -274,7 +162,7 @@ def test_authz_list_glob_and_object_del(daemon_factory: Any, scratch: str,
                                         pki: Dict[str, str]) -> None:
     """authz-list rules, created by object-add at run time; object-del of
     the credentials does not stop the server (as in QEMU)."""
-    t = start_tls_daemon(daemon_factory, scratch, pki, [x509_server(pki)],
+    t = start_tls_daemon(daemon_factory, scratch, [x509_server(pki)],
                          authz="authz0")
     d, port = t["daemon"], t["port"]
 
@@ -311,7 +199,7 @@ def test_authz_list_glob_and_object_del(daemon_factory: Any, scratch: str,
 def test_psk(daemon_factory: Any, scratch: str, pki: Dict[str, str]) -> None:
     objects = [f"tls-creds-psk,id=tls0,endpoint=server,dir={pki['psk-server']}",
                "authz-simple,id=authz0,identity=alice"]
-    t = start_tls_daemon(daemon_factory, scratch, pki, objects, authz="authz0")
+    t = start_tls_daemon(daemon_factory, scratch, objects, authz="authz0")
     port = t["port"]
     ok = qemu_io_tls(port, client_object("psk", pki["psk-alice"], ",username=alice"),
                      ["write -P 0x5 0 4k", "read -P 0x5 0 4k"])
@@ -327,7 +215,7 @@ def test_psk(daemon_factory: Any, scratch: str, pki: Dict[str, str]) -> None:
 
 def test_options_before_starttls(daemon_factory: Any, scratch: str,
                                  pki: Dict[str, str]) -> None:
-    t = start_tls_daemon(daemon_factory, scratch, pki, [x509_server(pki)])
+    t = start_tls_daemon(daemon_factory, scratch, [x509_server(pki)])
     addr = ("127.0.0.1", t["port"])
 
     with NBDClient(addr) as c:
@@ -377,7 +265,7 @@ def test_plaintext_after_starttls_is_refused(daemon_factory: Any, scratch: str,
     """Bytes the client sent right behind NBD_OPT_STARTTLS, before the
     server's reply, must not be taken as coming through TLS: blockd's
     read-ahead buffer holds them, so it hangs up."""
-    t = start_tls_daemon(daemon_factory, scratch, pki, [x509_server(pki)])
+    t = start_tls_daemon(daemon_factory, scratch, [x509_server(pki)])
     with NBDClient(("127.0.0.1", t["port"])) as c:
         c.handshake_start()
         c.send(b"".join([
