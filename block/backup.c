@@ -29,8 +29,9 @@
  *
  * At finalization commit/abort apply bitmap-mode to the sync bitmap
  * (bdrv_dirty_bitmap_end_job: "always" hands over what was not copied)
- * and clean drops the filter, so that its node name is gone once the job
- * is finalized, dismissed or not.
+ * and clean releases the nodes and drops the filter, so that its node
+ * name is gone and the target free once the job is finalized, dismissed
+ * or not.
  */
 #include "block/backup.h"
 #include "block/block_int.h"
@@ -57,7 +58,6 @@ typedef struct BackupBlockJob {
     int max_workers;
     int64_t max_chunk;
     int64_t len;
-    bool release_on_conclude;
 
     /* The job's coroutine, and the call's callback (main loop). */
     BlockCopyCallState *bg_call;    /* the background call, or NULL */
@@ -313,12 +313,13 @@ static void backup_clean(Job *job)
     BackupBlockJob *s = to_backup(job);
 
     trace_backup_clean(s, bdrv_get_node_name(s->cbw));
-    /* The job's backend on the filter must not move onto the source. */
-    block_job_remove_bdrv(&s->common, s->cbw);
+    /*
+     * As QEMU: a concluded job kept for inspection holds no node (only
+     * its id stays taken).  The backend on the filter goes first, so that
+     * dropping the filter does not move it onto the source.
+     */
+    block_job_remove_all_bdrv(&s->common);
     bdrv_cbw_drop(g_steal_pointer(&s->cbw));
-    if (s->release_on_conclude && !job->auto_dismiss) {
-        block_job_remove_all_bdrv(&s->common);
-    }
 }
 
 static const BlockJobDriver backup_job_driver = {
@@ -436,7 +437,6 @@ BlockJob *backup_job_create(const BackupJobOptions *opts, JobTxn *txn,
     s->max_workers = opts->max_workers;
     s->max_chunk = opts->max_chunk;
     s->len = len;
-    s->release_on_conclude = opts->release_on_conclude;
     block_copy_set_speed(bcs, opts->speed);
     block_copy_set_progress_callback(bcs, backup_progress, s);
     job_progress_set_remaining(&s->common.job, len);

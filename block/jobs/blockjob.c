@@ -78,17 +78,6 @@ static void block_job_release_backend(gpointer data)
     blk_unref(blk);
 }
 
-void block_job_remove_bdrv(BlockJob *job, BlockDriverState *bs)
-{
-    for (GSList *l = job->backends; l; l = l->next) {
-        if (blk_bs(l->data) == bs) {
-            block_job_release_backend(l->data);
-            job->backends = g_slist_delete_link(job->backends, l);
-            return;
-        }
-    }
-}
-
 void block_job_remove_all_bdrv(BlockJob *job)
 {
     g_slist_free_full(g_steal_pointer(&job->backends),

@@ -179,8 +179,6 @@ BlockJob *backup_prepare_common(BackupCommon *args, BlockDriverState *bs,
                         : ON_CBW_ERROR_BREAK_GUEST_WRITE,
         .filter_node_name = args->filter_node_name,
         .discard_source = args->has_discard_source && args->discard_source,
-        .release_on_conclude = args->has___org_blockd_release_on_conclude &&
-                               args->__org_blockd_release_on_conclude,
     };
 
     if (!backup_check_sync_bitmap(args, bs, &opts, errp)) {

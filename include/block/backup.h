@@ -34,8 +34,6 @@ typedef struct BackupJobOptions {
     int64_t max_chunk;              /* 0: no limit */
     int64_t min_cluster_size;       /* 0: none */
     bool discard_source;
-    /* __org.blockd_release-on-conclude */
-    bool release_on_conclude;
 } BackupJobOptions;
 
 /*

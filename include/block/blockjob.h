@@ -56,10 +56,9 @@ BlockBackend *block_job_add_bdrv(BlockJob *job, BlockDriverState *bs,
                                  uint64_t perm, uint64_t shared_perm,
                                  Error **errp);
 /*
- * Release the job's backend on @bs (and its op blocker), or all of them,
- * now rather than when the job goes.
+ * Release the job's backends and op blockers now rather than when the
+ * job goes (at clean: a concluded job holds no node, as in QEMU).
  */
-void block_job_remove_bdrv(BlockJob *job, BlockDriverState *bs);
 void block_job_remove_all_bdrv(BlockJob *job);
 
 /* Is this job a block job?  (By type, as QEMU decides.) */

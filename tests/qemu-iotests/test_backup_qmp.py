@@ -98,8 +98,7 @@ def test_schema_of_later_arguments(daemon):
     idx = schema_index(daemon)
     bb = idx[idx["blockdev-backup"]["arg-type"]]
     names = dict(members(idx, bb["name"]))
-    for name in ("discard-source", "on-cbw-error", "__org.blockd_bitmap-node",
-                 "__org.blockd_release-on-conclude"):
+    for name in ("discard-source", "on-cbw-error", "__org.blockd_bitmap-node"):
         assert names[name] is True, name
     assert member_type(idx, bb["name"], "on-cbw-error")["values"] == [
         "break-guest-write", "break-snapshot"]
