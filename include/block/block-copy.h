@@ -37,14 +37,37 @@ typedef struct BlockCopyCallState BlockCopyCallState;
 #define BLOCK_COPY_MAX_WORKERS          64
 
 typedef struct BlockCopyOptions {
-    /* Try copy offload (copy_file_range) first; fall back for good. */
+    /*
+     * Try copy offload (copy_file_range) first; fall back for good.
+     * (Accepted; blockd has no offload path yet, so tasks always read
+     * and write through bounce buffers, which is always correct.)
+     */
     bool use_copy_range;
-    /* Write compressed clusters (one cluster per task, no offload). */
+    /*
+     * Write compressed clusters (one cluster per task, no offload).
+     * blockd's I/O layer has no compressed writes yet, so
+     * block_copy_state_new() refuses it ("Compression is not supported
+     * for this drive TARGET").
+     */
     bool compress;
     /* Raise the cluster size to at least this (a power of two; 0: none). */
     int64_t min_cluster_size;
     /* Discard each copied range on the source (push from fleecing). */
     bool discard_source;
+    /*
+     * Write-behind for synchronous calls, a blockd extension (0: off).
+     * block_copy() may return as soon as the old data of a task is read
+     * into memory, so that the guest write it protects can go on while
+     * the target write finishes later.  Up to this many bytes of such
+     * buffers at a time; when they are all taken, block_copy() waits for
+     * the target write as usual.  Not with discard_source (the source
+     * range must not be discarded after the guest wrote it).
+     *
+     * A write behind cannot be undone or retried when it fails (the
+     * source already holds new data): the point-in-time copy is broken.
+     * See block_copy_set_failure_callback() and block_copy_state_failed().
+     */
+    uint64_t write_behind_bytes;
 } BlockCopyOptions;
 
 /*
@@ -52,11 +75,14 @@ typedef struct BlockCopyOptions {
  * @source, @target: edges of the node that owns the state (the
  *   copy-before-write filter), taken with the permissions a copy needs
  * @bitmap: the initial copy set, rounded out to clusters (NULL: all)
+ * @opts: NULL for all defaults
  *
  * Cluster size = max(BLOCK_COPY_MIN_CLUSTER_SIZE, @opts->min_cluster_size,
  * the target's cluster size), with QEMU's rules and messages when the
- * target cannot tell it.  The copy bitmap is an anonymous bitmap on the
- * owner node (@source's parent).
+ * target cannot tell it.  The copy bitmap is an anonymous, disabled
+ * bitmap on the owner node (@source's parent), which must already have
+ * the source's length.  Errors carry no prefix: copy-before-write adds
+ * QEMU's "Cannot create block-copy-state: ".
  */
 BlockCopyState *block_copy_state_new(BdrvChild *source, BdrvChild *target,
                                      const BdrvDirtyBitmap *bitmap,
@@ -81,6 +107,26 @@ void block_copy_set_progress_callback(BlockCopyState *s,
                                       BlockCopyProgressFunc *cb,
                                       void *opaque);
 
+/*
+ * Write-behind (BlockCopyOptions.write_behind_bytes): @cb is called once,
+ * with the -errno, when the first write behind fails.  Its clusters were
+ * reported copied but are not on the target, and never will be.
+ */
+typedef void BlockCopyFailureFunc(void *opaque, int ret);
+void block_copy_set_failure_callback(BlockCopyState *s,
+                                     BlockCopyFailureFunc *cb,
+                                     void *opaque);
+/* Has a write behind failed (the copy is broken for good)? */
+bool block_copy_state_failed(BlockCopyState *s);
+/*
+ * Wait until no write behind overlaps [@offset, @offset + @bytes): for
+ * readers of the target (snapshot reads of clusters block_copy()
+ * reported copied).  Returns at once without write-behind.
+ */
+void coroutine_fn block_copy_wait_behind_writes(BlockCopyState *s,
+                                                int64_t offset,
+                                                int64_t bytes);
+
 /* Background rate limit in bytes per second (0: none). */
 void block_copy_set_speed(BlockCopyState *s, uint64_t speed);
 
@@ -103,10 +149,12 @@ int coroutine_fn block_copy_reset_unallocated(BlockCopyState *s,
  * [@offset, @offset + @bytes) (cluster-aligned), waiting for overlapping
  * copies others have in flight and for nothing else.  No rate limit.
  * @timeout_ns: give up waiting after that long (0: never) with
- * -ETIMEDOUT; the copy itself goes on in the background and
+ * -ETIMEDOUT; the copy itself goes on in the background, counted in
+ * the owner node's in_flight (so drains of the owner wait for it), and
  * block_copy_state_free() waits for it.
  * Returns 0 or the first task's -errno; *@error_is_read tells whether it
- * came from reading the source.
+ * came from reading the source.  With write-behind, 0 may mean "read
+ * into memory, the target write follows" (see BlockCopyOptions).
  */
 int coroutine_fn block_copy(BlockCopyState *s, int64_t offset,
                             int64_t bytes, uint64_t timeout_ns,
