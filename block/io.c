@@ -689,7 +689,8 @@ int coroutine_fn bdrv_co_flush(BlockDriverState *bs)
     for (GList *l = bs->children; l && ret == 0; l = l->next) {
         BdrvChild *child = l->data;
 
-        if (child->perm & BLK_PERM_WRITE) {
+        if ((child->perm & BLK_PERM_WRITE) &&
+            (child == bs->file || !bs->drv->flush_primary_only)) {
             ret = bdrv_co_flush(child->bs);
         }
     }

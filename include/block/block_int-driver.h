@@ -64,6 +64,12 @@ struct BlockDriver {
      * extends total_bytes.  Format drivers allocate clusters this way.
      */
     bool has_variable_length;
+    /*
+     * A flush of the node reaches only its file child, not every child
+     * it writes to (copy-before-write: its target needs no durability
+     * with the guest's data).
+     */
+    bool flush_primary_only;
     /* Flags the driver handles itself on writes and write-zeroes. */
     BdrvRequestFlags supported_write_flags;
     BdrvRequestFlags supported_zero_flags;

@@ -10,6 +10,7 @@
 
 #include "block/block-copy.h"
 #include "qapi/qapi-types.h"
+#include "util/iov.h"
 
 typedef struct BdrvCbwOptions {
     const char *filter_node_name;   /* NULL: generated */
@@ -41,5 +42,31 @@ void bdrv_cbw_drop(BlockDriverState *filter);
  * fail, and a backup job that depends on the filter fails too.
  */
 bool bdrv_cbw_snapshot_broken(BlockDriverState *filter);
+
+/*
+ * The snapshot API, for the snapshot-access driver (coroutine context).
+ * @filter is a copy-before-write node; the calls see its file as it was
+ * when the filter opened, for the clusters of the initial copy set.
+ *
+ * bdrv_cbw_snapshot_preadv: read the point in time; -EACCES if any of the
+ * range is outside what may be read (never in the copy set, or discarded
+ * through the snapshot) or the snapshot is broken.
+ * bdrv_cbw_snapshot_block_status: the status of the point in time, as
+ * bdrv_co_block_status() reports it, always with BDRV_BLOCK_ALLOCATED;
+ * the same -EACCES cases.
+ * bdrv_cbw_snapshot_pdiscard: the reader no longer needs the whole
+ * clusters in the range: they become unreadable, guest writes stop
+ * copying them and their copies on the target are discarded.
+ */
+bool bdrv_is_cbw(BlockDriverState *bs);
+int coroutine_fn bdrv_cbw_snapshot_preadv(BlockDriverState *filter,
+                                          int64_t offset, int64_t bytes,
+                                          IOVector *qiov);
+int coroutine_fn bdrv_cbw_snapshot_block_status(BlockDriverState *filter,
+                                                int64_t offset,
+                                                int64_t bytes,
+                                                int64_t *pnum);
+int coroutine_fn bdrv_cbw_snapshot_pdiscard(BlockDriverState *filter,
+                                            int64_t offset, int64_t bytes);
 
 #endif /* BLOCK_COPY_BEFORE_WRITE_H */
