@@ -84,6 +84,12 @@ void block_job_remove_all_bdrv(BlockJob *job)
                       block_job_release_backend);
 }
 
+/* A drain polls block_job_drained_poll(): tell it to look again. */
+static void block_job_idle(Job *job)
+{
+    bdrv_wake_drainers();
+}
+
 static void block_job_free(Job *job)
 {
     block_job_remove_all_bdrv(container_of(job, BlockJob, job));
@@ -95,6 +101,7 @@ static const JobHooks block_job_hooks = {
     .on_pending = block_job_event_pending,
     .on_ready = block_job_event_ready,
     .on_user_resume = block_job_user_resume,
+    .on_idle = block_job_idle,
     .on_free = block_job_free,
 };
 

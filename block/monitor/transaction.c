@@ -251,10 +251,14 @@ static void backup_action_commit(TransactionState *state)
     job_start(&state->job->job);
 }
 
-/* The job never ran: cancelling it finalizes it through abort and clean. */
+/*
+ * The job never ran: a cancel finalizes it at once, through abort and
+ * clean (job_cancel_sync() would do the same but may not run here, in
+ * the command's coroutine).
+ */
 static void backup_action_abort(TransactionState *state)
 {
-    job_cancel_sync(&state->job->job, true);
+    job_cancel(&state->job->job, true);
 }
 
 static const TransactionActionOps blockdev_backup_ops = {
