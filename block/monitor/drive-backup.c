@@ -7,7 +7,10 @@
  * filter), so that the target alone reads as the whole disk (without
  * one, top becomes full); with sync=none, the source node itself
  * (fleecing: the target shows the point in time, unchanged clusters read
- * through).  The target is opened with discard=unmap and
+ * through).  That edge is made once the job's filter is above the
+ * source, so that it points below the filter, as in QEMU (moving it onto
+ * the filter would make a cycle: the filter writes to the target).  The
+ * target is opened with discard=unmap and
  * detect-zeroes=unmap, so that zero runs of the source stay sparse.
  * Its node is anonymous, owned by the job, and closed with it.
  */
@@ -118,9 +121,10 @@ static char *probe_format(const char *filename, Error **errp)
     return g_strdup(bdrv_probe_format(buf, len > 0 ? len : 0));
 }
 
+/* Open the target; @no_backing: without the backing its header names. */
 static BlockDriverState *coroutine_fn open_target(const char *filename,
                                                   const char *format,
-                                                  BlockDriverState *backing,
+                                                  bool no_backing,
                                                   Error **errp)
 {
     json_object *obj = json_object_new_object();
@@ -133,9 +137,8 @@ static BlockDriverState *coroutine_fn open_target(const char *filename,
     json_object_object_add(obj, "detect-zeroes",
                            json_object_new_string("unmap"));
     json_object_object_add(obj, "file", file_ref(filename));
-    if (backing) {
-        json_object_object_add(obj, "backing",
-                               json_object_new_string(backing->node_name));
+    if (no_backing) {
+        json_object_object_add(obj, "backing", NULL);
     }
     v = qobject_input_visitor_new(obj);
     if (visit_type_BlockdevOptions(v, NULL, &opts, errp)) {
@@ -145,6 +148,22 @@ static BlockDriverState *coroutine_fn open_target(const char *filename,
     json_object_put(obj);
     qapi_free_BlockdevOptions(opts);
     return bs;
+}
+
+/* sync=none: the target's backing is the source, below the filter. */
+static bool set_target_backing(BlockDriverState *target,
+                               BlockDriverState *source, Error **errp)
+{
+    BdrvReopenChange change = {
+        .bs = target,
+        .read_only = target->read_only,
+        .set_backing = true,
+        .backing = source,
+        .detect_zeroes = target->detect_zeroes,
+        .discard_unmap = target->discard_unmap,
+    };
+
+    return bdrv_reopen_multiple(&change, 1, errp);
 }
 
 BlockJob *coroutine_fn drive_backup_prepare(DriveBackup *args, JobTxn *txn,
@@ -188,11 +207,17 @@ BlockJob *coroutine_fn drive_backup_prepare(DriveBackup *args, JobTxn *txn,
                        errp)) {
         return NULL;
     }
-    target = open_target(args->target, format, open_backing, errp);
+    target = open_target(args->target, format, open_backing != NULL, errp);
     if (!target) {
         return NULL;
     }
     job = backup_prepare_common(common, bs, target, txn, errp);
+    if (job && open_backing && !set_target_backing(target, open_backing,
+                                                   errp)) {
+        /* Never started: it completes at once. */
+        job_cancel(&job->job, true);
+        job = NULL;
+    }
     /* The job holds the target now (or nobody does). */
     bdrv_unref(target);
     return job;
