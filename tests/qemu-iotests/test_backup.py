@@ -399,3 +399,123 @@ def test_kill_mid_backup(daemon_factory, scratch, disk):
     assert "error" not in finish(d2, "j")["data"]
     d2.stop()
     compare_images(tgt, ref, "qcow2", "raw")
+
+
+# --- beyond QEMU -----------------------------------------------------------------
+
+@iotests.blockd_only("QEMU does not flush the target: its backup succeeds here")
+def test_target_flushed_before_success(daemon, scratch, disk):
+    """A failing flush of the target fails the job (on-target-error report)."""
+    src, _ = disk
+    open_src(daemon, src)
+    blkdebug_target(daemon, scratch, [{"event": "none", "iotype": "flush"}])
+    backup(daemon, sync="full")
+    ev = finish(daemon, "j")
+    assert ev["data"].get("error") == "Input/output error", ev
+    assert ev["data"]["offset"] == SIZE
+    errs = [e["data"] for e in daemon.qmp.get_events() if e["event"] == "BLOCK_JOB_ERROR"]
+    assert errs == [{"device": "j", "operation": "write", "action": "report"}]
+
+
+@iotests.blockd_only("on-cbw-error on blockdev-backup is QEMU 10.1's; failing the job "
+                     "is blockd's")
+def test_break_snapshot_fails_the_job(daemon, scratch, disk):
+    """A copy before a guest write fails: the write goes through, the job fails."""
+    src, _ = disk
+    open_src(daemon, src)
+    blkdebug_target(daemon, scratch, [{"event": "none", "iotype": "write"}])
+    uri = start_export(daemon)
+    backup(daemon, sync="none", **{"on-cbw-error": "break-snapshot"})
+    guest_writes(uri, WRITES[:1])
+    ev = finish(daemon, "j")
+    assert ev["event"] == "BLOCK_JOB_COMPLETED"
+    assert "point in time" in ev["data"]["error"], ev
+
+
+@iotests.blockd_only("__org.blockd_bitmap-node is a blockd extension")
+def test_bitmap_on_another_node(daemon, scratch, disk):
+    """The bitmap lives on the file node below the device's format node."""
+    src, _ = disk
+    open_src(daemon, src)
+    tgt = open_raw_target(daemon, scratch)
+    daemon.command("block-dirty-bitmap-add", {"node": "src-file", "name": "b0"})
+    uri = start_export(daemon)
+    dirty = [(0x51, 3 * MiB, 4096)]
+    guest_writes(uri, dirty)
+    ref = os.path.join(scratch, "ref2.img")
+    shutil.copyfile(src, ref)
+    backup(daemon, sync="bitmap", bitmap="b0", **{
+        "bitmap-mode": "on-success", "__org.blockd_bitmap-node": "src-file"})
+    assert "error" not in finish(daemon, "j")["data"]
+    assert bitmap(daemon, "src-file")["count"] == 0
+    daemon.del_export("e")
+    daemon.stop()
+    assert read_file(tgt) == expect_clusters(ref, dirty)
+
+
+@iotests.blockd_only("QEMU refuses bitmap actions in grouped transactions")
+def test_grouped_checkpoint_and_backup(daemon, scratch, disk):
+    """A new checkpoint bitmap and a full backup, atomically and grouped."""
+    src, ref = disk
+    open_src(daemon, src)
+    tgt = open_raw_target(daemon, scratch)
+    uri = start_export(daemon)
+    daemon.command("transaction", {
+        "actions": [
+            {"type": "block-dirty-bitmap-add", "data": {"node": "src", "name": "c1"}},
+            {"type": "blockdev-backup", "data": {
+                "device": "src", "target": "tgt", "sync": "full", "job-id": "j",
+                "speed": SLOW}}],
+        "properties": {"completion-mode": "grouped"}})
+    guest_writes(uri, WRITES[:2])
+    assert "error" not in finish(daemon, "j")["data"]
+    # The checkpoint holds exactly the writes after the backup's point in time.
+    assert bitmap(daemon, "src", "c1")["count"] == 2 * CLUSTER
+    compare_images(tgt, ref)
+
+
+# --- drive-backup ------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["raw", "qcow2"])
+def test_drive_backup_creates_target(daemon, scratch, disk, fmt):
+    src, ref = disk
+    open_src(daemon, src)
+    tgt = os.path.join(scratch, f"new.{fmt}")
+    uri = start_export(daemon)
+    daemon.command("drive-backup", {"device": "src", "target": tgt, "format": fmt,
+                                    "sync": "full", "job-id": "j", "speed": SLOW})
+    guest_writes(uri)
+    assert "error" not in finish(daemon, "j")["data"]
+    daemon.del_export("e")
+    daemon.stop()
+    compare_images(tgt, ref, fmt, "raw")
+
+
+def test_drive_backup_existing_and_top(daemon, scratch, disk):
+    """mode=existing probes the format; sync=top without backing is full."""
+    src, ref = disk
+    open_src(daemon, src)
+    tgt = os.path.join(scratch, "old.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", tgt, str(SIZE))
+    daemon.command("drive-backup", {"device": "src", "target": tgt, "mode": "existing",
+                                    "sync": "top", "job-id": "j"})
+    assert "error" not in finish(daemon, "j")["data"]
+    daemon.stop()
+    compare_images(tgt, ref, "qcow2", "raw")
+
+
+def test_drive_backup_none_is_fleecing(daemon, scratch, disk):
+    """sync=none: a qcow2 target backed by the source keeps the point in time."""
+    src, ref = disk
+    open_src(daemon, src)
+    tgt = os.path.join(scratch, "fleece.qcow2")
+    uri = start_export(daemon)
+    daemon.command("drive-backup", {"device": "src", "target": tgt, "format": "qcow2",
+                                    "sync": "none", "job-id": "j"})
+    guest_writes(uri)
+    daemon.command("job-cancel", id="j")
+    assert finish(daemon, "j")["event"] == "BLOCK_JOB_CANCELLED"
+    daemon.del_export("e")
+    daemon.stop()
+    # Overwritten clusters come from the target, the rest from the source.
+    compare_images(tgt, ref, "qcow2", "raw")
