@@ -530,3 +530,81 @@ def test_drive_backup_none_is_fleecing(daemon, scratch, disk):
     daemon.stop()
     # Overwritten clusters come from the target, the rest from the source.
     compare_images(tgt, ref, "qcow2", "raw")
+
+
+# --- the same events as QEMU -----------------------------------------------------------
+
+def job_events(d):
+    """The job events so far, without timestamps and drain noise."""
+    evs = [(e["event"], e["data"]) for e in d.qmp.get_events()
+           if e["event"].startswith(("JOB_", "BLOCK_JOB_"))]
+    out = []
+    for ev in evs:
+        if out and ev[0] == "JOB_STATUS_CHANGE" and ev[1]["status"] == "running" and \
+                out[-1][0] == "JOB_STATUS_CHANGE" and out[-1][1]["status"] == "paused":
+            out.pop()
+        else:
+            out.append(ev)
+    return out
+
+
+def status(job_id, s):
+    return ("JOB_STATUS_CHANGE", {"id": job_id, "status": s})
+
+
+def test_events_of_full_backup(daemon, scratch, disk):
+    src, _ = disk
+    open_src(daemon, src)
+    open_raw_target(daemon, scratch)
+    backup(daemon, sync="full")
+    daemon.qmp.wait_event("JOB_STATUS_CHANGE", timeout=60, match={"id": "j", "status": "null"})
+    # (The "null" change was taken off the queue above.)
+    assert job_events(daemon) == [
+        status("j", "created"), status("j", "running"), status("j", "waiting"),
+        status("j", "pending"),
+        ("BLOCK_JOB_COMPLETED", {"device": "j", "len": SIZE, "offset": SIZE, "speed": 0,
+                                 "type": "backup"}),
+        status("j", "concluded")]
+
+
+def test_events_of_aborted_transaction(daemon, scratch, disk):
+    src, _ = disk
+    open_src(daemon, src)
+    open_raw_target(daemon, scratch)
+    resp = daemon.cmd("transaction", {"actions": [
+        {"type": "blockdev-backup", "data": {"device": "src", "target": "tgt",
+                                             "sync": "full", "job-id": "j"}},
+        {"type": "abort", "data": {}}]})
+    assert resp["error"]["desc"] == "Transaction aborted using Abort action"
+    daemon.qmp.wait_event("JOB_STATUS_CHANGE", timeout=10, match={"id": "j", "status": "null"})
+    # A job that never ran ends without BLOCK_JOB_CANCELLED.
+    assert job_events(daemon) == [
+        status("j", "created"), status("j", "aborting"), status("j", "concluded")]
+
+
+def test_events_of_error_stop_and_resume(daemon, scratch, disk):
+    """on-target-error=stop: BLOCK_JOB_ERROR, paused, io-status, resume."""
+    src, ref = disk
+    open_src(daemon, src)
+    path = os.path.join(scratch, "tgt.img")
+    qemu_img("create", "-q", "-f", "raw", path, str(SIZE))
+    daemon.command("blockdev-add", {"driver": "raw", "node-name": "tgt", "file": {
+        "driver": "blkdebug", "node-name": "dbg",
+        "inject-error": [{"event": "none", "iotype": "write", "once": True}],
+        "image": {"driver": "file", "filename": path}}})
+    backup(daemon, sync="full", **{"on-target-error": "stop"})
+    ev = daemon.qmp.wait_event("BLOCK_JOB_ERROR", timeout=30, match={"device": "j"})
+    assert ev["data"] == {"device": "j", "operation": "write", "action": "stop"}
+    daemon.qmp.wait_event("JOB_STATUS_CHANGE", timeout=30,
+                          match={"id": "j", "status": "paused"})
+    job = daemon.command("query-block-jobs")[0]
+    assert (job["status"], job["io-status"], job["paused"]) == ("paused", "failed", True)
+    resp = daemon.cmd("job-dismiss", {"id": "j"})
+    assert resp["error"]["desc"] == "Job 'j' in state 'paused' cannot accept command verb 'dismiss'"
+    # The error was once: resuming retries the failed area and completes.
+    daemon.command("job-resume", id="j")
+    ev = finish(daemon, "j")
+    assert "error" not in ev["data"], ev
+    assert daemon.command("query-jobs") == []
+    daemon.stop()
+    compare_images(path, ref)
