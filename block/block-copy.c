@@ -19,102 +19,21 @@
  * it ends when the range is clean and nothing overlapping is in flight.
  * Only then is every cluster of the range known to be on the target.
  *
- * Write-behind (a blockd extension, for synchronous calls): once a task
- * of a block_copy() has read the old data, it may leave its call and
- * move from s->reqs to s->behind_reqs, holding its buffer until the
- * target write is done.  block_copy() then returns without waiting for
- * the write, and the guest write it protects goes on: the old data is
- * safe in memory.  Synchronous calls wait only for s->reqs; background
- * calls and state_free wait for both lists, and snapshot readers of the
- * target for s->behind_reqs (block_copy_wait_behind_writes()).  A failed
- * write behind cannot be retried, the source changed: the state is
- * failed for good and its failure callback tells the owner.
+ * Write-behind, a blockd extension for synchronous calls, is in
+ * block-copy-behind.c; the structures both files share are in
+ * block-copy-int.h.
  *
  * Everything runs on the main loop's one thread; fields are grouped by
  * who changes them, and no field needs a lock.
  */
-#include "block/block-copy.h"
-#include "block/block_int.h"
+#include "block/block-copy-int.h"
 #include "block/dirty-bitmap.h"
-#include "block/reqlist.h"
 #include "util/main-loop.h"
-#include "util/ratelimit.h"
 #include "block/trace.h"
 
 enum {
     /* The size a read/write task aims at (QEMU's). */
     BLOCK_COPY_CHUNK_SIZE = 1024 * 1024,
-};
-
-typedef struct BlockCopyTask {
-    BlockReq req;                   /* the range, in s->reqs */
-    BlockCopyState *s;
-    BlockCopyCallState *call;       /* the call that created it; NULL
-                                     * once the write is behind */
-    bool zeroes;                    /* the source reads zeroes there */
-    int64_t behind_bytes;           /* write-behind budget it holds */
-} BlockCopyTask;
-
-struct BlockCopyCallState {
-    /* Set at creation and never changed. */
-    BlockCopyState *s;
-    int64_t offset;                 /* cluster-aligned */
-    int64_t bytes;                  /* cluster-aligned or up to s->len */
-    int max_workers;
-    int64_t max_task_bytes;         /* chunk size, capped by max_chunk */
-    bool ignore_ratelimit;          /* synchronous calls */
-    bool write_behind;              /* its tasks may write behind */
-    BlockCopyAsyncCallbackFunc *cb;
-    void *opaque;
-
-    /* Set by whoever starts the call's coroutine, before it runs. */
-    Coroutine *co;                  /* the coroutine running the call */
-
-    /* Changed by the call's coroutine and its tasks. */
-    GList link;                     /* in s->calls while running */
-    int tasks_in_flight;
-    CoQueue task_ended;             /* the call waits here for a task */
-    bool finished;
-    int ret;                        /* the first task error */
-    bool error_is_read;
-
-    /* Changed from outside the call (cancel, kick, timeout). */
-    bool cancelled;
-    guint sleep_timer;              /* sleeping on the rate limit */
-
-    /* Synchronous calls with a timeout (block_copy()). */
-    Coroutine *waiter;              /* block_copy()'s caller */
-    guint timeout_timer;
-    bool abandoned;                 /* timed out: the call frees itself */
-};
-
-struct BlockCopyState {
-    /* Set at creation and never changed. */
-    BdrvChild *source;
-    BdrvChild *target;
-    BlockDriverState *owner;        /* holds the copy bitmap */
-    BdrvDirtyBitmap *copy_bitmap;   /* set: still to copy */
-    int64_t len;                    /* bytes to copy (the source's) */
-    int64_t cluster_size;
-    int64_t chunk_size;             /* the largest task */
-    bool discard_source;
-    bool write_behind;              /* write_behind_bytes > 0 */
-
-    /* Main loop and its coroutines. */
-    BlockReqList reqs;              /* tasks in flight */
-    BlockReqList behind_reqs;       /* tasks whose write is behind */
-    uint64_t in_flight_bytes;       /* bytes of the tasks of both lists */
-    int64_t behind_free;            /* left of write_behind_bytes */
-    int behind_ret;                 /* first failed write behind, or 0 */
-    BlockCopyFailureFunc *failure_cb;
-    void *failure_opaque;
-    int64_t mem_free;               /* left of BLOCK_COPY_MEMORY_BUDGET */
-    CoQueue mem_waiters;            /* tasks waiting for bounce memory */
-    RateLimit rate_limit;           /* for calls that honour it */
-    bool skip_unallocated;
-    GQueue calls;                   /* BlockCopyCallState *, running */
-    BlockCopyProgressFunc *progress_cb;
-    void *progress_opaque;
 };
 
 /* --- creation --- */
@@ -132,8 +51,7 @@ static int64_t block_copy_calculate_cluster_size(BlockDriverState *target,
     int ret = bdrv_get_info(target, &bdi);
 
     if (ret < 0 && target->backing) {
-        /* The backing file's clusters show through where we do not copy:
-         * nothing tells us more, and the default is what QEMU uses. */
+        /* Nothing tells the size; QEMU takes the default silently. */
         return floor;
     }
     if (ret == -ENOTSUP) {
@@ -151,6 +69,25 @@ static int64_t block_copy_calculate_cluster_size(BlockDriverState *target,
         return -1;
     }
     return MAX(floor, bdi.cluster_size);
+}
+
+/*
+ * Legacy fleecing: the target is an overlay whose backing chain holds
+ * the source, exported to readers.  A reader of a cluster not yet
+ * copied reads through to the source; if our write of that cluster and
+ * then the guest's write to the source overtook the read, it would
+ * return new data.  Serialising target writes wait for such reads.
+ */
+static bool block_copy_source_backs_target(BdrvChild *source,
+                                           BdrvChild *target)
+{
+    for (BlockDriverState *bs = target->bs; bs;
+         bs = bs->backing ? bs->backing->bs : NULL) {
+        if (bs == source->bs) {
+            return true;
+        }
+    }
+    return false;
 }
 
 /*
@@ -228,6 +165,9 @@ BlockCopyState *block_copy_state_new(BdrvChild *source, BdrvChild *target,
     s->cluster_size = cluster_size;
     s->chunk_size = block_copy_calculate_chunk_size(s, opts->compress);
     s->discard_source = opts->discard_source;
+    if (block_copy_source_backs_target(source, target)) {
+        s->write_flags = BDRV_REQ_SERIALISING;
+    }
     s->write_behind = opts->write_behind_bytes > 0;
     s->behind_free = opts->write_behind_bytes;
     /* use_copy_range: no copy offload yet; read/write is always right. */
@@ -295,26 +235,6 @@ void block_copy_set_progress_callback(BlockCopyState *s,
     s->progress_opaque = opaque;
 }
 
-void block_copy_set_failure_callback(BlockCopyState *s,
-                                     BlockCopyFailureFunc *cb,
-                                     void *opaque)
-{
-    s->failure_cb = cb;
-    s->failure_opaque = opaque;
-}
-
-bool block_copy_state_failed(BlockCopyState *s)
-{
-    return s->behind_ret < 0;
-}
-
-void coroutine_fn block_copy_wait_behind_writes(BlockCopyState *s,
-                                                int64_t offset,
-                                                int64_t bytes)
-{
-    reqlist_wait_all(&s->behind_reqs, offset, bytes);
-}
-
 void block_copy_set_speed(BlockCopyState *s, uint64_t speed)
 {
     ratelimit_set_speed(&s->rate_limit, speed);
@@ -347,6 +267,25 @@ static void block_copy_mem_put(BlockCopyState *s, int64_t bytes)
 }
 
 /* --- tasks --- */
+
+/*
+ * Work that outlives the call that started it (writes behind, timed-out
+ * synchronous calls) counts in the owner's in_flight, so that drains of
+ * the owner wait for it.
+ */
+void block_copy_owner_inc_in_flight(BlockCopyState *s)
+{
+    s->owner->in_flight++;
+}
+
+void block_copy_owner_dec_in_flight(BlockCopyState *s)
+{
+    g_assert(s->owner->in_flight > 0);
+    s->owner->in_flight--;
+    /* Drains, and block_copy_state_free(), look again. */
+    bdrv_wake_drainers();
+}
+
 
 /*
  * Take the first dirty run in [@offset, @end) of at most
@@ -436,75 +375,6 @@ static int coroutine_fn block_copy_block_status(BlockCopyState *s,
     return ret;
 }
 
-/*
- * Work that outlives the call that started it (writes behind, timed-out
- * synchronous calls) counts in the owner's in_flight, so that drains of
- * the owner wait for it.
- */
-static void block_copy_owner_inc_in_flight(BlockCopyState *s)
-{
-    s->owner->in_flight++;
-}
-
-static void block_copy_owner_dec_in_flight(BlockCopyState *s)
-{
-    g_assert(s->owner->in_flight > 0);
-    s->owner->in_flight--;
-    /* Drains, and block_copy_state_free(), look again. */
-    bdrv_wake_drainers();
-}
-
-/*
- * The old data is in memory: if the call allows it and the budget has
- * room, let the call go on without this task (it returns to the guest)
- * while the target write finishes behind it.
- */
-static void block_copy_task_try_behind(BlockCopyTask *task, int64_t mem)
-{
-    BlockCopyState *s = task->s;
-    BlockCopyCallState *call = task->call;
-
-    if (!call->write_behind || s->behind_free < mem) {
-        return;
-    }
-    trace_block_copy_task_behind(call, task->req.offset, task->req.bytes);
-    s->behind_free -= mem;
-    task->behind_bytes = mem;
-    /* Sync calls stop waiting for it; its waiters look again. */
-    reqlist_remove(&s->reqs, &task->req);
-    reqlist_add(&s->behind_reqs, &task->req, task->req.offset,
-                task->req.bytes);
-    block_copy_owner_inc_in_flight(s);
-    task->call = NULL;
-    call->tasks_in_flight--;
-    co_queue_next(&call->task_ended);
-}
-
-/*
- * A write behind ended.  Its clusters were reported copied: a failure
- * cannot be retried (the source has new data there), so it fails the
- * whole state.
- */
-static void block_copy_behind_end(BlockCopyTask *task, int ret)
-{
-    BlockCopyState *s = task->s;
-
-    trace_block_copy_behind_end(task->req.offset, task->req.bytes, ret);
-    s->behind_free += task->behind_bytes;
-    s->in_flight_bytes -= task->req.bytes;
-    if (ret == 0 && s->progress_cb) {
-        s->progress_cb(s->progress_opaque, task->req.bytes);
-    }
-    reqlist_remove(&s->behind_reqs, &task->req);
-    if (ret < 0 && s->behind_ret == 0) {
-        s->behind_ret = ret;
-        if (s->failure_cb) {
-            s->failure_cb(s->failure_opaque, ret);
-        }
-    }
-    block_copy_owner_dec_in_flight(s);
-}
-
 /* Copy through a bounce buffer from the shared budget. */
 static int coroutine_fn block_copy_task_copy(BlockCopyTask *task,
                                              bool *error_is_read)
@@ -527,7 +397,8 @@ static int coroutine_fn block_copy_task_copy(BlockCopyTask *task,
             *error_is_read = true;
         } else {
             block_copy_task_try_behind(task, mem);
-            ret = bdrv_co_pwrite(s->target, offset, bytes, buf, 0);
+            ret = bdrv_co_pwrite(s->target, offset, bytes, buf,
+                                 s->write_flags);
             *error_is_read = false;
         }
     }
@@ -551,7 +422,7 @@ static int coroutine_fn block_copy_task_run(BlockCopyTask *task,
          */
         *error_is_read = false;
         ret = bdrv_co_pwrite_zeroes(s->target, task->req.offset,
-                                    task->req.bytes, 0);
+                                    task->req.bytes, s->write_flags);
     } else {
         ret = block_copy_task_copy(task, error_is_read);
     }
@@ -613,27 +484,28 @@ static void coroutine_fn block_copy_call_sleep(BlockCopyCallState *call,
 }
 
 /*
- * Wait until the rate limit lets the call start a task; false if the
- * call was cancelled meanwhile.
+ * May the background call start @task now?  Parallel tasks are charged
+ * before they start, so that they are spaced out.  If not, the task
+ * gives its clusters back (the call sleeps without holding a range, so
+ * guest writes never wait for the limit) and the call sleeps; false.
  */
-static bool coroutine_fn block_copy_call_wait_ratelimit(
-    BlockCopyCallState *call)
+static bool coroutine_fn block_copy_task_ratelimit(BlockCopyTask *task)
 {
-    for (;;) {
-        int64_t delay;
+    BlockCopyCallState *call = task->call;
+    int64_t delay;
 
-        if (!block_copy_call_may_start(call)) {
-            return false;
-        }
-        if (call->ignore_ratelimit) {
-            return true;
-        }
-        delay = ratelimit_delay(&call->s->rate_limit, clock_now_ns());
-        if (delay == 0) {
-            return true;
-        }
-        block_copy_call_sleep(call, delay);
+    if (call->ignore_ratelimit) {
+        return true;
     }
+    delay = ratelimit_calculate_delay(&call->s->rate_limit, task->req.bytes,
+                                      clock_now_ns());
+    if (delay == 0) {
+        return true;
+    }
+    block_copy_task_end(task, -EAGAIN);
+    g_free(task);
+    block_copy_call_sleep(call, delay);
+    return false;
 }
 
 /*
@@ -654,7 +526,7 @@ static void coroutine_fn block_copy_dirty_clusters(BlockCopyCallState *call)
         while (call->tasks_in_flight >= call->max_workers) {
             co_queue_wait(&call->task_ended);
         }
-        if (!block_copy_call_wait_ratelimit(call)) {
+        if (!block_copy_call_may_start(call)) {
             break;
         }
         task = block_copy_task_create(call, offset, end);
@@ -664,19 +536,20 @@ static void coroutine_fn block_copy_dirty_clusters(BlockCopyCallState *call)
         status = block_copy_block_status(s, task->req.offset,
                                          task->req.bytes, &status_bytes);
         block_copy_task_shrink(task, status_bytes);
-        offset = task->req.offset + task->req.bytes;
         if (s->skip_unallocated && !(status & BDRV_BLOCK_ALLOCATED)) {
             /* sync=top: the backing file has it, not ours to copy. */
             trace_block_copy_task_skip(call, task->req.offset,
                                        task->req.bytes);
+            offset = task->req.offset + task->req.bytes;
             block_copy_task_end(task, 0);
             g_free(task);
             continue;
         }
-        task->zeroes = status & BDRV_BLOCK_ZERO;
-        if (!call->ignore_ratelimit) {
-            ratelimit_account(&s->rate_limit, task->req.bytes);
+        if (!block_copy_task_ratelimit(task)) {
+            continue;       /* the same clusters again, after the sleep */
         }
+        offset = task->req.offset + task->req.bytes;
+        task->zeroes = status & BDRV_BLOCK_ZERO;
         call->tasks_in_flight++;
         coroutine_enter(coroutine_create(block_copy_task_entry, task));
     }

@@ -11,9 +11,12 @@
  *    caller's vector between them][tail block], so the caller's bytes in
  *    the middle are not copied.  Writes are read-modify-write of those
  *    blocks, and such a request is "serialising": it waits for every
- *    earlier overlapping write and every later overlapping write waits
- *    for it, so two RMW cycles on one block cannot lose each other's
- *    bytes;
+ *    earlier overlapping request and every later overlapping request
+ *    waits for it, so two RMW cycles on one block cannot lose each
+ *    other's bytes.  A caller may ask for the same with
+ *    BDRV_REQ_SERIALISING (block-copy into a fleecing overlay, so that
+ *    a reader of the overlay cannot read through to a source the guest
+ *    is already changing);
  *  - a vector with an element that O_DIRECT cannot take (an address not
  *    aligned to bs->bl.min_mem_alignment, or a length not a multiple of
  *    the request alignment) is bounced whole;
@@ -393,6 +396,8 @@ int coroutine_fn bdrv_co_preadv(BdrvChild *child, int64_t offset,
     tracked_request_begin(bs, &req, ALIGN_DOWN(offset, align),
                           ALIGN_UP(offset + bytes, align) -
                           ALIGN_DOWN(offset, align), false, false);
+    /* Not through a serialising write still changing these bytes. */
+    wait_serialising_requests(bs, &req);
     if (bdrv_is_aligned(bs, offset, bytes, qiov)) {
         ret = bdrv_aligned_preadv(bs, offset, bytes, qiov, flags);
     } else {
@@ -446,7 +451,8 @@ static int bdrv_check_write(BdrvChild *child, int64_t offset, int64_t bytes,
 /*
  * Write [@offset, @offset + @bytes) from @qiov; NULL writes zeroes (used
  * for the unaligned edges of zeroing).  An unaligned request is
- * read-modify-write, serialised against overlapping writes.
+ * read-modify-write, serialised against overlapping requests.
+ * @flags: BDRV_REQ_FUA and BDRV_REQ_SERIALISING only.
  */
 static int coroutine_fn bdrv_do_pwritev(BlockDriverState *bs, int64_t offset,
                                         int64_t bytes, IOVector *qiov,
@@ -460,7 +466,9 @@ static int coroutine_fn bdrv_do_pwritev(BlockDriverState *bs, int64_t offset,
     BdrvPadding pad;
     int ret;
 
-    tracked_request_begin(bs, &req, start, end - start, true, !aligned);
+    tracked_request_begin(bs, &req, start, end - start, true,
+                          !aligned || (flags & BDRV_REQ_SERIALISING));
+    flags &= BDRV_REQ_FUA;
     wait_serialising_requests(bs, &req);
     bdrv_debug_event(bs, qiov ? BLKDBG_PWRITEV : BLKDBG_PWRITEV_ZERO);
     if (qiov && bdrv_is_aligned(bs, offset, bytes, qiov)) {
@@ -505,7 +513,8 @@ int coroutine_fn bdrv_co_pwritev(BdrvChild *child, int64_t offset,
     }
     g_assert(qiov->size == (uint64_t)bytes);
     if (bdrv_write_is_zeroes(bs, offset, bytes, qiov)) {
-        BdrvRequestFlags zero_flags = flags & BDRV_REQ_FUA;
+        BdrvRequestFlags zero_flags =
+            flags & (BDRV_REQ_FUA | BDRV_REQ_SERIALISING);
 
         if (bs->detect_zeroes == BLOCKDEV_DETECT_ZEROES_OPTIONS_UNMAP) {
             zero_flags |= BDRV_REQ_MAY_UNMAP;
@@ -516,7 +525,8 @@ int coroutine_fn bdrv_co_pwritev(BdrvChild *child, int64_t offset,
     if (ret < 0) {
         return ret;
     }
-    ret = bdrv_do_pwritev(bs, offset, bytes, qiov, flags & BDRV_REQ_FUA);
+    ret = bdrv_do_pwritev(bs, offset, bytes, qiov,
+                          flags & (BDRV_REQ_FUA | BDRV_REQ_SERIALISING));
     if (ret == 0 && offset + bytes > bs->total_bytes) {
         /* The node grew (a file under a format): its bitmaps grow too. */
         bs->total_bytes = offset + bytes;
@@ -573,7 +583,8 @@ static int coroutine_fn bdrv_aligned_pwrite_zeroes(BlockDriverState *bs,
     BdrvTrackedRequest req;
     int ret = -ENOTSUP;
 
-    tracked_request_begin(bs, &req, offset, bytes, true, false);
+    tracked_request_begin(bs, &req, offset, bytes, true,
+                          flags & BDRV_REQ_SERIALISING);
     wait_serialising_requests(bs, &req);
     bdrv_debug_event(bs, BLKDBG_PWRITEV_ZERO);
     if (bs->drv->bdrv_co_pwrite_zeroes) {
@@ -620,7 +631,7 @@ int coroutine_fn bdrv_co_pwrite_zeroes(BdrvChild *child, int64_t offset,
     }
     if (head_end > offset) {
         ret = bdrv_do_pwritev(bs, offset, head_end - offset, NULL,
-                             flags & BDRV_REQ_FUA);
+                              flags & (BDRV_REQ_FUA | BDRV_REQ_SERIALISING));
     }
     if (ret == 0 && tail_start > head_end) {
         ret = bdrv_aligned_pwrite_zeroes(bs, head_end, tail_start - head_end,
@@ -628,7 +639,7 @@ int coroutine_fn bdrv_co_pwrite_zeroes(BdrvChild *child, int64_t offset,
     }
     if (ret == 0 && end > tail_start) {
         ret = bdrv_do_pwritev(bs, tail_start, end - tail_start, NULL,
-                             flags & BDRV_REQ_FUA);
+                              flags & (BDRV_REQ_FUA | BDRV_REQ_SERIALISING));
     }
     bdrv_set_dirty(bs, offset, bytes);
     trace_bdrv_co_pwrite_zeroes_done(bs, offset, bytes, ret);

@@ -31,6 +31,12 @@ typedef enum BdrvRequestFlags {
     BDRV_REQ_FUA         = 0x1,  /* written data is stable on return */
     BDRV_REQ_MAY_UNMAP   = 0x2,  /* write-zeroes may deallocate */
     BDRV_REQ_NO_FALLBACK = 0x4,  /* write-zeroes: -ENOTSUP unless fast */
+    /*
+     * Writes and write-zeroes: wait for every earlier overlapping request
+     * of the node, and make every later one wait (io.c).  Never reaches
+     * a driver.
+     */
+    BDRV_REQ_SERIALISING = 0x8,
 } BdrvRequestFlags;
 
 /* Bits returned by block-status. */

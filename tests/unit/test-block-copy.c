@@ -17,6 +17,7 @@
  */
 #undef NDEBUG
 #include "block/block_int.h"
+#include "block/block-backend.h"
 #include "block/block-copy.h"
 #include "block/dirty-bitmap.h"
 #include "block/reqlist.h"
@@ -845,6 +846,32 @@ static void test_ratelimit(Fixture *f, gconstpointer data)
     g_assert_cmpint(clock_now_ns() - start, <, 5LL * 1000 * 1000 * 1000);
 }
 
+/*
+ * A background call asleep on the limit holds no clusters: a guest
+ * write's copy of the clusters it would take next goes on at once, and
+ * the background call does not copy them again.
+ */
+static void test_limit_holds_nothing(Fixture *f, gconstpointer data)
+{
+    AsyncCall a;
+
+    block_copy_set_speed(f->bcs, 1024);
+    async_start(&a, f, 0, DISK_SIZE, BLOCK_COPY_MAX_WORKERS, 0);
+    while (f->progress == 0) {
+        main_loop_wait(true);
+    }
+    run_pending();
+    g_assert_cmpint(sync_copy(f, 16 * CLUSTER, 2 * CLUSTER, NULL), ==, 0);
+    assert_cluster_copied(f, 16);
+    block_copy_set_speed(f->bcs, 0);
+    run_until(&a.cb_ran);
+    g_assert_true(block_copy_call_succeeded(a.call));
+    block_copy_call_free(a.call);
+    for (int c = 0; c < CLUSTERS; c++) {
+        g_assert_cmpuint(f->tgt->writes[c], ==, 1);
+    }
+}
+
 /* A faster limit wakes a call sleeping off the old one. */
 static void test_speed_change_kicks(Fixture *f, gconstpointer data)
 {
@@ -1170,6 +1197,64 @@ static void test_files(void)
     g_assert_cmpint(unlink(src_path), ==, 0);
     g_assert_cmpint(unlink(tgt_path), ==, 0);
     g_assert_cmpint(rmdir(dir), ==, 0);
+}
+
+/* --- tests: legacy fleecing --- */
+
+typedef struct ReaderOp {
+    BlockBackend *blk;
+    uint8_t buf[4096];
+    int ret;
+    bool done;
+} ReaderOp;
+
+static void coroutine_fn reader_entry(void *opaque)
+{
+    ReaderOp *r = opaque;
+
+    r->ret = blk_co_pread(r->blk, 0, sizeof(r->buf), r->buf, 0);
+    r->done = true;
+}
+
+/*
+ * The target is an overlay over the source, read by an export: a copy
+ * into it waits for the overlay's reads in flight (they may be reading
+ * through to the source), before it even reaches the target's driver.
+ */
+static void test_fleecing_serialises(void)
+{
+    ReaderOp reader = { 0 };
+    SyncCall c = { 0 };
+    Fixture f;
+
+    fixture_open_nodes(&f);
+    bdrv_attach_child(f.src_bs, "backing", BDRV_CHILD_COW, &child_of_bds,
+                      f.tgt_bs, f.tgt_bs, 0, BLK_PERM_ALL, &error_abort);
+    g_assert_nonnull(f.tgt_bs->backing);
+    reader.blk = blk_new_with_bs(f.tgt_bs, "export", BLK_PERM_CONSISTENT_READ,
+                                 BLK_PERM_ALL, &error_abort);
+    fixture_new_state(&f, NULL, NULL);
+
+    f.tgt->hold_start = 0;
+    f.tgt->hold_end = CLUSTER;
+    coroutine_enter(coroutine_create(reader_entry, &reader));
+    g_assert_cmpuint(f.tgt->held_count, ==, 1);
+    sync_call_start(&c, &f, 0, CLUSTER);
+    run_pending();
+    g_assert_false(c.done);
+    /* Our write waits in the I/O core, not in the driver with the read. */
+    g_assert_cmpuint(f.tgt->held_count, ==, 1);
+
+    f.tgt->hold_start = f.tgt->hold_end = -1;
+    co_queue_restart_all(&f.tgt->held);
+    run_until(&c.done);
+    g_assert_true(reader.done);
+    g_assert_cmpint(reader.ret, ==, 0);
+    g_assert_cmpint(reader.buf[0], ==, 0);     /* the target's old data */
+    g_assert_cmpint(c.ret, ==, 0);
+    assert_cluster_copied(&f, 0);
+    blk_unref(reader.blk);
+    fixture_teardown(&f, NULL);
 }
 
 /* --- tests: write-behind --- */
@@ -1551,6 +1636,7 @@ int main(int argc, char **argv)
     ADD_TEST("async/cancel", test_cancel);
     ADD_TEST("async/ratelimit", test_ratelimit);
     ADD_TEST("async/speed-change-kicks", test_speed_change_kicks);
+    ADD_TEST("async/limit-holds-nothing", test_limit_holds_nothing);
     ADD_BEHIND_TEST("returns-early", test_behind_returns_early);
     ADD_BEHIND_TEST("bounded", test_behind_bounded);
     ADD_BEHIND_TEST("failure", test_behind_failure);
@@ -1564,6 +1650,8 @@ int main(int argc, char **argv)
     g_test_add_func("/block-copy/real/blkdebug-target",
                     test_blkdebug_target);
     g_test_add_func("/block-copy/real/files", test_files);
+    g_test_add_func("/block-copy/fleecing/serialises",
+                    test_fleecing_serialises);
     g_test_add_func("/block-copy/create/cluster-size", test_cluster_size);
     if (g_test_perf()) {
         g_test_add_func("/block-copy/perf/write-behind-latency",

@@ -26,7 +26,22 @@ typedef struct MemState {
     unsigned zero_calls;
     const uint8_t *watch_start, *watch_end;     /* memory the test owns */
     size_t watched_bytes;   /* bytes the driver moved in that range */
+    /*
+     * While @logging, the driver calls in order: r/w as a read/write
+     * starts, R/W as it ends.
+     */
+    bool logging;
+    char log[32];
+    size_t log_len;
 } MemState;
+
+static void mem_log(MemState *s, char event)
+{
+    if (s->logging) {
+        g_assert_cmpuint(s->log_len, <, sizeof(s->log) - 1);
+        s->log[s->log_len++] = event;
+    }
+}
 
 static void check_contract(BlockDriverState *bs, int64_t offset,
                            int64_t bytes, const IOVector *qiov)
@@ -90,7 +105,9 @@ static int coroutine_fn mem_co_preadv(BlockDriverState *bs, int64_t offset,
 
     check_contract(bs, offset, bytes, qiov);
     g_assert_cmpint(flags, ==, 0);
+    mem_log(s, 'r');
     mem_yield_once();
+    mem_log(s, 'R');
     count_watched(s, qiov);
     iovector_from_buf(qiov, 0, s->data + offset, bytes);
     return 0;
@@ -104,7 +121,9 @@ static int coroutine_fn mem_co_pwritev(BlockDriverState *bs, int64_t offset,
 
     check_contract(bs, offset, bytes, qiov);
     g_assert_cmpint(flags, ==, 0);   /* FUA is not declared: emulated */
+    mem_log(s, 'w');
     mem_yield_once();
+    mem_log(s, 'W');
     count_watched(s, qiov);
     iovector_to_buf(qiov, 0, s->data + offset, bytes);
     return 0;
@@ -443,6 +462,61 @@ static void test_aligned_vs_rmw(Fixture *f, gconstpointer data)
     check_against_model(f);
 }
 
+/*
+ * Run a read and a write of [@read_offset, +ALIGN) and [0, ALIGN), the
+ * one named first started first, and return the driver's call log.
+ */
+static const char *serialising_run(Fixture *f, bool write_first,
+                                   int64_t read_offset,
+                                   BdrvRequestFlags write_flags,
+                                   uint8_t *read_buf)
+{
+    g_autofree uint8_t *block = blk_memalign(ALIGN);
+    MemState *s = mem_state(f);
+    IoOp write = { .f = f, .write = true, .offset = 0, .bytes = ALIGN,
+                   .buf = block, .flags = write_flags };
+    IoOp read = { .f = f, .offset = read_offset, .bytes = ALIGN,
+                  .buf = read_buf };
+    IoOp ops[2];
+
+    memset(block, 0xaa, ALIGN);
+    ops[0] = write_first ? write : read;
+    ops[1] = write_first ? read : write;
+    s->log_len = 0;
+    memset(s->log, 0, sizeof(s->log));
+    s->logging = true;
+    io_ops_run(ops, 2);
+    s->logging = false;
+    g_assert_cmpint(ops[0].ret, ==, 0);
+    g_assert_cmpint(ops[1].ret, ==, 0);
+    return s->log;
+}
+
+/*
+ * BDRV_REQ_SERIALISING: the write waits for an overlapping read already
+ * in flight, and a later overlapping read waits for the write; requests
+ * elsewhere, and plain writes, interleave as usual.
+ */
+static void test_serialising_write(Fixture *f, gconstpointer data)
+{
+    uint8_t *buf = blk_memalign(ALIGN);
+
+    g_assert_cmpstr(serialising_run(f, false, 0, BDRV_REQ_SERIALISING, buf),
+                    ==, "rRwW");
+    g_assert_cmpint(buf[0], ==, 0);     /* the old data */
+    g_assert_cmpstr(serialising_run(f, true, 0, BDRV_REQ_SERIALISING, buf),
+                    ==, "wWrR");
+    g_assert_cmpint(buf[0], ==, 0xaa);
+
+    g_assert_cmpstr(serialising_run(f, false, ALIGN, BDRV_REQ_SERIALISING,
+                                    buf), ==, "rwRW");
+    g_assert_cmpstr(serialising_run(f, true, ALIGN, BDRV_REQ_SERIALISING,
+                                    buf), ==, "wrWR");
+    g_assert_cmpstr(serialising_run(f, false, 0, 0, buf), ==, "rwRW");
+    g_assert_cmpstr(serialising_run(f, true, 0, 0, buf), ==, "wrWR");
+    blk_vfree(buf);
+}
+
 static void test_zeroes_unaligned(Fixture *f, gconstpointer data)
 {
     g_autofree uint8_t *buf = g_malloc(DISK_SIZE);
@@ -534,6 +608,7 @@ int main(int argc, char **argv)
     ADD_IO_TEST("zeroes/unaligned", test_zeroes_unaligned);
     ADD_IO_TEST("zeroes/no-fallback", test_zeroes_no_fallback);
     ADD_IO_TEST("flags/fua-emulated", test_fua_emulated);
+    ADD_IO_TEST("flags/serialising", test_serialising_write);
     ADD_IO_TEST("range/out-of-range", test_out_of_range);
     ADD_IO_TEST("perm/read-only-backend", test_read_only_backend);
     ADD_IO_TEST("perm/conflict", test_perm_conflict);
