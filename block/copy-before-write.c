@@ -54,8 +54,10 @@ typedef struct BDRVCopyBeforeWriteState {
     BdrvDirtyBitmap *access_bitmap; /* disabled: changed by us only */
     BdrvDirtyBitmap *done_bitmap;   /* disabled: changed by us only */
 
-    /* Changed by requests (main loop coroutines). */
-    /* Snapshot reads of @file in flight, widened to whole clusters. */
+    /*
+     * Changed by requests (main loop coroutines).  frozen_reads: snapshot
+     * reads of @file in flight, widened to whole clusters.
+     */
     BlockReqList frozen_reads;
     int snapshot_error;             /* first failed copy (break-snapshot) */
 } BDRVCopyBeforeWriteState;
@@ -82,6 +84,14 @@ static CbwAppendArgs *cbw_pending_append;
 
 static bool cbw_check_options(const BlockdevOptionsCbw *opts, Error **errp)
 {
+    if (opts->has___org_blockd_write_behind_buffer &&
+        opts->__org_blockd_write_behind_buffer > INT64_MAX) {
+        error_setg(errp, "__org.blockd_write-behind-buffer too large: %"
+                   PRIu64 " > %" PRId64,
+                   (uint64_t)opts->__org_blockd_write_behind_buffer,
+                   INT64_MAX);
+        return false;
+    }
     if (opts->has_min_cluster_size) {
         if (opts->min_cluster_size > INT64_MAX) {
             error_setg(errp, "min-cluster-size too large: %" PRIu64 " > %"
@@ -110,6 +120,26 @@ static BdrvDirtyBitmap *cbw_create_bitmap(BlockDriverState *bs,
     return bitmap;
 }
 
+static void cbw_break_snapshot(BlockDriverState *bs, int ret)
+{
+    BDRVCopyBeforeWriteState *s = bs->opaque;
+
+    if (!s->snapshot_error) {
+        s->snapshot_error = ret;
+        trace_cbw_snapshot_broken(bs, ret);
+    }
+}
+
+/*
+ * A write behind failed: the guest write it let through already changed
+ * the file, so the old data of those clusters is gone, whatever
+ * on-cbw-error says.
+ */
+static void cbw_write_behind_failed(void *opaque, int ret)
+{
+    cbw_break_snapshot(opaque, ret);
+}
+
 /*
  * Everything after the children are attached: the block-copy state and
  * the snapshot bitmaps.  On failure the caller detaches the children.
@@ -122,6 +152,7 @@ static int cbw_init(BlockDriverState *bs, const BdrvCbwOptions *opts,
     BlockCopyOptions bc_opts = {
         .min_cluster_size = opts->min_cluster_size,
         .discard_source = opts->discard_source,
+        .write_behind_bytes = opts->write_behind_bytes,
     };
 
     reqlist_init(&s->frozen_reads);
@@ -138,6 +169,7 @@ static int cbw_init(BlockDriverState *bs, const BdrvCbwOptions *opts,
         return -EINVAL;
     }
     s->cluster_size = block_copy_cluster_size(s->bcs);
+    block_copy_set_failure_callback(s->bcs, cbw_write_behind_failed, bs);
     s->done_bitmap = cbw_create_bitmap(bs, s->cluster_size, errp);
     if (!s->done_bitmap) {
         return -EINVAL;
@@ -197,23 +229,23 @@ static int coroutine_fn cbw_open_appended(BlockDriverState *bs,
     return cbw_init(bs, args->opts, errp);
 }
 
-static int coroutine_fn cbw_open(BlockDriverState *bs,
-                                 BlockdevOptions *options, Error **errp)
+/* The open of blockdev-add. */
+static int coroutine_fn cbw_open_blockdev(BlockDriverState *bs,
+                                          BlockdevOptionsCbw *opts,
+                                          Error **errp)
 {
     BDRVCopyBeforeWriteState *s = bs->opaque;
-    BlockdevOptionsCbw *opts;
-    BdrvCbwOptions cbw_opts = { 0 };
-    int ret;
+    BdrvCbwOptions cbw_opts = {
+        .on_cbw_error = opts->has_on_cbw_error
+                        ? opts->on_cbw_error
+                        : ON_CBW_ERROR_BREAK_GUEST_WRITE,
+        .cbw_timeout = opts->has_cbw_timeout ? opts->cbw_timeout : 0,
+        .min_cluster_size = opts->has_min_cluster_size
+                            ? (int64_t)opts->min_cluster_size : 0,
+        .write_behind_bytes = opts->has___org_blockd_write_behind_buffer
+                              ? opts->__org_blockd_write_behind_buffer : 0,
+    };
 
-    if (!options) {
-        CbwAppendArgs *args = g_steal_pointer(&cbw_pending_append);
-
-        g_assert(args);
-        ret = cbw_open_appended(bs, args, errp);
-        goto out;
-    }
-
-    opts = &options->u.copy_before_write;
     if (!cbw_check_options(opts, errp)) {
         return -EINVAL;
     }
@@ -234,14 +266,22 @@ static int coroutine_fn cbw_open(BlockDriverState *bs,
             return -EINVAL;
         }
     }
-    cbw_opts.on_cbw_error = opts->has_on_cbw_error
-                            ? opts->on_cbw_error
-                            : ON_CBW_ERROR_BREAK_GUEST_WRITE;
-    cbw_opts.cbw_timeout = opts->has_cbw_timeout ? opts->cbw_timeout : 0;
-    cbw_opts.min_cluster_size = opts->has_min_cluster_size
-                                ? (int64_t)opts->min_cluster_size : 0;
-    ret = cbw_init(bs, &cbw_opts, errp);
-out:
+    return cbw_init(bs, &cbw_opts, errp);
+}
+
+/* No options: bdrv_cbw_append() is opening the filter. */
+static int coroutine_fn cbw_open(BlockDriverState *bs,
+                                 BlockdevOptions *options, Error **errp)
+{
+    int ret;
+
+    if (options) {
+        ret = cbw_open_blockdev(bs, &options->u.copy_before_write, errp);
+    } else {
+        g_assert(cbw_pending_append);
+        ret = cbw_open_appended(bs, g_steal_pointer(&cbw_pending_append),
+                                errp);
+    }
     if (ret < 0) {
         cbw_close(bs);
     }
@@ -292,25 +332,25 @@ static int coroutine_fn cbw_copy_before_write(BlockDriverState *bs,
     bool error_is_read = false;
     int ret;
 
-    if (s->snapshot_error) {
-        return 0;
-    }
-    trace_cbw_copy_before_write(bs, start, end - start);
-    ret = block_copy(s->bcs, start, end - start, s->cbw_timeout_ns,
-                     &error_is_read);
-    if (ret < 0) {
-        trace_cbw_copy_failed(bs, start, end - start, ret, error_is_read);
-        if (s->on_cbw_error == ON_CBW_ERROR_BREAK_GUEST_WRITE) {
-            return ret;
+    if (!s->snapshot_error) {
+        trace_cbw_copy_before_write(bs, start, end - start);
+        ret = block_copy(s->bcs, start, end - start, s->cbw_timeout_ns,
+                         &error_is_read);
+        if (ret < 0) {
+            trace_cbw_copy_failed(bs, start, end - start, ret, error_is_read);
+            if (s->on_cbw_error == ON_CBW_ERROR_BREAK_GUEST_WRITE) {
+                return ret;
+            }
+            cbw_break_snapshot(bs, ret);
+        } else {
+            bdrv_set_dirty_bitmap(s->done_bitmap, start, end - start);
         }
-        if (!s->snapshot_error) {
-            s->snapshot_error = ret;
-            trace_cbw_snapshot_broken(bs, ret);
-        }
-    } else {
-        bdrv_set_dirty_bitmap(s->done_bitmap, start, end - start);
     }
-    /* Snapshot readers still reading the old data from the file. */
+    /*
+     * Snapshot readers still reading the old data from the file (also
+     * when the snapshot is broken: a read that started before must not
+     * see the new data).
+     */
     reqlist_wait_all(&s->frozen_reads, start, end - start);
     return 0;
 }
@@ -410,6 +450,12 @@ bool bdrv_is_cbw(BlockDriverState *bs)
  * (registered as a frozen read in *@frozen, to be ended with
  * cbw_snapshot_unlock()).  *@pnum is the run's length.  -EACCES if the
  * snapshot is broken or the range is not all readable.
+ *
+ * With write-behind, a done cluster may still be on its way to the
+ * target: the caller first waits for the writes behind in the range,
+ * and calls this without yielding after the wait.  Clusters that become
+ * done later were not done here, so they are read from the file as a
+ * frozen read, which the guest write waits for.
  */
 static int cbw_snapshot_lock(BlockDriverState *bs, int64_t offset,
                              int64_t bytes, int64_t *pnum,
@@ -418,7 +464,7 @@ static int cbw_snapshot_lock(BlockDriverState *bs, int64_t offset,
     BDRVCopyBeforeWriteState *s = bs->opaque;
     const HBitmap *done = bdrv_dirty_bitmap_bits(s->done_bitmap);
     int64_t end = offset + bytes;
-    int64_t run_end;
+    int64_t run_end, frozen_start;
     BlockReq *fr;
 
     *frozen = NULL;
@@ -437,10 +483,11 @@ static int cbw_snapshot_lock(BlockDriverState *bs, int64_t offset,
     *pnum = (run_end < 0 ? end : run_end) - offset;
     *child = bs->file;
 
+    /* Guest writes copy and wait in whole clusters. */
+    frozen_start = ALIGN_DOWN(offset, s->cluster_size);
     fr = g_new0(BlockReq, 1);
-    reqlist_add(&s->frozen_reads, fr, ALIGN_DOWN(offset, s->cluster_size),
-                ALIGN_UP(offset + *pnum, s->cluster_size) -
-                ALIGN_DOWN(offset, s->cluster_size));
+    reqlist_add(&s->frozen_reads, fr, frozen_start,
+                ALIGN_UP(offset + *pnum, s->cluster_size) - frozen_start);
     *frozen = fr;
     return 0;
 }
@@ -460,6 +507,7 @@ int coroutine_fn bdrv_cbw_snapshot_preadv(BlockDriverState *bs,
                                           int64_t offset, int64_t bytes,
                                           IOVector *qiov)
 {
+    BDRVCopyBeforeWriteState *s = bs->opaque;
     int64_t done = 0;
 
     while (done < bytes) {
@@ -467,9 +515,12 @@ int coroutine_fn bdrv_cbw_snapshot_preadv(BlockDriverState *bs,
         BdrvChild *child;
         IOVector piece;
         int64_t n;
-        int ret = cbw_snapshot_lock(bs, offset + done, bytes - done, &n,
-                                    &child, &fr);
+        int ret;
 
+        /* No yield between this wait and the lock: see cbw_snapshot_lock */
+        block_copy_wait_behind_writes(s->bcs, offset + done, bytes - done);
+        ret = cbw_snapshot_lock(bs, offset + done, bytes - done, &n, &child,
+                                &fr);
         if (ret < 0) {
             return ret;
         }
@@ -490,12 +541,15 @@ int coroutine_fn bdrv_cbw_snapshot_block_status(BlockDriverState *bs,
                                                 int64_t bytes,
                                                 int64_t *pnum)
 {
+    BDRVCopyBeforeWriteState *s = bs->opaque;
     BlockReq *fr;
     BdrvChild *child;
     int64_t n;
     int depth;
-    int ret = cbw_snapshot_lock(bs, offset, bytes, &n, &child, &fr);
+    int ret;
 
+    block_copy_wait_behind_writes(s->bcs, offset, bytes);
+    ret = cbw_snapshot_lock(bs, offset, bytes, &n, &child, &fr);
     if (ret < 0) {
         return ret;
     }

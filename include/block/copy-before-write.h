@@ -19,6 +19,8 @@ typedef struct BdrvCbwOptions {
     int64_t min_cluster_size;       /* 0: none */
     OnCbwError on_cbw_error;
     uint32_t cbw_timeout;           /* seconds, 0: none */
+    /* BlockCopyOptions.write_behind_bytes (a blockd extension; 0: off) */
+    uint64_t write_behind_bytes;
 } BdrvCbwOptions;
 
 /*
@@ -38,8 +40,9 @@ void bdrv_cbw_drop(BlockDriverState *filter);
 
 /*
  * Has a copy before a guest write failed under on-cbw-error=break-snapshot
- * (or timed out)?  Then the point-in-time view is gone: snapshot reads
- * fail, and a backup job that depends on the filter fails too.
+ * (or timed out), or a write behind failed?  Then the point-in-time view
+ * is gone: snapshot reads fail, and a backup job that depends on the
+ * filter fails too.
  */
 bool bdrv_cbw_snapshot_broken(BlockDriverState *filter);
 

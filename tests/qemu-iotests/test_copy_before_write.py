@@ -403,3 +403,53 @@ def test_flush_does_not_reach_the_target(graph):
         assert c.simple_cmd(CMD_FLUSH) == 0
         c.disconnect()
     assert_target_holds(graph.tgt_path, {0})
+
+
+WRITE_BEHIND = "__org.blockd_write-behind-buffer"
+
+
+@blockd_only("__org.blockd_write-behind-buffer is a blockd extension")
+def test_write_behind_lets_the_guest_go_on(graph, scratch):
+    """With a write-behind buffer, a guest write waits for reading the old
+    data only, not for the slow target; snapshot reads of the cluster
+    wait for its copy and get the old data."""
+    delay = 4
+    kit = slow_target(graph, scratch, delay)
+    try:
+        graph.add_cbw(target="slow", **{WRITE_BEHIND: MiB})
+        add_snapshot_access(graph.d)
+        graph.export()
+        graph.export(node="snap", export_id="e-snap", writable=False)
+        start = time.monotonic()
+        graph.guest_write([(CLUSTER, 4 * KiB)])
+        assert time.monotonic() - start < delay - 1
+        assert read_file(graph.src_path) == graph.expected_source([(CLUSTER, 4 * KiB)])
+        res = snapshot_read(graph, [f"read -P {old_pattern(1):#x} {CLUSTER} {CLUSTER}"])
+        assert "Pattern verification failed" not in res.output
+        assert time.monotonic() - start >= delay * 0.9
+    finally:
+        graph.d.stop()
+        kit.stop()
+
+
+@blockd_only("__org.blockd_write-behind-buffer is a blockd extension")
+def test_failed_write_behind_breaks_the_snapshot(graph):
+    """A copy that fails behind the guest's write cannot fail the write any
+    more: it breaks the snapshot, even under break-guest-write."""
+    graph.add_cbw(target=failing_target(graph), **{"on-cbw-error": "break-guest-write",
+                                                   WRITE_BEHIND: MiB})
+    add_snapshot_access(graph.d)
+    graph.export()
+    graph.export(node="snap", export_id="e-snap", writable=False)
+    graph.guest_write([(CLUSTER, 4 * KiB)])
+    assert read_file(graph.src_path) == graph.expected_source([(CLUSTER, 4 * KiB)])
+    res = snapshot_read(graph, [f"read {CLUSTER} 4k"], check=False)
+    assert res.output == SNAPSHOT_EACCES, res
+
+
+@blockd_only("__org.blockd_write-behind-buffer is a blockd extension")
+def test_write_behind_in_schema(graph):
+    schema = graph.d.command("query-qmp-schema")
+    members = [m["name"] for e in schema if e["meta-type"] == "object"
+               for m in e.get("members", [])]
+    assert WRITE_BEHIND in members
