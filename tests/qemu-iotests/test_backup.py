@@ -608,3 +608,69 @@ def test_events_of_error_stop_and_resume(daemon, scratch, disk):
     assert daemon.command("query-jobs") == []
     daemon.stop()
     compare_images(path, ref)
+
+
+def four_writers(uri, seed):
+    """Four qemu-io clients writing 4 KiB..64 KiB pieces all over the disk."""
+    import random
+    rnd = random.Random(seed)
+    procs = []
+    for w in range(4):
+        cmds = []
+        for _ in range(12):
+            length = rnd.choice([4096, 16384, 65536])
+            off = rnd.randrange(0, SIZE - length, 4096)
+            cmds.append(f"write -q -P {rnd.randrange(1, 255):#x} {off} {length}")
+        procs.append(qemu_io_popen(uri, cmds, fmt="raw"))
+    return procs
+
+
+def test_full_then_two_incrementals_under_load(daemon, scratch, disk):
+    """The acceptance scenario: each backup equals its point in time."""
+    src, _ = disk
+    open_src(daemon, src)
+    uri = start_export(daemon)
+    chain = []
+    for step in range(3):
+        ref = os.path.join(scratch, f"ref{step}.img")
+        shutil.copyfile(src, ref)
+        if step == 0:
+            tgt = os.path.join(scratch, "full.img")
+            qemu_img("create", "-q", "-f", "raw", tgt, str(SIZE))
+            daemon.add_file_raw(tgt, node="t0")
+            daemon.command("transaction", {"actions": [
+                {"type": "block-dirty-bitmap-add", "data": {"node": "src", "name": "b0"}},
+                {"type": "blockdev-backup", "data": {
+                    "device": "src", "target": "t0", "sync": "full", "job-id": "j0",
+                    "speed": SLOW}}]})
+            fmt = "raw"
+        else:
+            tgt = os.path.join(scratch, f"inc{step}.qcow2")
+            qemu_img("create", "-q", "-f", "qcow2", "-b", chain[-1][0], "-F", chain[-1][1],
+                     tgt, str(SIZE))
+            add_qcow2(daemon, tgt, f"t{step}")
+            daemon.command("blockdev-backup", {
+                "device": "src", "target": f"t{step}", "sync": "incremental",
+                "bitmap": "b0", "job-id": f"j{step}", "speed": SLOW})
+            fmt = "qcow2"
+        wait_all(four_writers(uri, step))
+        ev = finish(daemon, f"j{step}")
+        assert "error" not in ev["data"], ev
+        daemon.command("blockdev-del", {"node-name": f"t{step}"})
+        if step == 0:
+            daemon.command("blockdev-del", {"node-name": "t0-file"})
+        compare_images(tgt, ref, fmt, "raw")
+        chain.append((tgt, fmt))
+
+
+def test_source_read_error_reported(daemon, scratch, disk):
+    src, _ = disk
+    daemon.command("blockdev-add", {"driver": "raw", "node-name": "src", "file": {
+        "driver": "blkdebug", "inject-error": [{"event": "none", "iotype": "read"}],
+        "image": {"driver": "file", "filename": src}}})
+    open_raw_target(daemon, scratch)
+    backup(daemon, sync="full")
+    ev = finish(daemon, "j")
+    assert ev["data"].get("error") == "Input/output error", ev
+    errs = [e["data"] for e in daemon.qmp.get_events() if e["event"] == "BLOCK_JOB_ERROR"]
+    assert errs == [{"device": "j", "operation": "read", "action": "report"}]
