@@ -92,11 +92,11 @@ class Fleecing:
             dst.write(src.read())
         return path
 
-    def start(self, bitmap=None, export_bitmaps=None, writable=False):
+    def start(self, bitmap=None, export_bitmaps=None, writable=False, **cbw_opts):
         d = self.d
         d.add_file_raw(self.tmp_path, "tmp", raw_opts={"discard": "unmap"}, discard="unmap")
         cbw = {"driver": "copy-before-write", "node-name": "cbw", "file": "disk0",
-               "target": "tmp"}
+               "target": "tmp", **cbw_opts}
         if bitmap:
             cbw["bitmap"] = {"node": "disk0", "name": bitmap}
         d.command("blockdev-add", cbw)
@@ -137,11 +137,17 @@ GUEST_WRITES = [(i * 301 * KiB % (SIZE - 200 * KiB), (i % 5 + 1) * 13 * KiB)
                 for i in range(60)]
 
 
-def test_pull_equals_point_in_time(fleece, scratch):
+@pytest.mark.parametrize("cbw_opts", [
+    {},
+    pytest.param({"__org.blockd_write-behind-buffer": 256 * KiB}, id="write-behind",
+                 marks=blockd_only("__org.blockd_write-behind-buffer is a blockd "
+                                   "extension")),
+])
+def test_pull_equals_point_in_time(fleece, scratch, cbw_opts):
     """nbdcopy pulls the point in time while the guest writes."""
     iotests.require_tool("nbdcopy")
     fleece.guest_write([(MiB, 4 * KiB)], pattern=0x11)      # before: in the snapshot
-    fleece.start()
+    fleece.start(**cbw_opts)
     pit = fleece.point_in_time()
     guest = qemu_io_popen(fleece.guest, [f"write -P 0x5a {o} {n}" for o, n in GUEST_WRITES])
     pulled = os.path.join(scratch, "pulled.raw")
