@@ -208,7 +208,8 @@ BlockJob *coroutine_fn blockdev_backup_prepare(BlockdevBackup *args,
                                  txn, errp);
 }
 
-void coroutine_fn backup_run_transaction(TransactionAction *action, Error **errp)
+void coroutine_fn backup_run_transaction(TransactionAction *action,
+                                         Error **errp)
 {
     TransactionActionList list = { .value = action };
 
