@@ -73,16 +73,17 @@ static int64_t block_copy_calculate_cluster_size(BlockDriverState *target,
 
 /*
  * Legacy fleecing: the target is an overlay whose backing chain holds
- * the source, exported to readers.  A reader of a cluster not yet
- * copied reads through to the source; if our write of that cluster and
- * then the guest's write to the source overtook the read, it would
- * return new data.  Serialising target writes wait for such reads.
+ * the source (perhaps under filters), exported to readers.  A reader of
+ * a cluster not yet copied reads through to the source; if our write of
+ * that cluster and then the guest's write to the source overtook the
+ * read, it would return new data.  Serialising target writes wait for
+ * such reads.
  */
 static bool block_copy_source_backs_target(BdrvChild *source,
                                            BdrvChild *target)
 {
     for (BlockDriverState *bs = target->bs; bs;
-         bs = bs->backing ? bs->backing->bs : NULL) {
+         bs = bs->backing ? bs->backing->bs : bdrv_filtered_bs(bs)) {
         if (bs == source->bs) {
             return true;
         }

@@ -88,13 +88,16 @@ BlockCopyState *block_copy_state_new(BdrvChild *source, BdrvChild *target,
                                      const BdrvDirtyBitmap *bitmap,
                                      const BlockCopyOptions *opts,
                                      Error **errp);
-/* No call may be running. */
+/*
+ * No call may be running but those a timed-out block_copy() gave up on:
+ * waits for them, and for writes behind.
+ */
 void block_copy_state_free(BlockCopyState *s);
 
 int64_t block_copy_cluster_size(BlockCopyState *s);
 /* The copy bitmap: set bits are clusters still to copy. */
 BdrvDirtyBitmap *block_copy_dirty_bitmap(BlockCopyState *s);
-/* Bytes still to copy (set in the copy bitmap, or in flight). */
+/* Bytes still to copy: set in the copy bitmap, or in flight. */
 uint64_t block_copy_remaining_bytes(BlockCopyState *s);
 
 /*

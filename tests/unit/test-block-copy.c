@@ -1217,19 +1217,28 @@ static void coroutine_fn reader_entry(void *opaque)
 }
 
 /*
- * The target is an overlay over the source, read by an export: a copy
- * into it waits for the overlay's reads in flight (they may be reading
- * through to the source), before it even reaches the target's driver.
+ * The target is an overlay over the source (directly, or through a
+ * filter), read by an export: a copy into it waits for the overlay's
+ * reads in flight (they may be reading through to the source), before
+ * it even reaches the target's driver.
  */
-static void test_fleecing_serialises(void)
+static void test_fleecing_serialises(gconstpointer through_filter)
 {
+    BlockDriverState *backing = NULL;
     ReaderOp reader = { 0 };
     SyncCall c = { 0 };
     Fixture f;
 
     fixture_open_nodes(&f);
-    bdrv_attach_child(f.src_bs, "backing", BDRV_CHILD_COW, &child_of_bds,
+    backing = through_filter
+              ? open_json("{\"driver\": \"blkdebug\", "
+                          "\"node-name\": \"filter\", \"image\": \"src\"}")
+              : f.src_bs;
+    bdrv_attach_child(backing, "backing", BDRV_CHILD_COW, &child_of_bds,
                       f.tgt_bs, f.tgt_bs, 0, BLK_PERM_ALL, &error_abort);
+    if (through_filter) {
+        bdrv_unref(backing);    /* the backing edge holds it */
+    }
     g_assert_nonnull(f.tgt_bs->backing);
     reader.blk = blk_new_with_bs(f.tgt_bs, "export", BLK_PERM_CONSISTENT_READ,
                                  BLK_PERM_ALL, &error_abort);
@@ -1650,8 +1659,10 @@ int main(int argc, char **argv)
     g_test_add_func("/block-copy/real/blkdebug-target",
                     test_blkdebug_target);
     g_test_add_func("/block-copy/real/files", test_files);
-    g_test_add_func("/block-copy/fleecing/serialises",
-                    test_fleecing_serialises);
+    g_test_add_data_func("/block-copy/fleecing/serialises", NULL,
+                         test_fleecing_serialises);
+    g_test_add_data_func("/block-copy/fleecing/serialises-through-filter",
+                         "", test_fleecing_serialises);
     g_test_add_func("/block-copy/create/cluster-size", test_cluster_size);
     if (g_test_perf()) {
         g_test_add_func("/block-copy/perf/write-behind-latency",
