@@ -7,13 +7,15 @@
  * must go through the filter (its old data lands on the target, cluster
  * by cluster, as the copy set says); after the drop, the user is back on
  * the source and the filter is gone.  A refused append leaves the graph
- * as it was.
+ * as it was.  A read of the source the test holds in the driver shows
+ * that a guest write waits for a snapshot read of the old data.
  */
 #undef NDEBUG
 #include "block/block_int.h"
 #include "block/block-backend.h"
 #include "block/copy-before-write.h"
 #include "block/dirty-bitmap.h"
+#include "util/main-loop.h"
 
 enum {
     CLUSTER = 64 * 1024,
@@ -23,6 +25,9 @@ enum {
 
 typedef struct MemState {
     uint8_t *data;
+    /* The next read waits in @held until the test lets it go on. */
+    bool hold_next_read;
+    CoQueue held;
 } MemState;
 
 static int coroutine_fn mem_open(BlockDriverState *bs,
@@ -31,6 +36,7 @@ static int coroutine_fn mem_open(BlockDriverState *bs,
     MemState *s = bs->opaque;
 
     s->data = g_malloc0(DISK_SIZE);
+    co_queue_init(&s->held);
     bs->total_bytes = DISK_SIZE;
     return 0;
 }
@@ -48,6 +54,11 @@ static int coroutine_fn mem_co_preadv(BlockDriverState *bs, int64_t offset,
 {
     MemState *s = bs->opaque;
 
+    if (s->hold_next_read) {
+        s->hold_next_read = false;
+        co_queue_wait(&s->held);
+    }
+    /* The data as it is when the read is let go. */
     iovector_from_buf(qiov, 0, s->data + offset, bytes);
     return 0;
 }
@@ -242,6 +253,93 @@ static void test_append_refused(Fixture *f, gconstpointer data)
     g_assert_true(blk_bs(f->user) == f->src);
 }
 
+typedef struct SnapshotReadOp {
+    BlockDriverState *filter;
+    int64_t offset;
+    uint8_t buf[4096];
+    int ret;
+    bool done;
+} SnapshotReadOp;
+
+static void coroutine_fn snapshot_read_entry(void *opaque)
+{
+    SnapshotReadOp *op = opaque;
+    IOVector qiov;
+
+    iovector_init_buf(&qiov, op->buf, sizeof(op->buf));
+    op->ret = bdrv_cbw_snapshot_preadv(op->filter, op->offset,
+                                       sizeof(op->buf), &qiov);
+    iovector_destroy(&qiov);
+    op->done = true;
+}
+
+typedef struct AsyncWrite {
+    WriteOp op;
+    bool done;
+} AsyncWrite;
+
+static void coroutine_fn async_write_entry(void *opaque)
+{
+    AsyncWrite *w = opaque;
+
+    write_entry(&w->op);
+    w->done = true;
+}
+
+static void run_main_loop(unsigned iterations)
+{
+    while (iterations--) {
+        main_loop_wait(false);
+    }
+}
+
+/*
+ * A snapshot read of the old data on the source is in flight (held in
+ * the source's driver): a guest write of the same cluster copies the
+ * old data, and then waits for the read before it writes the source.
+ */
+static void test_guest_write_waits_for_snapshot_read(Fixture *f,
+                                                     gconstpointer data)
+{
+    BdrvCbwOptions opts = { 0 };
+    MemState *src = f->src->opaque;
+    MemState *tgt = f->tgt->opaque;
+    BlockCopyState *bcs = NULL;
+    SnapshotReadOp read = { .offset = 3 * CLUSTER + 4096 };
+    AsyncWrite write = { .op = { f->user, 3 * CLUSTER, 512, -EINPROGRESS } };
+    BlockDriverState *filter;
+    unsigned i;
+
+    filter = bdrv_cbw_append(f->src, f->tgt, &opts, &bcs, &error_abort);
+    read.filter = filter;
+    src->hold_next_read = true;
+    coroutine_enter(coroutine_create(snapshot_read_entry, &read));
+    g_assert_false(read.done);
+    coroutine_enter(coroutine_create(async_write_entry, &write));
+
+    /* The copy goes through; the write of the source does not. */
+    for (i = 0; i < 1000 && tgt->data[3 * CLUSTER] != old_byte(3); i++) {
+        run_main_loop(1);
+    }
+    g_assert_cmpint(tgt->data[3 * CLUSTER], ==, old_byte(3));
+    run_main_loop(100);
+    g_assert_false(write.done);
+    g_assert_cmpint(src->data[3 * CLUSTER], ==, old_byte(3));
+
+    co_queue_restart_all(&src->held);
+    for (i = 0; i < 1000 && !(read.done && write.done); i++) {
+        run_main_loop(1);
+    }
+    g_assert_true(read.done && write.done);
+    g_assert_cmpint(read.ret, ==, 0);
+    g_assert_cmpint(write.op.ret, ==, 0);
+    for (i = 0; i < sizeof(read.buf); i++) {
+        g_assert_cmpint(read.buf[i], ==, old_byte(3));
+    }
+    g_assert_cmpint(src->data[3 * CLUSTER], ==, 0xee);
+    bdrv_cbw_drop(filter);
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -251,5 +349,8 @@ int main(int argc, char **argv)
                test_append_with_bitmap, fixture_teardown);
     g_test_add("/cbw/append/refused", Fixture, NULL, fixture_setup,
                test_append_refused, fixture_teardown);
+    g_test_add("/cbw/snapshot/write-waits-for-read", Fixture, NULL,
+               fixture_setup, test_guest_write_waits_for_snapshot_read,
+               fixture_teardown);
     return g_test_run();
 }
