@@ -112,6 +112,27 @@ int bdrv_get_info(BlockDriverState *bs, BlockDriverInfo *bdi)
     return bs->drv->bdrv_get_info(bs, bdi);
 }
 
+void bdrv_op_block(BlockDriverState *bs, const char *reason)
+{
+    g_assert(!bs->op_blocker);
+    bs->op_blocker = g_strdup(reason);
+}
+
+void bdrv_op_unblock(BlockDriverState *bs)
+{
+    g_clear_pointer(&bs->op_blocker, g_free);
+}
+
+bool bdrv_op_is_blocked(BlockDriverState *bs, Error **errp)
+{
+    if (bs->op_blocker) {
+        error_setg(errp, "Node '%s' is busy: %s", bs->node_name,
+                   bs->op_blocker);
+        return true;
+    }
+    return false;
+}
+
 bool bdrv_is_read_only(const BlockDriverState *bs)
 {
     return bs->read_only;

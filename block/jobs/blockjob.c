@@ -13,6 +13,7 @@
  */
 #include "block/blockjob.h"
 #include "block/block-backend.h"
+#include "block/block_int.h"
 #include "qapi/qapi-events.h"
 
 static void block_job_event_cancelled(Job *job)
@@ -69,12 +70,29 @@ static void block_job_user_resume(Job *job)
     bjob->iostatus = BLOCK_DEVICE_IO_STATUS_OK;
 }
 
+static void block_job_release_backend(gpointer data)
+{
+    BlockBackend *blk = data;
+
+    bdrv_op_unblock(blk_bs(blk));
+    blk_unref(blk);
+}
+
+void block_job_remove_all_bdrv(BlockJob *job)
+{
+    g_slist_free_full(g_steal_pointer(&job->backends),
+                      block_job_release_backend);
+}
+
+/* A drain polls block_job_drained_poll(): tell it to look again. */
+static void block_job_idle(Job *job)
+{
+    bdrv_wake_drainers();
+}
+
 static void block_job_free(Job *job)
 {
-    BlockJob *bjob = container_of(job, BlockJob, job);
-
-    g_slist_free_full(g_steal_pointer(&bjob->backends),
-                      (GDestroyNotify)blk_unref);
+    block_job_remove_all_bdrv(container_of(job, BlockJob, job));
 }
 
 static const JobHooks block_job_hooks = {
@@ -83,6 +101,7 @@ static const JobHooks block_job_hooks = {
     .on_pending = block_job_event_pending,
     .on_ready = block_job_event_ready,
     .on_user_resume = block_job_user_resume,
+    .on_idle = block_job_idle,
     .on_free = block_job_free,
 };
 
@@ -176,17 +195,23 @@ BlockBackend *block_job_add_bdrv(BlockJob *job, BlockDriverState *bs,
     g_autofree char *user = g_strdup_printf("%s job '%s'",
                                             job_type_str(&job->job),
                                             job->job.id ? job->job.id : "");
+    g_autofree char *reason = NULL;
     BlockBackend *blk = blk_new_with_bs(bs, user, perm, shared_perm, errp);
 
     if (blk) {
         blk_set_drain_ops(blk, &block_job_drain_ops, &job->job);
         job->backends = g_slist_prepend(job->backends, blk);
+        reason = g_strdup_printf("block device is in use by block job: %s",
+                                 job_type_str(&job->job));
+        bdrv_op_block(bs, reason);
     }
     return blk;
 }
 
 bool block_job_set_speed(BlockJob *job, int64_t speed, Error **errp)
 {
+    const BlockJobDriver *driver =
+        container_of(job->job.driver, BlockJobDriver, job_driver);
     int64_t old_speed = job->speed;
 
     if (!block_job_check_speed(speed, errp) ||
@@ -195,6 +220,9 @@ bool block_job_set_speed(BlockJob *job, int64_t speed, Error **errp)
     }
     job->speed = speed;
     ratelimit_set_speed(&job->limit, speed);
+    if (driver->set_speed) {
+        driver->set_speed(job, speed);
+    }
     if (speed && speed <= old_speed) {
         return true;
     }
@@ -219,6 +247,22 @@ void coroutine_fn block_job_ratelimit_sleep(BlockJob *job)
         delay = ratelimit_delay(&job->limit, clock_now_ns());
         job_sleep_ns(&job->job, delay);
     } while (delay && !job_is_cancelled(&job->job));
+}
+
+BlockErrorAction block_job_error_policy(BlockdevOnError on_err, int error)
+{
+    switch (on_err) {
+    case BLOCKDEV_ON_ERROR_ENOSPC:
+    case BLOCKDEV_ON_ERROR_AUTO:
+        return error == ENOSPC ? BLOCK_ERROR_ACTION_STOP
+                               : BLOCK_ERROR_ACTION_REPORT;
+    case BLOCKDEV_ON_ERROR_STOP:
+        return BLOCK_ERROR_ACTION_STOP;
+    case BLOCKDEV_ON_ERROR_IGNORE:
+        return BLOCK_ERROR_ACTION_IGNORE;
+    default:
+        return BLOCK_ERROR_ACTION_REPORT;
+    }
 }
 
 void block_job_error_action(BlockJob *job, BlockErrorAction action,

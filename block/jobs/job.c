@@ -431,6 +431,14 @@ void job_enter(Job *job)
     job_enter_cond(job, false);
 }
 
+/* Whoever waits for the job to stop being busy (a drain) looks again. */
+static void job_notify_idle(Job *job)
+{
+    if (job->hooks && job->hooks->on_idle) {
+        job->hooks->on_idle(job);
+    }
+}
+
 /* Park until job_enter(), or until @deadline_ns (-1: no deadline). */
 static void coroutine_fn job_do_yield(Job *job, int64_t deadline_ns)
 {
@@ -442,6 +450,7 @@ static void coroutine_fn job_do_yield(Job *job, int64_t deadline_ns)
                                          job_sleep_timer_cb, job);
     }
     job->busy = false;
+    job_notify_idle(job);
     coroutine_yield();
     /* job_enter_cond() set busy before waking us. */
     g_assert(job->busy);
@@ -738,6 +747,7 @@ static void job_exit(void *opaque)
 
     job_ref(job);
     job->busy = false;
+    job_notify_idle(job);
     job_completed(job);
     job_unref(job);
 }

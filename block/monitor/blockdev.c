@@ -48,6 +48,13 @@ void coroutine_fn qmp_blockdev_del(const char *node_name, Error **errp)
                    node_name);
         return;
     }
+    /*
+     * QEMU checks for a device first, then for a job; here a job uses its
+     * nodes through backends too, so the job's blocker must come first.
+     */
+    if (bdrv_op_is_blocked(bs, errp)) {
+        return;
+    }
     if (bdrv_has_backend_parent(bs)) {
         error_setg(errp, "Node %s is in use", node_name);
         return;

@@ -8,11 +8,20 @@
  * stops the preparation, and the prepared actions are aborted in reverse
  * order, which undoes their changes.  Otherwise they are committed in
  * reverse order.  Last, every prepared action is cleaned up, again in
- * reverse order.  The actions here are those on dirty bitmaps and
- * abort; backup actions come with the live-backup work.
+ * reverse order.
+ *
+ * A backup action creates its job at prepare and starts it at commit; an
+ * aborted transaction cancels the created job, which never ran.  With
+ * completion-mode grouped the jobs share one job transaction: they
+ * finalize together, and if one fails the others are cancelled.  QEMU
+ * refuses grouped for every other action but abort; blockd accepts the
+ * dirty-bitmap actions too, since they complete at once, so that a new
+ * checkpoint and its backup can be one grouped transaction.
  */
+#include "block/backup-qmp.h"
 #include "block/bitmap-qmp.h"
 #include "block/block_int.h"
+#include "block/blockjob.h"
 #include "qapi/qapi-commands.h"
 
 typedef struct TransactionState TransactionState;
@@ -29,24 +38,12 @@ typedef struct TransactionActionOps {
 struct TransactionState {
     TransactionAction *action;
     const TransactionActionOps *ops;
-    ActionCompletionMode completion_mode;
+    JobTxn *txn;                    /* grouped: shared by the jobs */
+    BlockJob *job;                  /* the job a backup action created */
     BdrvDirtyBitmap *bitmap;        /* the bitmap the action changed */
     HBitmap *backup;                /* its bits before (clear, merge) */
     bool was_enabled;               /* its state before (enable, disable) */
 };
-
-/* Bitmap actions complete at once: there is nothing to group. */
-static bool check_individual(TransactionState *state, Error **errp)
-{
-    if (state->completion_mode != ACTION_COMPLETION_MODE_INDIVIDUAL) {
-        error_setg(errp, "Action '%s' does not support Transaction property "
-                   "completion-mode = %s",
-                   TransactionActionKind_str(state->action->type),
-                   ActionCompletionMode_str(state->completion_mode));
-        return false;
-    }
-    return true;
-}
 
 /* --- abort --- */
 
@@ -64,11 +61,9 @@ static const TransactionActionOps abort_ops = {
 static void coroutine_fn bitmap_add_prepare(TransactionState *state,
                                             Error **errp)
 {
-    if (check_individual(state, errp)) {
-        state->bitmap =
-            block_dirty_bitmap_add(state->action->u.block_dirty_bitmap_add.data,
-                                   errp);
-    }
+    state->bitmap =
+        block_dirty_bitmap_add(state->action->u.block_dirty_bitmap_add.data,
+                               errp);
 }
 
 /* A crash-safe bitmap was stored at prepare: delete the stored copy. */
@@ -109,9 +104,6 @@ static void coroutine_fn bitmap_remove_prepare(TransactionState *state,
 {
     BlockDirtyBitmap *args = state->action->u.block_dirty_bitmap_remove.data;
 
-    if (!check_individual(state, errp)) {
-        return;
-    }
     state->bitmap = block_dirty_bitmap_remove(args->node, args->name, false,
                                               errp);
     if (state->bitmap) {
@@ -144,9 +136,6 @@ static void coroutine_fn bitmap_clear_prepare(TransactionState *state,
 {
     BlockDirtyBitmap *args = state->action->u.block_dirty_bitmap_clear.data;
 
-    if (!check_individual(state, errp)) {
-        return;
-    }
     state->bitmap = block_dirty_bitmap_lookup_checked(args->node, args->name,
                                                       BDRV_BITMAP_DEFAULT,
                                                       errp);
@@ -161,11 +150,9 @@ static void coroutine_fn bitmap_merge_prepare(TransactionState *state,
     BlockDirtyBitmapMerge *args =
         state->action->u.block_dirty_bitmap_merge.data;
 
-    if (check_individual(state, errp)) {
-        state->bitmap = block_dirty_bitmap_merge(args->node, args->target,
-                                                 args->bitmaps,
-                                                 &state->backup, errp);
-    }
+    state->bitmap = block_dirty_bitmap_merge(args->node, args->target,
+                                             args->bitmaps, &state->backup,
+                                             errp);
 }
 
 static void bitmap_restore_backup(TransactionState *state)
@@ -196,9 +183,6 @@ static void coroutine_fn bitmap_set_enabled(TransactionState *state,
                                             BlockDirtyBitmap *args,
                                             bool enable, Error **errp)
 {
-    if (!check_individual(state, errp)) {
-        return;
-    }
     state->bitmap = block_dirty_bitmap_lookup_checked(args->node, args->name,
                                                       BDRV_BITMAP_ALLOW_RO,
                                                       errp);
@@ -246,6 +230,49 @@ static const TransactionActionOps bitmap_disable_ops = {
     .abort = bitmap_enabled_abort,
 };
 
+/* --- blockdev-backup and drive-backup --- */
+
+static void coroutine_fn blockdev_backup_action_prepare(TransactionState *state,
+                                                        Error **errp)
+{
+    state->job = blockdev_backup_prepare(
+        state->action->u.blockdev_backup.data, state->txn, errp);
+}
+
+static void coroutine_fn drive_backup_action_prepare(TransactionState *state,
+                                                     Error **errp)
+{
+    state->job = drive_backup_prepare(state->action->u.drive_backup.data,
+                                      state->txn, errp);
+}
+
+static void backup_action_commit(TransactionState *state)
+{
+    job_start(&state->job->job);
+}
+
+/*
+ * The job never ran: a cancel finalizes it at once, through abort and
+ * clean (job_cancel_sync() would do the same but may not run here, in
+ * the command's coroutine).
+ */
+static void backup_action_abort(TransactionState *state)
+{
+    job_cancel(&state->job->job, true);
+}
+
+static const TransactionActionOps blockdev_backup_ops = {
+    .prepare = blockdev_backup_action_prepare,
+    .commit = backup_action_commit,
+    .abort = backup_action_abort,
+};
+
+static const TransactionActionOps drive_backup_ops = {
+    .prepare = drive_backup_action_prepare,
+    .commit = backup_action_commit,
+    .abort = backup_action_abort,
+};
+
 static const TransactionActionOps *const action_ops[] = {
     [TRANSACTION_ACTION_KIND_ABORT] = &abort_ops,
     [TRANSACTION_ACTION_KIND_BLOCK_DIRTY_BITMAP_ADD] = &bitmap_add_ops,
@@ -254,6 +281,8 @@ static const TransactionActionOps *const action_ops[] = {
     [TRANSACTION_ACTION_KIND_BLOCK_DIRTY_BITMAP_ENABLE] = &bitmap_enable_ops,
     [TRANSACTION_ACTION_KIND_BLOCK_DIRTY_BITMAP_DISABLE] = &bitmap_disable_ops,
     [TRANSACTION_ACTION_KIND_BLOCK_DIRTY_BITMAP_MERGE] = &bitmap_merge_ops,
+    [TRANSACTION_ACTION_KIND_BLOCKDEV_BACKUP] = &blockdev_backup_ops,
+    [TRANSACTION_ACTION_KIND_DRIVE_BACKUP] = &drive_backup_ops,
 };
 
 /* Every node, referenced and drained, for the whole transaction. */
@@ -287,6 +316,8 @@ void coroutine_fn qmp_transaction(TransactionActionList *actions,
     ActionCompletionMode mode = properties && properties->has_completion_mode
                                 ? properties->completion_mode
                                 : ACTION_COMPLETION_MODE_INDIVIDUAL;
+    JobTxn *txn = mode == ACTION_COMPLETION_MODE_GROUPED ? job_txn_new()
+                                                         : NULL;
     GPtrArray *nodes = drain_all_nodes();
     GList *prepared = NULL;         /* TransactionState *, newest first */
     Error *local_err = NULL;
@@ -296,7 +327,7 @@ void coroutine_fn qmp_transaction(TransactionActionList *actions,
 
         state->action = l->value;
         state->ops = action_ops[l->value->type];
-        state->completion_mode = mode;
+        state->txn = txn;
         state->ops->prepare(state, &local_err);
         if (local_err) {
             g_free(state);
@@ -322,5 +353,6 @@ void coroutine_fn qmp_transaction(TransactionActionList *actions,
     }
     g_list_free_full(prepared, g_free);
     undrain_nodes(nodes);
+    job_txn_unref(txn);
     error_propagate(errp, local_err);
 }

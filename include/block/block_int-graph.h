@@ -91,10 +91,21 @@ struct BlockDriverState {
     HBitmap **enabled_bits;         /* of the enabled ones; NULL if none */
     unsigned n_enabled_bits;
     bool has_readonly_bitmaps;
+
+    /* Why the node is busy (a block job uses it), or NULL: op blocker. */
+    char *op_blocker;
 };
 
 /* block.c */
 const BlockDriver *bdrv_find_driver(const char *format_name);
+/*
+ * Op blockers: a node that a block job uses is busy, and blockdev-del or
+ * another job refuses it with QEMU's "Node 'X' is busy: REASON".  A node
+ * has at most one blocker (a second job is refused before it blocks).
+ */
+void bdrv_op_block(BlockDriverState *bs, const char *reason);
+void bdrv_op_unblock(BlockDriverState *bs);
+bool bdrv_op_is_blocked(BlockDriverState *bs, Error **errp);
 void bdrv_register(const BlockDriver *drv);
 
 /*

@@ -13,12 +13,17 @@
 #include "block/block-common.h"
 #include "util/ratelimit.h"
 
+typedef struct BlockJob BlockJob;
+
 typedef struct BlockJobDriver {
     /* Must come first: a BlockJobDriver is a JobDriver. */
     JobDriver job_driver;
+
+    /* Optional: block-job-set-speed changed the limit to @speed. */
+    void (*set_speed)(BlockJob *job, int64_t speed);
 } BlockJobDriver;
 
-typedef struct BlockJob {
+struct BlockJob {
     /* Must come first. */
     Job job;
 
@@ -27,7 +32,7 @@ typedef struct BlockJob {
     RateLimit limit;
     BlockDeviceIoStatus iostatus;
     GSList *backends;               /* BlockBackend *, released at free */
-} BlockJob;
+};
 
 /*
  * block_job_create:
@@ -43,12 +48,18 @@ void *block_job_create(const char *job_id, const BlockJobDriver *driver,
 
 /*
  * block_job_add_bdrv: use @bs through a backend owned by the job (taking
- * @perm, sharing @shared_perm), released when the job is freed.  Returns
- * the backend, or NULL on a permission conflict.
+ * @perm, sharing @shared_perm), released when the job is freed.  The node
+ * is busy meanwhile (an op blocker: "block device is in use by block
+ * job: TYPE").  Returns the backend, or NULL on a permission conflict.
  */
 BlockBackend *block_job_add_bdrv(BlockJob *job, BlockDriverState *bs,
                                  uint64_t perm, uint64_t shared_perm,
                                  Error **errp);
+/*
+ * Release the job's backends and op blockers now rather than when the
+ * job goes (at clean: a concluded job holds no node, as in QEMU).
+ */
+void block_job_remove_all_bdrv(BlockJob *job);
 
 /* Is this job a block job?  (By type, as QEMU decides.) */
 bool is_block_job(const Job *job);
@@ -65,6 +76,13 @@ bool block_job_set_speed(BlockJob *job, int64_t speed, Error **errp);
  */
 void block_job_ratelimit_processed_bytes(BlockJob *job, uint64_t n);
 void coroutine_fn block_job_ratelimit_sleep(BlockJob *job);
+
+/*
+ * The action an error policy (on-source-error, on-target-error) takes
+ * for an I/O error @error (positive errno): enospc and auto stop on
+ * ENOSPC and report anything else.
+ */
+BlockErrorAction block_job_error_policy(BlockdevOnError on_err, int error);
 
 /*
  * block_job_error_action: report an I/O error decision (BLOCK_JOB_ERROR).

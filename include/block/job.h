@@ -91,6 +91,8 @@ typedef struct JobHooks {
     void (*on_pending)(Job *job);
     void (*on_ready)(Job *job);
     void (*on_user_resume)(Job *job);
+    /* The coroutine parked or ended: the job is no longer busy. */
+    void (*on_idle)(Job *job);
     void (*on_free)(Job *job);
 } JobHooks;
 

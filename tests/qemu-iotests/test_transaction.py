@@ -47,9 +47,6 @@ def test_messages(daemon, img):
     add_t1 = action("block-dirty-bitmap-add", node="q", name="t1")
     cases = [
         ([add_t1, action("abort")], {}, "Transaction aborted using Abort action"),
-        ([add_t1], {"completion-mode": "grouped"},
-         "Action 'block-dirty-bitmap-add' does not support Transaction property "
-         "completion-mode = grouped"),
         ([action("abort")], {"completion-mode": "grouped"},
          "Transaction aborted using Abort action"),
         ([add_t1, add_t1], {}, "Bitmap already exists: t1"),
