@@ -171,9 +171,9 @@ static int coroutine_fn backup_check_snapshot(BackupBlockJob *s,
                                               Error **errp)
 {
     if (bdrv_cbw_snapshot_broken(s->cbw)) {
+        /* break-snapshot, or a write behind the guest's that failed */
         error_setg(errp, "A copy before a guest write failed: the target "
-                   "does not hold the point in time (on-cbw-error is "
-                   "break-snapshot)");
+                   "does not hold the point in time");
         return -EIO;
     }
     return 0;
@@ -361,6 +361,7 @@ static BlockDriverState *backup_insert_filter(const BackupJobOptions *opts,
         .discard_source = opts->discard_source,
         .min_cluster_size = opts->min_cluster_size,
         .on_cbw_error = opts->on_cbw_error,
+        .write_behind_bytes = opts->write_behind_bytes,
     };
 
     return bdrv_cbw_append(opts->source, opts->target, &cbw_opts, bcs, errp);

@@ -178,6 +178,8 @@ BlockJob *backup_prepare_common(BackupCommon *args, BlockDriverState *bs,
                         : ON_CBW_ERROR_BREAK_GUEST_WRITE,
         .filter_node_name = args->filter_node_name,
         .discard_source = args->has_discard_source && args->discard_source,
+        .write_behind_bytes = args->has___org_blockd_write_behind_buffer
+                              ? args->__org_blockd_write_behind_buffer : 0,
     };
 
     if (!backup_check_sync_bitmap(args, bs, &opts, errp)) {

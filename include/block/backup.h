@@ -33,6 +33,7 @@ typedef struct BackupJobOptions {
     int64_t max_chunk;              /* 0: no limit */
     int64_t min_cluster_size;       /* 0: none */
     bool discard_source;
+    uint64_t write_behind_bytes;    /* 0: off (a blockd extension) */
 } BackupJobOptions;
 
 /*
