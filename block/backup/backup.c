@@ -38,7 +38,7 @@
 #include "block/block-backend.h"
 #include "block/block-copy.h"
 #include "block/copy-before-write.h"
-#include "block/trace.h"
+#include "block/backup/trace.h"
 
 /* How often a sync=none job checks that the snapshot still holds. */
 #define BACKUP_SNAPSHOT_POLL_NS     (1000 * 1000 * 1000)

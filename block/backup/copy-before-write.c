@@ -40,7 +40,7 @@
 #include "block/copy-before-write.h"
 #include "block/dirty-bitmap.h"
 #include "block/reqlist.h"
-#include "block/trace.h"
+#include "block/backup/trace.h"
 #include "qapi/qapi-types.h"
 
 typedef struct BDRVCopyBeforeWriteState {

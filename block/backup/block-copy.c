@@ -26,10 +26,10 @@
  * Everything runs on the main loop's one thread; fields are grouped by
  * who changes them, and no field needs a lock.
  */
-#include "block/block-copy-int.h"
+#include "block/backup/block-copy-int.h"
 #include "block/dirty-bitmap.h"
 #include "util/main-loop.h"
-#include "block/trace.h"
+#include "block/backup/trace.h"
 
 enum {
     /* The size a read/write task aims at (QEMU's). */

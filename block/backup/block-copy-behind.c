@@ -13,8 +13,8 @@
  * retried, the source changed: the state is failed for good and its
  * failure callback tells the owner.
  */
-#include "block/block-copy-int.h"
-#include "block/trace.h"
+#include "block/backup/block-copy-int.h"
+#include "block/backup/trace.h"
 
 void block_copy_set_failure_callback(BlockCopyState *s,
                                      BlockCopyFailureFunc *cb,
