@@ -433,6 +433,14 @@ static void async_cb(void *opaque)
     a->cb_ran = true;
 }
 
+/* Wait for @a's callback; the call must have succeeded.  Frees it. */
+static void finish_async_call(AsyncCall *a)
+{
+    run_until(&a->cb_ran);
+    g_assert_true(block_copy_call_succeeded(a->call));
+    block_copy_call_free(a->call);
+}
+
 static void async_start(AsyncCall *a, Fixture *f, int64_t offset,
                         int64_t bytes, int max_workers, int64_t max_chunk)
 {
@@ -505,9 +513,7 @@ static void test_chunk_and_workers(Fixture *f, gconstpointer data)
     AsyncCall a;
 
     async_start(&a, f, 0, DISK_SIZE, 2, 3 * CLUSTER);
-    run_until(&a.cb_ran);
-    g_assert_true(block_copy_call_succeeded(a.call));
-    block_copy_call_free(a.call);
+    finish_async_call(&a);
     g_assert_cmpmem(f->tgt->data, DISK_SIZE, f->src->data, DISK_SIZE);
     g_assert_cmpuint(f->src->reads, ==, DIV_ROUND_UP(CLUSTERS, 3));
     g_assert_cmpint(f->src->max_reading, <=, 2 * 3 * CLUSTER);
@@ -675,9 +681,7 @@ static void test_sync_waits_only_on_overlap(Fixture *f, gconstpointer data)
     run_until(&near.done);
     g_assert_cmpint(near.ret, ==, 0);
     assert_cluster_copied(f, 3);
-    run_until(&a.cb_ran);
-    g_assert_true(block_copy_call_succeeded(a.call));
-    block_copy_call_free(a.call);
+    finish_async_call(&a);
 
     assert_copied_exactly_once(f);
     g_assert_cmpuint(f->progress, ==, DISK_SIZE);
@@ -749,9 +753,7 @@ static void test_exactly_once_random(Fixture *f, gconstpointer data)
             assert_cluster_copied(f, o / CLUSTER);
         }
     }
-    run_until(&a.cb_ran);
-    g_assert_true(block_copy_call_succeeded(a.call));
-    block_copy_call_free(a.call);
+    finish_async_call(&a);
     assert_copied_exactly_once(f);
     g_assert_cmpuint(f->progress, ==, DISK_SIZE);
 }
@@ -832,9 +834,7 @@ static void test_ratelimit(Fixture *f, gconstpointer data)
 
     block_copy_set_speed(f->bcs, 8 * 1024 * 1024);
     async_start(&a, f, 0, DISK_SIZE, BLOCK_COPY_MAX_WORKERS, 0);
-    run_until(&a.cb_ran);
-    g_assert_true(block_copy_call_succeeded(a.call));
-    block_copy_call_free(a.call);
+    finish_async_call(&a);
     g_assert_cmpint(clock_now_ns() - start, >=, 370 * 1000 * 1000);
     g_assert_cmpmem(f->tgt->data, DISK_SIZE, f->src->data, DISK_SIZE);
 
@@ -864,9 +864,7 @@ static void test_limit_holds_nothing(Fixture *f, gconstpointer data)
     g_assert_cmpint(sync_copy(f, 16 * CLUSTER, 2 * CLUSTER, NULL), ==, 0);
     assert_cluster_copied(f, 16);
     block_copy_set_speed(f->bcs, 0);
-    run_until(&a.cb_ran);
-    g_assert_true(block_copy_call_succeeded(a.call));
-    block_copy_call_free(a.call);
+    finish_async_call(&a);
     assert_each_cluster_written_once(f);
 }
 
@@ -883,9 +881,7 @@ static void test_speed_change_kicks(Fixture *f, gconstpointer data)
     }
     /* At 1 KiB/s the rest would take hours. */
     block_copy_set_speed(f->bcs, 0);
-    run_until(&a.cb_ran);
-    g_assert_true(block_copy_call_succeeded(a.call));
-    block_copy_call_free(a.call);
+    finish_async_call(&a);
     g_assert_cmpint(clock_now_ns() - start, <, 30LL * 1000 * 1000 * 1000);
 }
 
@@ -1031,9 +1027,7 @@ static void test_memory_budget(void)
     g_assert_cmpint(f.src->reading, ==, BLOCK_COPY_MEMORY_BUDGET);
 
     release_source(&f);
-    run_until(&a.cb_ran);
-    g_assert_true(block_copy_call_succeeded(a.call));
-    block_copy_call_free(a.call);
+    finish_async_call(&a);
     g_assert_cmpint(f.src->max_reading, ==, BLOCK_COPY_MEMORY_BUDGET);
     g_assert_cmpuint(f.progress, ==, BIG_SIZE);
     fixture_teardown(&f, NULL);
@@ -1427,9 +1421,7 @@ static void test_behind_async_waits(BehindFixture *b, gconstpointer data)
     run_pending();
     g_assert_false(a.cb_ran);
     release_target(f);
-    run_until(&a.cb_ran);
-    g_assert_true(block_copy_call_succeeded(a.call));
-    block_copy_call_free(a.call);
+    finish_async_call(&a);
     assert_copied_exactly_once(f);
 }
 
