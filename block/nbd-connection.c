@@ -473,8 +473,8 @@ void nbd_client_connection_lost(NbdClient *s)
     nbd_client_tls_cut(s);
     s->delay_expired = s->reconnect_delay == 0;
     if (!s->delay_expired) {
-        s->delay_timer = g_timeout_add_seconds(s->reconnect_delay,
-                                               nbd_delay_expired, s);
+        s->delay_timer = timeout_add_seconds(s->reconnect_delay,
+                                             nbd_delay_expired, s);
     }
     /* Requests already waiting see the new deadline. */
     co_queue_restart_all(&s->reconnect_waiters);

@@ -757,8 +757,8 @@ void nbd_client_new(NBDServer *server, int fd)
 
     if (server->handshake_max_seconds > 0) {
         client->handshake_timer =
-            g_timeout_add_seconds(server->handshake_max_seconds,
-                                  nbd_client_handshake_timeout, client);
+            timeout_add_seconds(server->handshake_max_seconds,
+                                nbd_client_handshake_timeout, client);
     }
     coroutine_enter(coroutine_create(nbd_client_co_main, client));
 }

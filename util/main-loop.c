@@ -94,6 +94,15 @@ void bh_schedule(void (*cb)(void *opaque), void *opaque)
     g_queue_push_tail(&bh_source_get()->pending, bh);
 }
 
+guint timeout_add_seconds(unsigned seconds, GSourceFunc cb, void *opaque)
+{
+    if (seconds > G_MAXUINT / 1000) {
+        /* Past 49 days a second's rounding no longer matters. */
+        return g_timeout_add_seconds(seconds, cb, opaque);
+    }
+    return g_timeout_add(seconds * 1000, cb, opaque);
+}
+
 bool main_loop_wait(bool blocking)
 {
     bh_source_get();

@@ -16,6 +16,13 @@ bool main_loop_wait(bool blocking);
 void bh_schedule(void (*cb)(void *opaque), void *opaque);
 
 /*
+ * g_timeout_add(), for a period given in seconds that must not end early.
+ * (g_timeout_add_seconds() may fire up to a second early: GLib rounds its
+ * deadlines to shared whole-second ticks.)  Returns the source id.
+ */
+guint timeout_add_seconds(unsigned seconds, GSourceFunc cb, void *opaque);
+
+/*
  * Yield the calling coroutine until @fd is ready for @cond (G_IO_IN or
  * G_IO_OUT).  Returns the conditions seen, which may include G_IO_HUP or
  * G_IO_ERR.  The fd must be non-blocking.

@@ -5,6 +5,9 @@
  * io_uring, which waits for the data itself; both must behave the same:
  * at least one byte, scattered over the iovecs in order, 0 at the end of
  * the stream.
+ *
+ * timeout_add_seconds() never fires before its period is over, whatever
+ * the phase of the second it was started in.
  */
 #undef NDEBUG
 #include "util/aio.h"
@@ -104,6 +107,47 @@ static void test_read_shutdown(void)
     close(fds[0]);
 }
 
+typedef struct TimerCase {
+    gint64 started;
+    gint64 fired;
+} TimerCase;
+
+static gboolean timer_fired(gpointer opaque)
+{
+    TimerCase *tc = opaque;
+
+    tc->fired = g_get_monotonic_time();
+    return G_SOURCE_REMOVE;
+}
+
+/*
+ * One-second timers started a fifth of a second apart: GLib's whole-second
+ * rounding would let at least one of them fire early (a reconnect-delay of
+ * 1 s once gave up after 0.77 s).
+ */
+static void test_timeout_not_early(void)
+{
+    enum { PHASES = 5 };
+    TimerCase tc[PHASES] = { 0 };
+    int pending = PHASES;
+
+    for (int i = 0; i < PHASES; i++) {
+        tc[i].started = g_get_monotonic_time();
+        timeout_add_seconds(1, timer_fired, &tc[i]);
+        g_usleep(G_USEC_PER_SEC / PHASES);
+    }
+    while (pending > 0) {
+        main_loop_wait(true);
+        pending = 0;
+        for (int i = 0; i < PHASES; i++) {
+            pending += tc[i].fired == 0;
+        }
+    }
+    for (int i = 0; i < PHASES; i++) {
+        g_assert_cmpint(tc[i].fired - tc[i].started, >=, G_USEC_PER_SEC);
+    }
+}
+
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
@@ -119,5 +163,7 @@ int main(int argc, char **argv)
     g_test_add_data_func("/main-loop/co-readv/ready/try-now",
                          GINT_TO_POINTER(true), test_read_ready);
     g_test_add_func("/main-loop/co-readv/shutdown", test_read_shutdown);
+    g_test_add_func("/main-loop/timeout-seconds/not-early",
+                    test_timeout_not_early);
     return g_test_run();
 }
