@@ -75,6 +75,7 @@ struct BlockCopyState {
     void *failure_opaque;
     int64_t mem_free;               /* left of BLOCK_COPY_MEMORY_BUDGET */
     CoQueue mem_waiters;            /* tasks waiting for bounce memory */
+    GPtrArray *spare_buffers;       /* chunk_size bounce buffers, unused */
     RateLimit rate_limit;           /* for calls that honour it */
     bool skip_unallocated;
     GQueue calls;                   /* BlockCopyCallState *, running */

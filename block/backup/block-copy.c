@@ -194,6 +194,7 @@ BlockCopyState *block_copy_state_new(BdrvChild *source, BdrvChild *target,
         bdrv_release_dirty_bitmap(s->copy_bitmap);
         return NULL;
     }
+    s->spare_buffers = g_ptr_array_new_with_free_func(blk_vfree);
     trace_block_copy_state_new(s, cluster_size, s->chunk_size);
     return g_steal_pointer(&s);
 }
@@ -209,6 +210,7 @@ void block_copy_state_free(BlockCopyState *s)
         bdrv_drain_wait_event();
     }
     g_assert(reqlist_is_empty(&s->reqs));
+    g_ptr_array_free(s->spare_buffers, true);
     bdrv_release_dirty_bitmap(s->copy_bitmap);
     g_free(s);
 }
@@ -265,6 +267,38 @@ static void block_copy_mem_put(BlockCopyState *s, int64_t bytes)
     s->mem_free += bytes;
     /* Waiters want different amounts: each looks for itself. */
     co_queue_restart_all(&s->mem_waiters);
+}
+
+/*
+ * Bounce buffers of a whole chunk are kept for the next task while calls
+ * run.  A fresh buffer of a MiB costs the kernel more than copying into
+ * it: it maps the pages, zeroes them on the first touch (O_DIRECT pins
+ * them), and unmaps them when freed, which was half of a full backup's
+ * CPU time.  The spares never outnumber the buffers that were in use at
+ * once, which the memory budget bounds, and go when the last call ends.
+ */
+static void *block_copy_buffer_get(BlockCopyState *s, int64_t bytes)
+{
+    if (bytes == s->chunk_size && s->spare_buffers->len > 0) {
+        return g_ptr_array_steal_index_fast(s->spare_buffers,
+                                            s->spare_buffers->len - 1);
+    }
+    return blk_memalign(bytes);
+}
+
+static void block_copy_buffer_put(BlockCopyState *s, void *buf,
+                                  int64_t bytes)
+{
+    if (buf && bytes == s->chunk_size && !g_queue_is_empty(&s->calls)) {
+        g_ptr_array_add(s->spare_buffers, buf);
+    } else {
+        blk_vfree(buf);
+    }
+}
+
+static void block_copy_free_spare_buffers(BlockCopyState *s)
+{
+    g_ptr_array_set_size(s->spare_buffers, 0);
 }
 
 /* --- tasks --- */
@@ -388,7 +422,7 @@ static int coroutine_fn block_copy_task_copy(BlockCopyTask *task,
     int ret;
 
     block_copy_mem_get(s, mem);
-    buf = blk_memalign(bytes);
+    buf = block_copy_buffer_get(s, bytes);
     if (!buf) {
         *error_is_read = true;
         ret = -ENOMEM;
@@ -403,7 +437,7 @@ static int coroutine_fn block_copy_task_copy(BlockCopyTask *task,
             *error_is_read = false;
         }
     }
-    blk_vfree(buf);
+    block_copy_buffer_put(s, buf, bytes);
     block_copy_mem_put(s, mem);
     return ret;
 }
@@ -589,6 +623,9 @@ static void coroutine_fn block_copy_call_run(BlockCopyCallState *call)
         /* A task we waited for may have failed and re-dirtied bits. */
     }
     g_queue_unlink(&s->calls, &call->link);
+    if (g_queue_is_empty(&s->calls)) {
+        block_copy_free_spare_buffers(s);
+    }
     call->finished = true;
     trace_block_copy_call_end(call, call->ret, call->cancelled);
     /* block_copy_state_free() may be waiting for the last call. */
