@@ -317,6 +317,84 @@ static int coroutine_fn file_co_pdiscard(BlockDriverState *bs,
                              offset, bytes);
 }
 
+/*
+ * Copy offload: copy_file_range() between two file nodes.  The kernel
+ * copies inside the page cache or the device, or shares the blocks
+ * (reflink on XFS and Btrfs): the data never reaches the daemon.
+ */
+static int coroutine_fn file_co_copy_range_from(BlockDriverState *bs,
+                                                BdrvChild *src,
+                                                int64_t src_offset,
+                                                BdrvChild *dst,
+                                                int64_t dst_offset,
+                                                int64_t bytes,
+                                                BdrvRequestFlags flags)
+{
+    return bdrv_co_copy_range_to(src, src_offset, dst, dst_offset, bytes,
+                                 flags);
+}
+
+typedef struct FileCopyRange {
+    int src_fd, dst_fd;
+    loff_t src_offset, dst_offset;
+    int64_t bytes;
+} FileCopyRange;
+
+/* In a pool thread (copy_file_range() blocks): all of it, or -errno. */
+static int file_copy_range_run(void *opaque)
+{
+    FileCopyRange *c = opaque;
+
+    while (c->bytes > 0) {
+        ssize_t n = copy_file_range(c->src_fd, &c->src_offset, c->dst_fd,
+                                    &c->dst_offset,
+                                    MIN(c->bytes, (int64_t)SSIZE_MAX), 0);
+
+        if (n < 0 && errno != EINTR) {
+            return -errno;
+        }
+        if (n == 0) {
+            return -EIO;        /* the source file ended early */
+        }
+        c->bytes -= MAX(n, 0);
+    }
+    return 0;
+}
+
+static int coroutine_fn file_co_copy_range_to(BlockDriverState *bs,
+                                              BdrvChild *src,
+                                              int64_t src_offset,
+                                              BdrvChild *dst,
+                                              int64_t dst_offset,
+                                              int64_t bytes,
+                                              BdrvRequestFlags flags)
+{
+    BDRVFileState *s = bs->opaque;
+    FileCopyRange c;
+    int ret;
+
+    if (src->bs->drv != bs->drv) {
+        return -ENOTSUP;        /* the source is not a file node */
+    }
+    c = (FileCopyRange) {
+        .src_fd = ((BDRVFileState *)src->bs->opaque)->fd,
+        .dst_fd = s->fd,
+        .src_offset = src_offset,
+        .dst_offset = dst_offset,
+        .bytes = bytes,
+    };
+    ret = thread_pool_co_submit(file_copy_range_run, &c);
+    /*
+     * Files the kernel cannot copy between (another file system on an
+     * older kernel, a special file, no such system call): no offload.
+     */
+    if (ret == -EXDEV || ret == -EINVAL || ret == -ENOSYS ||
+        ret == -EOPNOTSUPP) {
+        return -ENOTSUP;
+    }
+    return ret;
+}
+
 static int coroutine_fn file_co_flush(BlockDriverState *bs)
 {
     AioRequest req = { .op = AIO_OP_FDATASYNC };
@@ -592,6 +670,8 @@ static const BlockDriver bdrv_file = {
     .bdrv_co_pwritev = file_co_pwritev,
     .bdrv_co_pwrite_zeroes = file_co_pwrite_zeroes,
     .bdrv_co_pdiscard = file_co_pdiscard,
+    .bdrv_co_copy_range_from = file_co_copy_range_from,
+    .bdrv_co_copy_range_to = file_co_copy_range_to,
     .bdrv_co_flush = file_co_flush,
     .bdrv_co_block_status = file_co_block_status,
     .bdrv_get_allocated_file_size = file_get_allocated_file_size,

@@ -489,6 +489,18 @@ static int coroutine_fn bdrv_do_pwritev(BlockDriverState *bs, int64_t offset,
     return ret;
 }
 
+/* After a write with data (it may have failed half-way): mark it dirty. */
+static void bdrv_write_done(BlockDriverState *bs, int64_t offset,
+                            int64_t bytes, int ret)
+{
+    if (ret == 0 && offset + bytes > bs->total_bytes) {
+        /* The node grew (a file under a format): its bitmaps grow too. */
+        bs->total_bytes = offset + bytes;
+        bdrv_dirty_bitmaps_truncate(bs, bs->total_bytes);
+    }
+    bdrv_set_dirty(bs, offset, bytes);
+}
+
 /*
  * detect-zeroes: a write of zeroes within the node becomes a write-zeroes
  * (one that may unmap, with detect-zeroes=unmap), as in QEMU.
@@ -527,12 +539,7 @@ int coroutine_fn bdrv_co_pwritev(BdrvChild *child, int64_t offset,
     }
     ret = bdrv_do_pwritev(bs, offset, bytes, qiov,
                           flags & (BDRV_REQ_FUA | BDRV_REQ_SERIALISING));
-    if (ret == 0 && offset + bytes > bs->total_bytes) {
-        /* The node grew (a file under a format): its bitmaps grow too. */
-        bs->total_bytes = offset + bytes;
-        bdrv_dirty_bitmaps_truncate(bs, bs->total_bytes);
-    }
-    bdrv_set_dirty(bs, offset, bytes);
+    bdrv_write_done(bs, offset, bytes, ret);
     trace_bdrv_co_pwrite_done(bs, offset, bytes, ret);
     return ret;
 }
@@ -677,6 +684,86 @@ int coroutine_fn bdrv_co_pdiscard(BdrvChild *child, int64_t offset,
     bdrv_set_dirty(bs, start, end - start);
     tracked_request_end(bs, &req);
     return ret == -ENOTSUP ? 0 : ret;
+}
+
+/* --- copy offload --- */
+
+/* Offload moves whole blocks of both nodes: no padding, no bounce. */
+static bool bdrv_range_is_aligned(BlockDriverState *bs, int64_t offset,
+                                  int64_t bytes)
+{
+    uint32_t align = bs->bl.request_alignment;
+
+    return IS_ALIGNED(offset, align) && IS_ALIGNED(bytes, align);
+}
+
+int coroutine_fn bdrv_co_copy_range_from(BdrvChild *src, int64_t src_offset,
+                                         BdrvChild *dst, int64_t dst_offset,
+                                         int64_t bytes,
+                                         BdrvRequestFlags flags)
+{
+    BlockDriverState *bs = src->bs;
+    BdrvTrackedRequest req;
+    int ret = bdrv_check_range(bs, src_offset, bytes);
+
+    if (ret < 0 || bytes == 0) {
+        return ret;
+    }
+    if (!bs->drv->bdrv_co_copy_range_from ||
+        !bdrv_range_is_aligned(bs, src_offset, bytes)) {
+        return -ENOTSUP;
+    }
+    tracked_request_begin(bs, &req, src_offset, bytes, false, false);
+    wait_serialising_requests(bs, &req);
+    ret = bs->drv->bdrv_co_copy_range_from(bs, src, src_offset, dst,
+                                           dst_offset, bytes, flags);
+    tracked_request_end(bs, &req);
+    return ret;
+}
+
+int coroutine_fn bdrv_co_copy_range_to(BdrvChild *src, int64_t src_offset,
+                                       BdrvChild *dst, int64_t dst_offset,
+                                       int64_t bytes, BdrvRequestFlags flags)
+{
+    BlockDriverState *bs = dst->bs;
+    BdrvTrackedRequest req;
+    int ret = bdrv_check_write(dst, dst_offset, bytes, true);
+
+    if (ret < 0 || bytes == 0) {
+        return ret;
+    }
+    if (!bs->drv->bdrv_co_copy_range_to ||
+        !bdrv_range_is_aligned(bs, dst_offset, bytes)) {
+        return -ENOTSUP;
+    }
+    ret = bdrv_co_dirty_bitmaps_before_write(bs, dst_offset, bytes);
+    if (ret < 0) {
+        return ret;
+    }
+    tracked_request_begin(bs, &req, dst_offset, bytes, true,
+                          flags & BDRV_REQ_SERIALISING);
+    wait_serialising_requests(bs, &req);
+    ret = bs->drv->bdrv_co_copy_range_to(bs, src, src_offset, dst,
+                                         dst_offset, bytes, flags);
+    tracked_request_end(bs, &req);
+    if (ret != -ENOTSUP) {
+        bdrv_write_done(bs, dst_offset, bytes, ret);
+    }
+    return ret;
+}
+
+int coroutine_fn bdrv_co_copy_range(BdrvChild *src, int64_t src_offset,
+                                    BdrvChild *dst, int64_t dst_offset,
+                                    int64_t bytes, BdrvRequestFlags flags)
+{
+    int ret;
+
+    trace_bdrv_co_copy_range(src->bs, src_offset, dst->bs, dst_offset,
+                             bytes, flags);
+    ret = bdrv_co_copy_range_from(src, src_offset, dst, dst_offset, bytes,
+                                  flags & BDRV_REQ_SERIALISING);
+    trace_bdrv_co_copy_range_done(src->bs, dst->bs, ret);
+    return ret;
 }
 
 /* --- flush --- */

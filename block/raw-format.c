@@ -101,6 +101,34 @@ static int coroutine_fn raw_co_pdiscard(BlockDriverState *bs,
     return bdrv_co_pdiscard(bs->file, s->offset + offset, bytes);
 }
 
+static int coroutine_fn raw_co_copy_range_from(BlockDriverState *bs,
+                                               BdrvChild *src,
+                                               int64_t src_offset,
+                                               BdrvChild *dst,
+                                               int64_t dst_offset,
+                                               int64_t bytes,
+                                               BdrvRequestFlags flags)
+{
+    BDRVRawState *s = bs->opaque;
+
+    return bdrv_co_copy_range_from(bs->file, s->offset + src_offset, dst,
+                                   dst_offset, bytes, flags);
+}
+
+static int coroutine_fn raw_co_copy_range_to(BlockDriverState *bs,
+                                             BdrvChild *src,
+                                             int64_t src_offset,
+                                             BdrvChild *dst,
+                                             int64_t dst_offset,
+                                             int64_t bytes,
+                                             BdrvRequestFlags flags)
+{
+    BDRVRawState *s = bs->opaque;
+
+    return bdrv_co_copy_range_to(src, src_offset, bs->file,
+                                 s->offset + dst_offset, bytes, flags);
+}
+
 static int coroutine_fn raw_co_block_status(BlockDriverState *bs,
                                             int64_t offset, int64_t bytes,
                                             int64_t *pnum, int64_t *map,
@@ -128,6 +156,8 @@ static const BlockDriver bdrv_raw = {
     .bdrv_co_pwritev = raw_co_pwritev,
     .bdrv_co_pwrite_zeroes = raw_co_pwrite_zeroes,
     .bdrv_co_pdiscard = raw_co_pdiscard,
+    .bdrv_co_copy_range_from = raw_co_copy_range_from,
+    .bdrv_co_copy_range_to = raw_co_copy_range_to,
     .bdrv_co_block_status = raw_co_block_status,
     .bdrv_get_info = raw_get_info,
     .supported_write_flags = BDRV_REQ_FUA,

@@ -359,6 +359,7 @@ static BlockDriverState *backup_insert_filter(const BackupJobOptions *opts,
         .bitmap = opts->sync == MIRROR_SYNC_MODE_BITMAP ? opts->sync_bitmap
                                                         : NULL,
         .discard_source = opts->discard_source,
+        .use_copy_range = opts->use_copy_range,
         .min_cluster_size = opts->min_cluster_size,
         .on_cbw_error = opts->on_cbw_error,
         .write_behind_bytes = opts->write_behind_bytes,

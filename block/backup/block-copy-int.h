@@ -63,6 +63,7 @@ struct BlockCopyState {
     int64_t chunk_size;             /* the largest task */
     bool discard_source;
     bool write_behind;              /* write_behind_bytes > 0 */
+    bool use_copy_range;            /* until an offload fails */
     BdrvRequestFlags write_flags;   /* for every target write */
 
     /* Main loop and its coroutines. */

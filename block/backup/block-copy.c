@@ -171,7 +171,7 @@ BlockCopyState *block_copy_state_new(BdrvChild *source, BdrvChild *target,
     }
     s->write_behind = opts->write_behind_bytes > 0;
     s->behind_free = opts->write_behind_bytes;
-    /* use_copy_range: no copy offload yet; read/write is always right. */
+    s->use_copy_range = opts->use_copy_range && !opts->compress;
     reqlist_init(&s->reqs);
     reqlist_init(&s->behind_reqs);
     s->mem_free = BLOCK_COPY_MEMORY_BUDGET;
@@ -410,6 +410,25 @@ static int coroutine_fn block_copy_block_status(BlockCopyState *s,
     return ret;
 }
 
+/*
+ * Copy offload.  Like QEMU, any failure (not only -ENOTSUP) turns it off
+ * for good: the task then reads and writes, and a real I/O error shows
+ * there, with the side it came from.
+ */
+static bool coroutine_fn block_copy_task_offload(BlockCopyTask *task)
+{
+    BlockCopyState *s = task->s;
+    int ret = bdrv_co_copy_range(s->source, task->req.offset, s->target,
+                                 task->req.offset, task->req.bytes,
+                                 s->write_flags);
+
+    if (ret < 0) {
+        trace_block_copy_copy_range_fail(s, task->req.offset, ret);
+        s->use_copy_range = false;
+    }
+    return ret == 0;
+}
+
 /* Copy through a bounce buffer from the shared budget. */
 static int coroutine_fn block_copy_task_copy(BlockCopyTask *task,
                                              bool *error_is_read)
@@ -421,6 +440,10 @@ static int coroutine_fn block_copy_task_copy(BlockCopyTask *task,
     void *buf;
     int ret;
 
+    if (s->use_copy_range && block_copy_task_offload(task)) {
+        *error_is_read = false;
+        return 0;
+    }
     block_copy_mem_get(s, mem);
     buf = block_copy_buffer_get(s, bytes);
     if (!buf) {

@@ -152,6 +152,7 @@ static int cbw_init(BlockDriverState *bs, const BdrvCbwOptions *opts,
     BlockCopyOptions bc_opts = {
         .min_cluster_size = opts->min_cluster_size,
         .discard_source = opts->discard_source,
+        .use_copy_range = opts->use_copy_range,
         .write_behind_bytes = opts->write_behind_bytes,
     };
 

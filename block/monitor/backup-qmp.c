@@ -97,9 +97,10 @@ static bool backup_check_perf(BackupPerf *perf, BackupJobOptions *opts,
 {
     int64_t max_workers = BLOCK_COPY_MAX_WORKERS;
 
-    /* use-copy-range is accepted: there is no copy offload to try. */
     opts->max_chunk = 0;
     if (perf) {
+        opts->use_copy_range = perf->has_use_copy_range &&
+                               perf->use_copy_range;
         if (perf->has_max_workers) {
             max_workers = perf->max_workers;
         }

@@ -29,6 +29,7 @@ typedef struct BackupJobOptions {
     int creation_flags;             /* JobCreateFlags */
     const char *filter_node_name;   /* NULL: generated */
     bool compress;
+    bool use_copy_range;
     int max_workers;
     int64_t max_chunk;              /* 0: no limit */
     int64_t min_cluster_size;       /* 0: none */

@@ -38,9 +38,8 @@ typedef struct BlockCopyCallState BlockCopyCallState;
 
 typedef struct BlockCopyOptions {
     /*
-     * Try copy offload (copy_file_range) first; fall back for good.
-     * (Accepted; blockd has no offload path yet, so tasks always read
-     * and write through bounce buffers, which is always correct.)
+     * Try copy offload (bdrv_co_copy_range(): copy_file_range() between
+     * file nodes) first; after its first failure, read and write for good.
      */
     bool use_copy_range;
     /*

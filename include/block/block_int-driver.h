@@ -110,6 +110,29 @@ struct BlockDriver {
                                               BdrvRequestFlags flags);
     int coroutine_fn (*bdrv_co_pdiscard)(BlockDriverState *bs,
                                          int64_t offset, int64_t bytes);
+    /*
+     * Copy offload: copy [@src_offset, +@bytes) of @src's node to @dst's
+     * node at @dst_offset without the data passing through the daemon.
+     * The core calls _from on the source's driver (@src->bs is @bs), which
+     * passes the request down its own child or, at the bottom, on to
+     * bdrv_co_copy_range_to(); _to is called on the destination's driver
+     * (@dst->bs is @bs), which passes it down or copies.  -ENOTSUP (or a
+     * NULL callback): no offload here; the caller reads and writes.
+     */
+    int coroutine_fn (*bdrv_co_copy_range_from)(BlockDriverState *bs,
+                                                BdrvChild *src,
+                                                int64_t src_offset,
+                                                BdrvChild *dst,
+                                                int64_t dst_offset,
+                                                int64_t bytes,
+                                                BdrvRequestFlags flags);
+    int coroutine_fn (*bdrv_co_copy_range_to)(BlockDriverState *bs,
+                                              BdrvChild *src,
+                                              int64_t src_offset,
+                                              BdrvChild *dst,
+                                              int64_t dst_offset,
+                                              int64_t bytes,
+                                              BdrvRequestFlags flags);
     /* Make this node's own writes stable; the core flushes children. */
     int coroutine_fn (*bdrv_co_flush)(BlockDriverState *bs);
     /*

@@ -35,6 +35,26 @@ int coroutine_fn bdrv_co_pdiscard(BdrvChild *child, int64_t offset,
                                   int64_t bytes);
 int coroutine_fn bdrv_co_flush(BlockDriverState *bs);
 /*
+ * bdrv_co_copy_range:
+ * Copy [@src_offset, +@bytes) of @src's node to @dst's node at
+ * @dst_offset by offload (copy_file_range() between two files), tracked
+ * as a read of the source and a write of the destination at every layer.
+ * @flags: BDRV_REQ_SERIALISING for the writes.  -ENOTSUP when some layer
+ * cannot offload, or the range is not aligned for both: the caller then
+ * reads and writes.  bdrv_co_copy_range_from/_to are the steps drivers
+ * call on their children.
+ */
+int coroutine_fn bdrv_co_copy_range(BdrvChild *src, int64_t src_offset,
+                                    BdrvChild *dst, int64_t dst_offset,
+                                    int64_t bytes, BdrvRequestFlags flags);
+int coroutine_fn bdrv_co_copy_range_from(BdrvChild *src, int64_t src_offset,
+                                         BdrvChild *dst, int64_t dst_offset,
+                                         int64_t bytes,
+                                         BdrvRequestFlags flags);
+int coroutine_fn bdrv_co_copy_range_to(BdrvChild *src, int64_t src_offset,
+                                       BdrvChild *dst, int64_t dst_offset,
+                                       int64_t bytes, BdrvRequestFlags flags);
+/*
  * What [@offset, +@bytes) of @bs reads as, over its whole backing chain:
  * BDRV_BLOCK_* for the first *@pnum bytes, BDRV_BLOCK_ALLOCATED only if
  * @bs itself allocates them; *@depth as bdrv_co_block_status_above() says.

@@ -16,6 +16,7 @@ typedef struct BdrvCbwOptions {
     const char *filter_node_name;   /* NULL: generated */
     const BdrvDirtyBitmap *bitmap;  /* initial copy set (NULL: all) */
     bool discard_source;
+    bool use_copy_range;            /* the backup job's x-perf */
     int64_t min_cluster_size;       /* 0: none */
     OnCbwError on_cbw_error;
     uint32_t cbw_timeout;           /* seconds, 0: none */

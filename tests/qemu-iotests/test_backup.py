@@ -430,6 +430,72 @@ def test_target_flushed_before_success(daemon, scratch, disk):
     assert errs == [{"device": "j", "operation": "write", "action": "report"}]
 
 
+# --- copy offload ------------------------------------------------------------------
+
+def trace_copy_offload(d):
+    """blockd: log offloads and reads (qsd 7.2 has no trace-event-set-state)."""
+    if not iotests.is_reference():
+        for name in ("bdrv_co_copy_range_done", "block_copy_copy_range_fail",
+                     "bdrv_co_pread"):
+            d.command("trace-event-set-state", name=name, enable=True)
+
+
+def trace_count(d, event, suffix=""):
+    """How many lines of @event ending in @suffix blockd logged."""
+    return sum(1 for line in d.stderr().splitlines()
+               if line.startswith(event + " ") and line.endswith(suffix))
+
+
+def copy_reads(d):
+    """Reads of whole clusters or more: block-copy's, not a client's probe."""
+    return sum(1 for line in d.stderr().splitlines()
+               if line.startswith("bdrv_co_pread ") and
+               int(line.split(" bytes ")[1].split()[0]) >= CLUSTER)
+
+
+def test_copy_offload_point_in_time(daemon, scratch, disk):
+    """x-perf use-copy-range between two raw files: the kernel copies
+    (copy_file_range), and the target still holds the point in time."""
+    src, ref = disk
+    open_src(daemon, src)
+    tgt = open_raw_target(daemon, scratch)
+    uri = start_export(daemon)
+    trace_copy_offload(daemon)
+    backup(daemon, sync="full", speed=SLOW, **{"x-perf": {"use-copy-range": True}})
+    guest_writes(uri)
+    ev = finish(daemon, "j")
+    assert "error" not in ev["data"], ev
+    compare_images(tgt, ref)
+    if not iotests.is_reference():
+        # The daemon never read the data it copied, before guest writes
+        # or in the background (qemu-io only probes the first sector).
+        assert trace_count(daemon, "bdrv_co_copy_range_done", " ret 0") >= 4
+        assert trace_count(daemon, "block_copy_copy_range_fail") == 0
+        assert copy_reads(daemon) == 0
+
+
+def test_copy_offload_falls_back(daemon, scratch, disk):
+    """A qcow2 target cannot take an offload: the job reads and writes
+    instead, from the first failure on, and the backup is the same."""
+    src, ref = disk
+    open_src(daemon, src)
+    tgt = os.path.join(scratch, "tgt.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", tgt, str(SIZE))
+    add_qcow2(daemon, tgt, "tgt")
+    uri = start_export(daemon)
+    trace_copy_offload(daemon)
+    backup(daemon, sync="full", speed=SLOW, **{"x-perf": {"use-copy-range": True}})
+    guest_writes(uri)
+    ev = finish(daemon, "j")
+    assert "error" not in ev["data"], ev
+    daemon.command("blockdev-del", node_name="tgt")
+    compare_images(tgt, ref, fmt_a="qcow2")
+    if not iotests.is_reference():
+        assert trace_count(daemon, "block_copy_copy_range_fail") == 1
+        assert trace_count(daemon, "bdrv_co_copy_range_done", " ret 0") == 0
+        assert copy_reads(daemon) > 0
+
+
 @iotests.blockd_only("on-cbw-error on blockdev-backup is QEMU 10.1's; failing the job "
                      "is blockd's")
 def test_break_snapshot_fails_the_job(daemon, scratch, disk):
