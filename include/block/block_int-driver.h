@@ -45,6 +45,13 @@ typedef struct BlockLimits {
     uint32_t max_transfer;          /* bytes, multiple of alignment */
 } BlockLimits;
 
+/* A copy offload step: see bdrv_co_copy_range_from/_to below. */
+typedef int coroutine_fn BdrvCopyRangeFunc(BlockDriverState *bs,
+                                           BdrvChild *src, int64_t src_offset,
+                                           BdrvChild *dst, int64_t dst_offset,
+                                           int64_t bytes,
+                                           BdrvRequestFlags flags);
+
 struct BlockDriver {
     const char *format_name;
     size_t instance_size;
@@ -119,20 +126,8 @@ struct BlockDriver {
      * (@dst->bs is @bs), which passes it down or copies.  -ENOTSUP (or a
      * NULL callback): no offload here; the caller reads and writes.
      */
-    int coroutine_fn (*bdrv_co_copy_range_from)(BlockDriverState *bs,
-                                                BdrvChild *src,
-                                                int64_t src_offset,
-                                                BdrvChild *dst,
-                                                int64_t dst_offset,
-                                                int64_t bytes,
-                                                BdrvRequestFlags flags);
-    int coroutine_fn (*bdrv_co_copy_range_to)(BlockDriverState *bs,
-                                              BdrvChild *src,
-                                              int64_t src_offset,
-                                              BdrvChild *dst,
-                                              int64_t dst_offset,
-                                              int64_t bytes,
-                                              BdrvRequestFlags flags);
+    BdrvCopyRangeFunc *bdrv_co_copy_range_from;
+    BdrvCopyRangeFunc *bdrv_co_copy_range_to;
     /* Make this node's own writes stable; the core flushes children. */
     int coroutine_fn (*bdrv_co_flush)(BlockDriverState *bs);
     /*

@@ -453,18 +453,23 @@ def copy_reads(d):
                int(line.split(" bytes ")[1].split()[0]) >= CLUSTER)
 
 
+def offloaded_backup_while_writing(d):
+    """A full backup src -> tgt with use-copy-range while a client writes."""
+    uri = start_export(d)
+    trace_copy_offload(d)
+    backup(d, sync="full", speed=SLOW, **{"x-perf": {"use-copy-range": True}})
+    guest_writes(uri)
+    ev = finish(d, "j")
+    assert "error" not in ev["data"], ev
+
+
 def test_copy_offload_point_in_time(daemon, scratch, disk):
     """x-perf use-copy-range between two raw files: the kernel copies
     (copy_file_range), and the target still holds the point in time."""
     src, ref = disk
     open_src(daemon, src)
     tgt = open_raw_target(daemon, scratch)
-    uri = start_export(daemon)
-    trace_copy_offload(daemon)
-    backup(daemon, sync="full", speed=SLOW, **{"x-perf": {"use-copy-range": True}})
-    guest_writes(uri)
-    ev = finish(daemon, "j")
-    assert "error" not in ev["data"], ev
+    offloaded_backup_while_writing(daemon)
     compare_images(tgt, ref)
     if not iotests.is_reference():
         # The daemon never read the data it copied, before guest writes
@@ -482,12 +487,7 @@ def test_copy_offload_falls_back(daemon, scratch, disk):
     tgt = os.path.join(scratch, "tgt.qcow2")
     qemu_img("create", "-q", "-f", "qcow2", tgt, str(SIZE))
     add_qcow2(daemon, tgt, "tgt")
-    uri = start_export(daemon)
-    trace_copy_offload(daemon)
-    backup(daemon, sync="full", speed=SLOW, **{"x-perf": {"use-copy-range": True}})
-    guest_writes(uri)
-    ev = finish(daemon, "j")
-    assert "error" not in ev["data"], ev
+    offloaded_backup_while_writing(daemon)
     daemon.command("blockdev-del", node_name="tgt")
     compare_images(tgt, ref, fmt_a="qcow2")
     if not iotests.is_reference():
