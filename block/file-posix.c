@@ -488,12 +488,6 @@ enum {
     FILE_CREATE_ZERO_CHUNK = 1 << 20,
 };
 
-static ssize_t coroutine_fn file_create_submit(AioRequest *req)
-{
-    return uring_available(NULL) ? uring_co_submit(req)
-                                 : thread_pool_co_submit_request(req);
-}
-
 static int coroutine_fn file_create_write_zeroes(int fd, int64_t offset,
                                                  int64_t bytes)
 {
@@ -504,7 +498,7 @@ static int coroutine_fn file_create_write_zeroes(int fd, int64_t offset,
             .op = AIO_OP_WRITE, .fd = fd, .buf = buf, .offset = offset,
             .len = MIN(bytes, FILE_CREATE_ZERO_CHUNK),
         };
-        ssize_t n = file_create_submit(&req);
+        ssize_t n = aio_co_submit(&req);
 
         if (n == -EINTR || n == -EAGAIN) {
             continue;
@@ -573,7 +567,7 @@ static int coroutine_fn file_create_resize(int fd, int64_t size,
             return ret;
         }
         req = (AioRequest) { .op = AIO_OP_FSYNC, .fd = fd };
-        ret = file_create_submit(&req);
+        ret = aio_co_submit(&req);
         if (ret < 0) {
             error_setg_errno(errp, -ret, "Could not flush file to disk");
             return ret;
@@ -583,7 +577,7 @@ static int coroutine_fn file_create_resize(int fd, int64_t size,
         if (size == 0) {
             return 0;
         }
-        ret = file_create_submit(&req);
+        ret = aio_co_submit(&req);
         if (ret < 0) {
             error_setg_errno(errp, -ret, "Could not preallocate new data");
             return ret;

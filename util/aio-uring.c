@@ -270,3 +270,9 @@ ssize_t coroutine_fn uring_co_submit(const AioRequest *req)
     coroutine_yield();
     return waiter.result;
 }
+
+ssize_t coroutine_fn aio_co_submit(const AioRequest *req)
+{
+    return uring_available(NULL) ? uring_co_submit(req)
+                                 : thread_pool_co_submit_request(req);
+}

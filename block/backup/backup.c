@@ -363,6 +363,8 @@ static BlockDriverState *backup_insert_filter(const BackupJobOptions *opts,
         .min_cluster_size = opts->min_cluster_size,
         .on_cbw_error = opts->on_cbw_error,
         .write_behind_bytes = opts->write_behind_bytes,
+        .write_behind_spill_bytes = opts->write_behind_spill_bytes,
+        .write_behind_spill_dir = opts->write_behind_spill_dir,
     };
 
     return bdrv_cbw_append(opts->source, opts->target, &cbw_opts, bcs, errp);

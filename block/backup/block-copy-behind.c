@@ -12,6 +12,17 @@
  * (block_copy_wait_behind_writes()).  A failed write behind cannot be
  * retried, the source changed: the state is failed for good and its
  * failure callback tells the owner.
+ *
+ * The memory of tasks behind is bounded (s->behind_free).  When it is
+ * taken, a task may park its old data in the spill file instead
+ * (write_behind_spill_bytes, block-copy-spill.c) and free its buffer:
+ * it is behind as well.  Its target write then reads the data back a
+ * piece at a time, each piece in write-behind memory again, so that the
+ * bound holds for everything behind.  Spilled tasks waiting for that
+ * memory go first: a new task does not take it from them (it spills
+ * too, or waits), so the spill drains.  A spill that cannot take the
+ * data (full, or its write failed) changes nothing: the task stays in
+ * its call and writes the target from its buffer, as without a spill.
  */
 #include "block/backup/block-copy-int.h"
 #include "block/backup/trace.h"
@@ -36,22 +47,14 @@ void coroutine_fn block_copy_wait_behind_writes(BlockCopyState *s,
     reqlist_wait_all(&s->behind_reqs, offset, bytes);
 }
 
-/*
- * The old data is in memory: if the call allows it and the budget has
- * room, let the call go on without this task (it returns to the guest)
- * while the target write finishes behind it.
- */
-void block_copy_task_try_behind(BlockCopyTask *task, int64_t mem)
+/* Leave the call: it goes on, the target write finishes behind it. */
+static void block_copy_task_leave_call(BlockCopyTask *task)
 {
     BlockCopyState *s = task->s;
     BlockCopyCallState *call = task->call;
 
-    if (!call->write_behind || s->behind_free < mem) {
-        return;
-    }
-    trace_block_copy_task_behind(call, task->req.offset, task->req.bytes);
-    s->behind_free -= mem;
-    task->behind_bytes = mem;
+    trace_block_copy_task_behind(call, task->req.offset, task->req.bytes,
+                                 task->spilled);
     /* Sync calls stop waiting for it; its waiters look again. */
     reqlist_remove(&s->reqs, &task->req);
     reqlist_add(&s->behind_reqs, &task->req, task->req.offset,
@@ -60,6 +63,98 @@ void block_copy_task_try_behind(BlockCopyTask *task, int64_t mem)
     task->call = NULL;
     call->tasks_in_flight--;
     co_queue_next(&call->task_ended);
+}
+
+/* Write-behind memory for reading back spilled data (waits for it). */
+static void coroutine_fn block_copy_behind_mem_get(BlockCopyState *s,
+                                                   int64_t bytes)
+{
+    s->behind_mem_waiting++;
+    while (s->behind_free < bytes) {
+        co_queue_wait(&s->behind_mem_waiters);
+    }
+    s->behind_mem_waiting--;
+    s->behind_free -= bytes;
+}
+
+static void block_copy_behind_mem_put(BlockCopyState *s, int64_t bytes)
+{
+    s->behind_free += bytes;
+    /* Waiters want different amounts: each looks for itself. */
+    co_queue_restart_all(&s->behind_mem_waiters);
+}
+
+/*
+ * Park the task's old data in the spill file.  False if the spill has no
+ * room or the write failed: then the task still holds the data in @buf.
+ */
+static bool coroutine_fn block_copy_task_spill(BlockCopyTask *task,
+                                               void *buf)
+{
+    BlockCopyState *s = task->s;
+    int64_t offset = block_copy_spill_alloc(s->spill, task->req.bytes);
+    int ret;
+
+    if (offset < 0) {
+        return false;
+    }
+    ret = block_copy_spill_pwrite(s->spill, offset, buf, task->req.bytes);
+    if (ret < 0) {
+        trace_block_copy_spill_write_failed(task->req.offset,
+                                            task->req.bytes, ret);
+        block_copy_spill_release(s->spill, offset, task->req.bytes);
+        return false;
+    }
+    task->spilled = true;
+    task->spill_offset = offset;
+    return true;
+}
+
+void coroutine_fn block_copy_task_try_behind(BlockCopyTask *task, void *buf)
+{
+    BlockCopyState *s = task->s;
+    int64_t mem = block_copy_mem_cost(task->req.bytes);
+
+    if (!task->call->write_behind) {
+        return;
+    }
+    if (s->behind_free >= mem && s->behind_mem_waiting == 0) {
+        s->behind_free -= mem;
+        task->behind_bytes = mem;
+        block_copy_task_leave_call(task);
+    } else if (s->spill && block_copy_task_spill(task, buf)) {
+        block_copy_task_leave_call(task);
+    }
+}
+
+int coroutine_fn block_copy_behind_write_spilled(BlockCopyTask *task)
+{
+    BlockCopyState *s = task->s;
+    int64_t bytes = task->req.bytes;
+    int64_t piece;
+    int ret = 0;
+
+    g_assert(task->spilled && !task->call);
+    for (int64_t done = 0; ret == 0 && done < bytes; done += piece) {
+        void *buf;
+
+        piece = MIN(s->spill_piece, bytes - done);
+        block_copy_behind_mem_get(s, piece);
+        buf = block_copy_bounce_get(s, piece);
+        ret = buf ? block_copy_spill_pread(s->spill,
+                                           task->spill_offset + done, buf,
+                                           piece)
+                  : -ENOMEM;
+        if (ret == 0) {
+            ret = bdrv_co_pwrite(s->target, task->req.offset + done, piece,
+                                 buf, s->write_flags);
+        }
+        block_copy_bounce_put(s, buf, piece);
+        block_copy_behind_mem_put(s, piece);
+    }
+    block_copy_spill_release(s->spill, task->spill_offset, bytes);
+    task->spilled = false;
+    return ret;
 }
 
 /*
@@ -72,7 +167,7 @@ void block_copy_behind_end(BlockCopyTask *task, int ret)
     BlockCopyState *s = task->s;
 
     trace_block_copy_behind_end(task->req.offset, task->req.bytes, ret);
-    s->behind_free += task->behind_bytes;
+    block_copy_behind_mem_put(s, task->behind_bytes);
     s->in_flight_bytes -= task->req.bytes;
     if (ret == 0 && s->progress_cb) {
         s->progress_cb(s->progress_opaque, task->req.bytes);

@@ -1,6 +1,7 @@
 /*
- * block-copy's private structures, shared by block-copy.c (the engine)
- * and block-copy-behind.c (write-behind).  Nothing else includes this.
+ * block-copy's private structures, shared by block-copy.c (the engine),
+ * block-copy-behind.c (write-behind) and block-copy-spill.c (its spill
+ * file).  Nothing else includes this but tests/unit/test-block-copy.c.
  */
 #ifndef BLOCK_BLOCK_COPY_INT_H
 #define BLOCK_BLOCK_COPY_INT_H
@@ -10,6 +11,8 @@
 #include "block/reqlist.h"
 #include "util/ratelimit.h"
 
+typedef struct BlockCopySpill BlockCopySpill;
+
 typedef struct BlockCopyTask {
     BlockReq req;                   /* the range, in s->reqs */
     BlockCopyState *s;
@@ -17,6 +20,8 @@ typedef struct BlockCopyTask {
                                      * once the write is behind */
     bool zeroes;                    /* the source reads zeroes there */
     int64_t behind_bytes;           /* write-behind budget it holds */
+    bool spilled;                   /* its old data is in the spill file */
+    int64_t spill_offset;           /* there, if spilled */
 } BlockCopyTask;
 
 struct BlockCopyCallState {
@@ -64,6 +69,8 @@ struct BlockCopyState {
     bool discard_source;
     bool write_behind;              /* write_behind_bytes > 0 */
     bool use_copy_range;            /* until an offload fails */
+    BlockCopySpill *spill;          /* NULL: no spill file */
+    int64_t spill_piece;            /* read back at most this at once */
     BdrvRequestFlags write_flags;   /* for every target write */
 
     /* Main loop and its coroutines. */
@@ -71,6 +78,8 @@ struct BlockCopyState {
     BlockReqList behind_reqs;       /* tasks whose write is behind */
     uint64_t in_flight_bytes;       /* bytes of the tasks of both lists */
     int64_t behind_free;            /* left of write_behind_bytes */
+    CoQueue behind_mem_waiters;     /* spilled tasks waiting for it */
+    int behind_mem_waiting;         /* how many; others let them first */
     int behind_ret;                 /* first failed write behind, or 0 */
     BlockCopyFailureFunc *failure_cb;
     void *failure_opaque;
@@ -92,13 +101,58 @@ struct BlockCopyState {
 void block_copy_owner_inc_in_flight(BlockCopyState *s);
 void block_copy_owner_dec_in_flight(BlockCopyState *s);
 
+/* What a bounce buffer of @bytes takes of BLOCK_COPY_MEMORY_BUDGET. */
+static inline int64_t block_copy_mem_cost(int64_t bytes)
+{
+    return MIN(bytes, BLOCK_COPY_MEMORY_BUDGET);
+}
+
+/*
+ * A bounce buffer of @bytes, charged to the memory budget (waits until
+ * the budget has room); NULL if the allocation fails.  Give it back with
+ * block_copy_bounce_put(), even if NULL.
+ */
+void *coroutine_fn block_copy_bounce_get(BlockCopyState *s, int64_t bytes);
+void block_copy_bounce_put(BlockCopyState *s, void *buf, int64_t bytes);
+
 /* block-copy-behind.c */
 /*
- * @task has read its old data into a buffer of @mem bytes: if its call
- * and the budget allow, let the call go on without it.
+ * @task has read its old data into the bounce buffer @buf: if its call
+ * allows, let the call go on without it, keeping @buf while the
+ * write-behind memory has room, else parking the data in the spill file
+ * (task->spilled: @buf is free, block_copy_behind_write_spilled() writes
+ * the target).  Otherwise the task stays in its call.
  */
-void block_copy_task_try_behind(BlockCopyTask *task, int64_t mem);
+void coroutine_fn block_copy_task_try_behind(BlockCopyTask *task,
+                                             void *buf);
+/* The target write of a spilled task, from the spill file. */
+int coroutine_fn block_copy_behind_write_spilled(BlockCopyTask *task);
 /* A task whose write was behind ended with @ret. */
 void block_copy_behind_end(BlockCopyTask *task, int ret);
+
+/* block-copy-spill.c */
+/*
+ * An unnamed file in @dir for up to @bytes (whole @units) of spilled
+ * data; NULL with an error if it cannot be created.
+ */
+BlockCopySpill *block_copy_spill_new(const char *dir, int64_t bytes,
+                                     int64_t unit, Error **errp);
+void block_copy_spill_free(BlockCopySpill *spill);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC(BlockCopySpill, block_copy_spill_free)
+/*
+ * Room for @bytes (rounded up to units): its offset in the file, or
+ * -ENOSPC when no free extent is that large.
+ */
+int64_t block_copy_spill_alloc(BlockCopySpill *spill, int64_t bytes);
+/* Give back what block_copy_spill_alloc(@bytes) returned at @offset. */
+void block_copy_spill_release(BlockCopySpill *spill, int64_t offset,
+                              int64_t bytes);
+/* Write or read back @bytes at @offset: 0 or -errno. */
+int coroutine_fn block_copy_spill_pwrite(BlockCopySpill *spill,
+                                         int64_t offset, void *buf,
+                                         int64_t bytes);
+int coroutine_fn block_copy_spill_pread(BlockCopySpill *spill,
+                                        int64_t offset, void *buf,
+                                        int64_t bytes);
 
 #endif /* BLOCK_BLOCK_COPY_INT_H */

@@ -113,6 +113,28 @@ static int64_t block_copy_calculate_chunk_size(BlockCopyState *s,
     return MIN(MAX(s->cluster_size, BLOCK_COPY_CHUNK_SIZE), max_transfer);
 }
 
+/*
+ * A spill holds whole clusters, and spilled data goes to the target
+ * through write-behind memory, at least a cluster at a time.
+ */
+static bool block_copy_check_spill(const BlockCopyOptions *opts,
+                                   int64_t cluster_size, Error **errp)
+{
+    if (opts->write_behind_spill_bytes < (uint64_t)cluster_size) {
+        error_setg(errp, "The write-behind spill size (%" PRIu64 " bytes) "
+                   "is less than a cluster (%" PRId64 " bytes)",
+                   opts->write_behind_spill_bytes, cluster_size);
+        return false;
+    }
+    if (opts->write_behind_bytes < (uint64_t)cluster_size) {
+        error_setg(errp, "A write-behind spill needs a write-behind buffer "
+                   "of at least a cluster (%" PRId64 " bytes)",
+                   cluster_size);
+        return false;
+    }
+    return true;
+}
+
 BlockCopyState *block_copy_state_new(BdrvChild *source, BdrvChild *target,
                                      const BdrvDirtyBitmap *bitmap,
                                      const BlockCopyOptions *opts,
@@ -120,6 +142,7 @@ BlockCopyState *block_copy_state_new(BdrvChild *source, BdrvChild *target,
 {
     static const BlockCopyOptions defaults;
     g_autofree BlockCopyState *s = NULL;
+    g_autoptr(BlockCopySpill) spill = NULL;
     BlockDriverState *owner = source->parent_bs ? source->parent_bs
                                                 : source->bs;
     int64_t cluster_size;
@@ -140,6 +163,10 @@ BlockCopyState *block_copy_state_new(BdrvChild *source, BdrvChild *target,
         error_setg(errp, "write-behind-bytes is too large");
         return NULL;
     }
+    if (opts->write_behind_spill_bytes > INT64_MAX) {
+        error_setg(errp, "write-behind-spill-bytes is too large");
+        return NULL;
+    }
     if (opts->compress) {
         /* The I/O layer has no compressed writes (yet). */
         error_setg(errp, "Compression is not supported for this drive %s",
@@ -157,6 +184,19 @@ BlockCopyState *block_copy_state_new(BdrvChild *source, BdrvChild *target,
                    "copy bitmap", cluster_size);
         return NULL;
     }
+    if (opts->write_behind_spill_bytes) {
+        if (!block_copy_check_spill(opts, cluster_size, errp)) {
+            return NULL;
+        }
+        spill = block_copy_spill_new(opts->write_behind_spill_dir
+                                     ? opts->write_behind_spill_dir
+                                     : BLOCK_COPY_SPILL_DIR,
+                                     opts->write_behind_spill_bytes,
+                                     cluster_size, errp);
+        if (!spill) {
+            return NULL;
+        }
+    }
 
     s = g_new0(BlockCopyState, 1);
     s->source = source;
@@ -171,6 +211,9 @@ BlockCopyState *block_copy_state_new(BdrvChild *source, BdrvChild *target,
     }
     s->write_behind = opts->write_behind_bytes > 0;
     s->behind_free = opts->write_behind_bytes;
+    co_queue_init(&s->behind_mem_waiters);
+    s->spill_piece = MIN(ALIGN_DOWN(s->behind_free, cluster_size),
+                         s->chunk_size);
     s->use_copy_range = opts->use_copy_range && !opts->compress;
     reqlist_init(&s->reqs);
     reqlist_init(&s->behind_reqs);
@@ -195,6 +238,7 @@ BlockCopyState *block_copy_state_new(BdrvChild *source, BdrvChild *target,
         return NULL;
     }
     s->spare_buffers = g_ptr_array_new_with_free_func(blk_vfree);
+    s->spill = g_steal_pointer(&spill);
     trace_block_copy_state_new(s, cluster_size, s->chunk_size);
     return g_steal_pointer(&s);
 }
@@ -211,6 +255,7 @@ void block_copy_state_free(BlockCopyState *s)
     }
     g_assert(reqlist_is_empty(&s->reqs));
     g_ptr_array_free(s->spare_buffers, true);
+    block_copy_spill_free(s->spill);
     bdrv_release_dirty_bitmap(s->copy_bitmap);
     g_free(s);
 }
@@ -294,6 +339,18 @@ static void block_copy_buffer_put(BlockCopyState *s, void *buf,
     } else {
         blk_vfree(buf);
     }
+}
+
+void *coroutine_fn block_copy_bounce_get(BlockCopyState *s, int64_t bytes)
+{
+    block_copy_mem_get(s, block_copy_mem_cost(bytes));
+    return block_copy_buffer_get(s, bytes);
+}
+
+void block_copy_bounce_put(BlockCopyState *s, void *buf, int64_t bytes)
+{
+    block_copy_buffer_put(s, buf, bytes);
+    block_copy_mem_put(s, block_copy_mem_cost(bytes));
 }
 
 static void block_copy_free_spare_buffers(BlockCopyState *s)
@@ -429,14 +486,17 @@ static bool coroutine_fn block_copy_task_offload(BlockCopyTask *task)
     return ret == 0;
 }
 
-/* Copy through a bounce buffer from the shared budget. */
+/*
+ * Copy through a bounce buffer from the shared budget.  With write-behind
+ * the target write may finish after the call went on: from the buffer,
+ * or, if the task spilled, from the spill file once the buffer is back.
+ */
 static int coroutine_fn block_copy_task_copy(BlockCopyTask *task,
                                              bool *error_is_read)
 {
     BlockCopyState *s = task->s;
     int64_t offset = task->req.offset;
     int64_t bytes = task->req.bytes;
-    int64_t mem = MIN(bytes, BLOCK_COPY_MEMORY_BUDGET);
     void *buf;
     int ret;
 
@@ -444,24 +504,25 @@ static int coroutine_fn block_copy_task_copy(BlockCopyTask *task,
         *error_is_read = false;
         return 0;
     }
-    block_copy_mem_get(s, mem);
-    buf = block_copy_buffer_get(s, bytes);
+    buf = block_copy_bounce_get(s, bytes);
     if (!buf) {
         *error_is_read = true;
         ret = -ENOMEM;
     } else {
         ret = bdrv_co_pread(s->source, offset, bytes, buf, 0);
-        if (ret < 0) {
-            *error_is_read = true;
-        } else {
-            block_copy_task_try_behind(task, mem);
-            ret = bdrv_co_pwrite(s->target, offset, bytes, buf,
-                                 s->write_flags);
-            *error_is_read = false;
+        *error_is_read = ret < 0;
+        if (ret == 0) {
+            block_copy_task_try_behind(task, buf);
+            if (!task->spilled) {
+                ret = bdrv_co_pwrite(s->target, offset, bytes, buf,
+                                     s->write_flags);
+            }
         }
     }
-    block_copy_buffer_put(s, buf, bytes);
-    block_copy_mem_put(s, mem);
+    block_copy_bounce_put(s, buf, bytes);
+    if (task->spilled) {
+        ret = block_copy_behind_write_spilled(task);
+    }
     return ret;
 }
 

@@ -92,6 +92,14 @@ static bool cbw_check_options(const BlockdevOptionsCbw *opts, Error **errp)
                    INT64_MAX);
         return false;
     }
+    if (opts->has___org_blockd_write_behind_spill_size &&
+        opts->__org_blockd_write_behind_spill_size > INT64_MAX) {
+        error_setg(errp, "__org.blockd_write-behind-spill-size too large: %"
+                   PRIu64 " > %" PRId64,
+                   (uint64_t)opts->__org_blockd_write_behind_spill_size,
+                   INT64_MAX);
+        return false;
+    }
     if (opts->has_min_cluster_size) {
         if (opts->min_cluster_size > INT64_MAX) {
             error_setg(errp, "min-cluster-size too large: %" PRIu64 " > %"
@@ -154,9 +162,16 @@ static int cbw_init(BlockDriverState *bs, const BdrvCbwOptions *opts,
         .discard_source = opts->discard_source,
         .use_copy_range = opts->use_copy_range,
         .write_behind_bytes = opts->write_behind_bytes,
+        .write_behind_spill_bytes = opts->write_behind_spill_bytes,
+        .write_behind_spill_dir = opts->write_behind_spill_dir,
     };
 
     reqlist_init(&s->frozen_reads);
+    if (opts->write_behind_spill_dir && !opts->write_behind_spill_bytes) {
+        error_setg(errp, "__org.blockd_write-behind-spill-dir needs "
+                   "__org.blockd_write-behind-spill-size");
+        return -EINVAL;
+    }
     s->on_cbw_error = opts->on_cbw_error;
     s->cbw_timeout_ns = opts->cbw_timeout * (uint64_t)G_USEC_PER_SEC * 1000;
     s->discard_source = opts->discard_source;
@@ -245,6 +260,10 @@ static int coroutine_fn cbw_open_blockdev(BlockDriverState *bs,
                             ? (int64_t)opts->min_cluster_size : 0,
         .write_behind_bytes = opts->has___org_blockd_write_behind_buffer
                               ? opts->__org_blockd_write_behind_buffer : 0,
+        .write_behind_spill_bytes =
+            opts->has___org_blockd_write_behind_spill_size
+            ? opts->__org_blockd_write_behind_spill_size : 0,
+        .write_behind_spill_dir = opts->__org_blockd_write_behind_spill_dir,
     };
 
     if (!cbw_check_options(opts, errp)) {

@@ -181,6 +181,10 @@ BlockJob *backup_prepare_common(BackupCommon *args, BlockDriverState *bs,
         .discard_source = args->has_discard_source && args->discard_source,
         .write_behind_bytes = args->has___org_blockd_write_behind_buffer
                               ? args->__org_blockd_write_behind_buffer : 0,
+        .write_behind_spill_bytes =
+            args->has___org_blockd_write_behind_spill_size
+            ? args->__org_blockd_write_behind_spill_size : 0,
+        .write_behind_spill_dir = args->__org_blockd_write_behind_spill_dir,
     };
 
     if (!backup_check_sync_bitmap(args, bs, &opts, errp)) {

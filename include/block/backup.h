@@ -35,6 +35,8 @@ typedef struct BackupJobOptions {
     int64_t min_cluster_size;       /* 0: none */
     bool discard_source;
     uint64_t write_behind_bytes;    /* 0: off (a blockd extension) */
+    uint64_t write_behind_spill_bytes;      /* 0: none (blockd) */
+    const char *write_behind_spill_dir;     /* NULL: the default */
 } BackupJobOptions;
 
 /*

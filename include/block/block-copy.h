@@ -35,6 +35,8 @@ typedef struct BlockCopyCallState BlockCopyCallState;
 #define BLOCK_COPY_MEMORY_BUDGET        (128 * 1024 * 1024)
 /* Default number of tasks one call runs at a time. */
 #define BLOCK_COPY_MAX_WORKERS          64
+/* Where the write-behind spill file goes by default. */
+#define BLOCK_COPY_SPILL_DIR            "/var/tmp"
 
 typedef struct BlockCopyOptions {
     /*
@@ -67,6 +69,20 @@ typedef struct BlockCopyOptions {
      * See block_copy_set_failure_callback() and block_copy_state_failed().
      */
     uint64_t write_behind_bytes;
+    /*
+     * The spill level of write-behind, a blockd extension (0: none).
+     * When write_behind_bytes are all taken, a task going behind writes
+     * its old data to an unnamed file in write_behind_spill_dir (NULL:
+     * BLOCK_COPY_SPILL_DIR) holding up to this many bytes, frees its
+     * buffer, and block_copy() returns; the target write reads the data
+     * back later, through write-behind memory, a piece at a time.  When
+     * the spill is full too, or writing it fails, block_copy() waits for
+     * the target write.  At least one cluster, and so must
+     * write_behind_bytes be.  The file disappears with the state, or
+     * with the process.
+     */
+    uint64_t write_behind_spill_bytes;
+    const char *write_behind_spill_dir;
 } BlockCopyOptions;
 
 /*

@@ -22,6 +22,9 @@ typedef struct BdrvCbwOptions {
     uint32_t cbw_timeout;           /* seconds, 0: none */
     /* BlockCopyOptions.write_behind_bytes (a blockd extension; 0: off) */
     uint64_t write_behind_bytes;
+    /* BlockCopyOptions.write_behind_spill_* (a blockd extension) */
+    uint64_t write_behind_spill_bytes;          /* 0: none */
+    const char *write_behind_spill_dir;         /* NULL: the default */
 } BdrvCbwOptions;
 
 /*

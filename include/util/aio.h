@@ -49,6 +49,12 @@ ssize_t coroutine_fn uring_co_submit(const AioRequest *req);
 /* Run a request with a blocking system call on a worker thread. */
 ssize_t coroutine_fn thread_pool_co_submit_request(const AioRequest *req);
 
+/*
+ * Run a request on io_uring where it works, else on the thread pool: for
+ * callers with no engine setting of their own.
+ */
+ssize_t coroutine_fn aio_co_submit(const AioRequest *req);
+
 /* Run @func(@opaque) on a worker thread; return its result. */
 typedef int ThreadPoolFunc(void *opaque);
 int coroutine_fn thread_pool_co_submit(ThreadPoolFunc *func, void *opaque);

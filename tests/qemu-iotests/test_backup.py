@@ -569,6 +569,44 @@ def test_failed_write_behind_fails_the_job(daemon, scratch, disk):
         kit.stop()
 
 
+SPILL_SIZE = "__org.blockd_write-behind-spill-size"
+SPILL_DIR = "__org.blockd_write-behind-spill-dir"
+
+
+@iotests.blockd_only(f"{SPILL_SIZE} is a blockd extension")
+def test_write_behind_spill_guest_does_not_wait(daemon, scratch, disk):
+    """One cluster of write-behind memory and a spill file of a few MiB:
+    guest writes to five clusters all return before the slow target could
+    take one copy, and the finished backup is the point in time."""
+    src, ref = disk
+    delay = 3
+    open_src(daemon, src)
+    tgt = os.path.join(scratch, "tgt.img")
+    qemu_img("create", "-q", "-f", "raw", tgt, str(SIZE))
+    kit = Nbdkit(scratch, ["file", tgt, f"delay-write={delay}"], filters=["delay"]).start()
+    daemon.command("blockdev-add", {"driver": "nbd", "node-name": "tgt",
+                                    "server": {"type": "unix", "path": kit.sock}})
+    # Clusters with data, away from the first chunk the job copies at once.
+    writes = [(0x61, 5 * MiB, 4096), (0x62, 5 * MiB + 3 * CLUSTER + 512, 4096),
+              (0x63, 5 * MiB + 9 * CLUSTER, CLUSTER), (0x64, SIZE - MiB, 8192),
+              (0x65, SIZE - 4096, 4096)]
+    try:
+        uri = start_export(daemon)
+        # Slow enough that the job holds none of those clusters meanwhile.
+        backup(daemon, sync="full", speed=CLUSTER,
+               **{WRITE_BEHIND: CLUSTER, SPILL_SIZE: 4 * MiB, SPILL_DIR: scratch})
+        start = time.monotonic()
+        guest_writes(uri, writes)
+        assert time.monotonic() - start < delay - 1
+        daemon.command("block-job-set-speed", {"device": "j", "speed": 0})
+        ev = finish(daemon, "j", timeout=20 * delay)
+        assert "error" not in ev["data"], ev
+    finally:
+        daemon.stop()
+        kit.stop()
+    compare_images(tgt, ref)
+
+
 @iotests.blockd_only("__org.blockd_bitmap-node is a blockd extension")
 def test_bitmap_on_another_node(daemon, scratch, disk):
     """The bitmap lives on the file node below the device's format node."""

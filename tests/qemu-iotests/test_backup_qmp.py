@@ -263,3 +263,39 @@ def test_grouped_bitmap_action(nodes):
     else:
         assert resp == {"return": {}}
         nodes.command("block-dirty-bitmap-remove", {"node": "src", "name": "b1"})
+
+
+SPILL_SIZE = "__org.blockd_write-behind-spill-size"
+SPILL_DIR = "__org.blockd_write-behind-spill-dir"
+WRITE_BEHIND = "__org.blockd_write-behind-buffer"
+
+
+@iotests.blockd_only("the write-behind spill is a blockd extension")
+@pytest.mark.parametrize("args,desc", [
+    # QMP takes -1 for a size as 2^64 - 1, as QEMU does.
+    ({SPILL_SIZE: -1}, "Cannot create block-copy-state: write-behind-spill-bytes is too large"),
+    ({SPILL_DIR: []}, f"Invalid parameter type for '{SPILL_DIR}', expected: string"),
+    ({WRITE_BEHIND: 65536, SPILL_SIZE: 2**63},
+     "Cannot create block-copy-state: write-behind-spill-bytes is too large"),
+    ({WRITE_BEHIND: 65536, SPILL_SIZE: 4096},
+     "Cannot create block-copy-state: The write-behind spill size (4096 bytes) is "
+     "less than a cluster (65536 bytes)"),
+    ({SPILL_SIZE: MiB},
+     "Cannot create block-copy-state: A write-behind spill needs a write-behind "
+     "buffer of at least a cluster (65536 bytes)"),
+    ({WRITE_BEHIND: MiB, SPILL_DIR: "/tmp"}, f"{SPILL_DIR} needs {SPILL_SIZE}"),
+    ({WRITE_BEHIND: MiB, SPILL_SIZE: MiB, SPILL_DIR: "/nonexistent"},
+     "Cannot create block-copy-state: Could not create a write-behind spill file "
+     "in '/nonexistent': No such file or directory"),
+], ids=["negative", "dir-not-string", "too-large", "less-than-a-cluster", "no-buffer",
+        "dir-without-size", "no-such-dir"])
+def test_write_behind_spill_messages(nodes, args, desc):
+    assert_error(backup(nodes, sync="full", **args), desc)
+    assert nodes.command("query-jobs") == []
+
+
+@iotests.blockd_only("the write-behind spill is a blockd extension")
+def test_write_behind_spill_in_schema(nodes):
+    idx = schema_index(nodes)
+    args = members(idx, idx["blockdev-backup"]["arg-type"])
+    assert (SPILL_SIZE, True) in args and (SPILL_DIR, True) in args

@@ -446,3 +446,114 @@ def test_write_behind_in_schema(graph):
     members = [m["name"] for e in schema if e["meta-type"] == "object"
                for m in e.get("members", [])]
     assert WRITE_BEHIND in members
+
+
+SPILL_SIZE = "__org.blockd_write-behind-spill-size"
+SPILL_DIR = "__org.blockd_write-behind-spill-dir"
+# Guest writes into five different clusters, each its own copy.
+SPILL_CLUSTERS = [1, 5, 9, 13, 40]
+
+
+def spill_writes(clusters):
+    return [(c * CLUSTER + 512, 4 * KiB) for c in clusters]
+
+
+@blockd_only(f"{SPILL_SIZE} is a blockd extension")
+def test_write_behind_spill_lets_the_guest_go_on(graph, scratch):
+    """With one cluster of write-behind memory and a spill file of a few
+    MiB, guest writes to five clusters all return long before the slow
+    target could take a single copy; snapshot reads wait for the copies
+    (read back from the spill one cluster at a time) and get the old
+    data."""
+    delay = 3
+    spill_dir = os.path.join(scratch, "spill")
+    os.mkdir(spill_dir)
+    kit = slow_target(graph, scratch, delay)
+    writes = spill_writes(SPILL_CLUSTERS)
+    try:
+        graph.add_cbw(target="slow", **{WRITE_BEHIND: CLUSTER, SPILL_SIZE: 4 * MiB,
+                                        SPILL_DIR: spill_dir})
+        add_snapshot_access(graph.d)
+        graph.export()
+        graph.export(node="snap", export_id="e-snap", writable=False)
+        start = time.monotonic()
+        graph.guest_write(writes)
+        assert time.monotonic() - start < delay - 1
+        # The spill file has no name: nothing to clean up after a crash.
+        assert os.listdir(spill_dir) == []
+        assert read_file(graph.src_path) == graph.expected_source(writes)
+        res = snapshot_read(graph, [f"read -P {old_pattern(c):#x} {c * CLUSTER} {CLUSTER}"
+                                    for c in SPILL_CLUSTERS])
+        assert "Pattern verification failed" not in res.output
+        # One copy from memory, then four read back from the spill.
+        assert time.monotonic() - start >= delay * 0.9
+    finally:
+        graph.d.stop()
+        kit.stop()
+
+
+@blockd_only(f"{SPILL_SIZE} is a blockd extension")
+def test_write_behind_spill_full_waits(graph, scratch):
+    """Memory and spill (two clusters) taken: the next guest write waits
+    for its copy to reach the slow target, as without write-behind."""
+    delay = 3
+    kit = slow_target(graph, scratch, delay)
+    try:
+        graph.add_cbw(target="slow", **{WRITE_BEHIND: CLUSTER, SPILL_SIZE: 2 * CLUSTER,
+                                        SPILL_DIR: scratch})
+        add_snapshot_access(graph.d)
+        graph.export()
+        graph.export(node="snap", export_id="e-snap", writable=False)
+        start = time.monotonic()
+        graph.guest_write(spill_writes([1, 5, 9]))
+        assert time.monotonic() - start < delay - 1
+        start = time.monotonic()
+        graph.guest_write(spill_writes([13]))
+        assert time.monotonic() - start >= delay * 0.9
+        res = snapshot_read(graph, [f"read -P {old_pattern(c):#x} {c * CLUSTER} {CLUSTER}"
+                                    for c in [1, 5, 9, 13]])
+        assert "Pattern verification failed" not in res.output
+    finally:
+        graph.d.stop()
+        kit.stop()
+
+
+@blockd_only(f"{SPILL_SIZE} is a blockd extension")
+@pytest.mark.parametrize("opts,desc", [
+    # QMP takes -1 for a size as 2^64 - 1, as QEMU does.
+    ({SPILL_SIZE: -1}, f"{SPILL_SIZE} too large: {2**64 - 1} > {2**63 - 1}"),
+    ({SPILL_SIZE: "big"}, f"Invalid parameter type for '{SPILL_SIZE}', expected: integer"),
+    ({SPILL_DIR: 7}, f"Invalid parameter type for '{SPILL_DIR}', expected: string"),
+    ({WRITE_BEHIND: CLUSTER, SPILL_SIZE: 2**63},
+     f"{SPILL_SIZE} too large: {2**63} > {2**63 - 1}"),
+    ({WRITE_BEHIND: CLUSTER, SPILL_SIZE: CLUSTER - 1},
+     "Cannot create block-copy-state: The write-behind spill size (65535 bytes) is "
+     "less than a cluster (65536 bytes)"),
+    ({SPILL_SIZE: MiB},
+     "Cannot create block-copy-state: A write-behind spill needs a write-behind "
+     "buffer of at least a cluster (65536 bytes)"),
+    ({WRITE_BEHIND: CLUSTER - 1, SPILL_SIZE: MiB},
+     "Cannot create block-copy-state: A write-behind spill needs a write-behind "
+     "buffer of at least a cluster (65536 bytes)"),
+    ({WRITE_BEHIND: CLUSTER, SPILL_DIR: "/tmp"},
+     f"{SPILL_DIR} needs {SPILL_SIZE}"),
+    ({WRITE_BEHIND: CLUSTER, SPILL_SIZE: MiB, SPILL_DIR: "/nonexistent"},
+     "Cannot create block-copy-state: Could not create a write-behind spill file "
+     "in '/nonexistent': No such file or directory"),
+], ids=["negative", "string", "dir-not-string", "too-large", "less-than-a-cluster",
+        "no-buffer", "buffer-less-than-a-cluster", "dir-without-size", "no-such-dir"])
+def test_write_behind_spill_option_errors(graph, opts, desc):
+    d = graph.d
+    args = {"driver": "copy-before-write", "node-name": "cbw", "file": "src",
+            "target": "tgt"}
+    assert error_of(d.cmd("blockdev-add", {**args, **opts})) == desc
+    names = [n["node-name"] for n in d.command("query-named-block-nodes")]
+    assert "cbw" not in names
+
+
+@blockd_only(f"{SPILL_SIZE} is a blockd extension")
+def test_write_behind_spill_in_schema(graph):
+    schema = graph.d.command("query-qmp-schema")
+    members = {m["name"]: m["type"] for e in schema if e["meta-type"] == "object"
+               for m in e.get("members", [])}
+    assert SPILL_SIZE in members and SPILL_DIR in members

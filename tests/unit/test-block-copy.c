@@ -19,6 +19,7 @@
 #include "block/block_int.h"
 #include "block/block-backend.h"
 #include "block/block-copy.h"
+#include "block/backup/block-copy-int.h"
 #include "block/dirty-bitmap.h"
 #include "block/reqlist.h"
 #include "qapi/qapi-visit.h"
@@ -27,6 +28,8 @@
 #include "util/ratelimit.h"
 
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
 
 enum {
     CLUSTER = 64 * 1024,
@@ -1486,6 +1489,259 @@ static void test_behind_not_with_discard(void)
     fixture_teardown(&f, NULL);
 }
 
+/* --- tests: the write-behind spill --- */
+
+enum {
+    SPILL_UNITS = 16,
+};
+
+/*
+ * The spill's extent allocator against a naive model, one flag per
+ * unit: an allocation must get the start of the first free run long
+ * enough (first fit), or -ENOSPC when there is none, however the
+ * releases before split and merged the free space.
+ */
+static int64_t spill_model_first_fit(const bool *used, int units)
+{
+    for (int start = 0; start + units <= SPILL_UNITS; start++) {
+        int n = 0;
+
+        while (n < units && !used[start + n]) {
+            n++;
+        }
+        if (n == units) {
+            return start;
+        }
+    }
+    return -1;
+}
+
+static void test_spill_extents(void)
+{
+    g_autoptr(BlockCopySpill) spill =
+        block_copy_spill_new(g_get_tmp_dir(), SPILL_UNITS * CLUSTER + 5,
+                             CLUSTER, &error_abort);
+    bool used[SPILL_UNITS] = { false };
+    int64_t start[SPILL_UNITS], units[SPILL_UNITS];
+    int held = 0;
+
+    /* Sizes round up to whole units; a partial unit of size is unused. */
+    g_assert_cmpint(block_copy_spill_alloc(spill, 1), ==, 0);
+    g_assert_cmpint(block_copy_spill_alloc(spill, CLUSTER), ==, CLUSTER);
+    block_copy_spill_release(spill, 0, 1);
+    block_copy_spill_release(spill, CLUSTER, CLUSTER);
+    g_assert_cmpint(block_copy_spill_alloc(spill, (SPILL_UNITS + 1) *
+                                                  CLUSTER), ==, -ENOSPC);
+
+    for (int i = 0; i < 4000; i++) {
+        if (held > 0 && (g_test_rand_int_range(0, 2) || held ==
+                                                          SPILL_UNITS)) {
+            int k = g_test_rand_int_range(0, held);
+
+            for (int u = 0; u < units[k]; u++) {
+                used[start[k] + u] = false;
+            }
+            block_copy_spill_release(spill, start[k] * CLUSTER,
+                                     units[k] * CLUSTER - 7);
+            start[k] = start[--held];
+            units[k] = units[held];
+        } else {
+            int n = g_test_rand_int_range(1, 5);
+            int64_t want = spill_model_first_fit(used, n);
+            int64_t got = block_copy_spill_alloc(spill, n * CLUSTER);
+
+            if (want < 0) {
+                g_assert_cmpint(got, ==, -ENOSPC);
+                continue;
+            }
+            g_assert_cmpint(got, ==, want * CLUSTER);
+            for (int u = 0; u < n; u++) {
+                used[want + u] = true;
+            }
+            start[held] = want;
+            units[held++] = n;
+        }
+    }
+    while (held > 0) {
+        held--;
+        block_copy_spill_release(spill, start[held] * CLUSTER,
+                                 units[held] * CLUSTER);
+    }
+    /* Everything merged back into one extent. */
+    g_assert_cmpint(block_copy_spill_alloc(spill, SPILL_UNITS * CLUSTER),
+                    ==, 0);
+}
+
+/*
+ * One cluster of write-behind memory and a spill of four; target writes
+ * are held until released.
+ */
+static void spill_setup(BehindFixture *b, gconstpointer data)
+{
+    BlockCopyOptions opts = {
+        .write_behind_bytes = CLUSTER,
+        .write_behind_spill_bytes = 4 * CLUSTER,
+        .write_behind_spill_dir = g_get_tmp_dir(),
+    };
+
+    *b = (BehindFixture) { 0 };
+    fixture_open_nodes(&b->f);
+    fixture_new_state(&b->f, NULL, &opts);
+    block_copy_set_failure_callback(b->f.bcs, failure_cb, b);
+    b->f.tgt->hold_start = 0;
+    b->f.tgt->hold_end = DISK_SIZE;
+}
+
+/*
+ * Past the memory, calls return once their data is in the spill; past
+ * the spill too, they wait for the target.  Readers of the target wait
+ * for spilled clusters as well, and every cluster gets its old data
+ * exactly once.
+ */
+static void test_spill_returns_early(BehindFixture *b, gconstpointer data)
+{
+    Fixture *f = &b->f;
+    static const int clusters[] = { 0, 3, 7, 8, 12 };
+    BehindWait reader = { .bcs = f->bcs, .offset = 7 * CLUSTER,
+                          .bytes = CLUSTER };
+    SyncCall last = { 0 };
+
+    for (size_t i = 0; i < G_N_ELEMENTS(clusters); i++) {
+        g_assert_cmpint(sync_copy(f, clusters[i] * CLUSTER, CLUSTER, NULL),
+                        ==, 0);
+    }
+    /* One write behind from memory; the spilled ones wait for memory. */
+    g_assert_cmpuint(f->tgt->held_count, ==, 1);
+    g_assert_cmpuint(f->owner->in_flight, ==, 5);
+    g_assert_cmpuint(f->progress, ==, 0);
+
+    sync_call_start(&last, f, 20 * CLUSTER, CLUSTER);
+    run_pending();
+    g_assert_false(last.done);
+    coroutine_enter(coroutine_create(behind_wait_entry, &reader));
+    run_pending();
+    g_assert_false(reader.done);
+
+    release_target(f);
+    run_until(&last.done);
+    g_assert_cmpint(last.ret, ==, 0);
+    run_until(&reader.done);
+    while (f->owner->in_flight > 0) {
+        main_loop_wait(true);
+    }
+    for (size_t i = 0; i < G_N_ELEMENTS(clusters); i++) {
+        assert_cluster_copied(f, clusters[i]);
+        g_assert_cmpuint(f->tgt->writes[clusters[i]], ==, 1);
+    }
+    assert_cluster_copied(f, 20);
+    g_assert_cmpuint(f->progress, ==, 6 * CLUSTER);
+    g_assert_false(block_copy_state_failed(f->bcs));
+}
+
+/*
+ * A task larger than the memory spills whole and goes to the target a
+ * memory-sized piece at a time; the space comes back for the next one.
+ */
+static void test_spill_large_task(BehindFixture *b, gconstpointer data)
+{
+    Fixture *f = &b->f;
+
+    for (int round = 0; round < 2; round++) {
+        int64_t offset = round * 8 * CLUSTER;
+
+        g_assert_cmpint(sync_copy(f, offset, 4 * CLUSTER, NULL), ==, 0);
+        g_assert_cmpuint(f->tgt->held_count, ==, 1);
+        release_target(f);
+        while (f->owner->in_flight > 0) {
+            main_loop_wait(true);
+        }
+        for (int c = offset / CLUSTER; c < offset / CLUSTER + 4; c++) {
+            assert_cluster_copied(f, c);
+            g_assert_cmpuint(f->tgt->writes[c], ==, 1);
+        }
+        f->tgt->hold_start = 0;
+        f->tgt->hold_end = DISK_SIZE;
+    }
+    g_assert_cmpuint(f->progress, ==, 8 * CLUSTER);
+}
+
+/*
+ * A spill that cannot be written loses nothing: the call waits for the
+ * target write, as without a spill.  (No file may grow: the write fails
+ * with EFBIG.)
+ */
+static void test_spill_write_fails(BehindFixture *b, gconstpointer data)
+{
+    Fixture *f = &b->f;
+    struct rlimit old, none = { 0 };
+    SyncCall second = { 0 };
+
+    g_assert_cmpint(sync_copy(f, 0, CLUSTER, NULL), ==, 0);
+    g_assert_cmpint(getrlimit(RLIMIT_FSIZE, &old), ==, 0);
+    none.rlim_max = old.rlim_max;
+    signal(SIGXFSZ, SIG_IGN);
+    g_assert_cmpint(setrlimit(RLIMIT_FSIZE, &none), ==, 0);
+    sync_call_start(&second, f, 5 * CLUSTER, CLUSTER);
+    /* The spill write failed once the task is at the target. */
+    while (f->tgt->held_count < 2) {
+        main_loop_wait(true);
+    }
+    g_assert_cmpint(setrlimit(RLIMIT_FSIZE, &old), ==, 0);
+    run_pending();
+    g_assert_false(second.done);
+
+    release_target(f);
+    run_until(&second.done);
+    g_assert_cmpint(second.ret, ==, 0);
+    g_assert_cmpuint(f->tgt->writes[5], ==, 1);
+    assert_cluster_copied(f, 5);
+    while (f->owner->in_flight > 0) {
+        main_loop_wait(true);
+    }
+    assert_cluster_copied(f, 0);
+    g_assert_false(block_copy_state_failed(f->bcs));
+}
+
+/* The spill's own checks, and a directory it cannot use. */
+static void test_spill_options(void)
+{
+    static const struct {
+        BlockCopyOptions opts;
+        const char *msg;
+    } cases[] = {
+        { { .write_behind_bytes = CLUSTER,
+            .write_behind_spill_bytes = CLUSTER - 1 },
+          "The write-behind spill size (65535 bytes) is less than a "
+          "cluster (65536 bytes)" },
+        { { .write_behind_bytes = CLUSTER - 1,
+            .write_behind_spill_bytes = CLUSTER },
+          "A write-behind spill needs a write-behind buffer of at least "
+          "a cluster (65536 bytes)" },
+        { { .write_behind_spill_bytes = CLUSTER },
+          "A write-behind spill needs a write-behind buffer of at least "
+          "a cluster (65536 bytes)" },
+        { { .write_behind_bytes = CLUSTER,
+            .write_behind_spill_bytes = (uint64_t)INT64_MAX + 1 },
+          "write-behind-spill-bytes is too large" },
+        { { .write_behind_bytes = CLUSTER,
+            .write_behind_spill_bytes = CLUSTER,
+            .write_behind_spill_dir = "/nonexistent/spill" },
+          "Could not create a write-behind spill file in "
+          "'/nonexistent/spill': No such file or directory" },
+    };
+    Fixture f;
+
+    fixture_open_nodes(&f);
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        g_autofree char *msg = NULL;
+
+        g_assert_null(state_new_err(&f, &cases[i].opts, &msg));
+        g_assert_cmpstr(msg, ==, cases[i].msg);
+    }
+    f.bcs = NULL;
+    fixture_teardown(&f, NULL);
+}
+
 /* --- measurements (-m perf) --- */
 
 /*
@@ -1605,6 +1861,9 @@ static void test_reqlist(void)
 #define ADD_BEHIND_TEST(path, fn) \
     g_test_add("/block-copy/behind/" path, BehindFixture, NULL, \
                behind_setup, fn, behind_teardown)
+#define ADD_SPILL_TEST(path, fn) \
+    g_test_add("/block-copy/spill/" path, BehindFixture, NULL, \
+               spill_setup, fn, behind_teardown)
 #define ADD_TEST(path, fn) \
     g_test_add("/block-copy/" path, Fixture, NULL, fixture_setup, fn, \
                fixture_teardown)
@@ -1641,6 +1900,11 @@ int main(int argc, char **argv)
     ADD_BEHIND_TEST("free-in-coroutine", test_behind_free_in_coroutine);
     g_test_add_func("/block-copy/behind/not-with-discard-source",
                     test_behind_not_with_discard);
+    g_test_add_func("/block-copy/spill/extents", test_spill_extents);
+    ADD_SPILL_TEST("returns-early", test_spill_returns_early);
+    ADD_SPILL_TEST("large-task", test_spill_large_task);
+    ADD_SPILL_TEST("write-fails", test_spill_write_fails);
+    g_test_add_func("/block-copy/spill/options", test_spill_options);
     g_test_add_func("/block-copy/copy/memory-budget", test_memory_budget);
     g_test_add_func("/block-copy/copy/unaligned-end", test_unaligned_end);
     g_test_add_func("/block-copy/real/blkdebug-target",
