@@ -358,6 +358,7 @@ static BlockDriverState *backup_insert_filter(const BackupJobOptions *opts,
         /* sync=bitmap copies the frozen bitmap; the others start full. */
         .bitmap = opts->sync == MIRROR_SYNC_MODE_BITMAP ? opts->sync_bitmap
                                                         : NULL,
+        .compress = opts->compress,
         .discard_source = opts->discard_source,
         .min_cluster_size = opts->min_cluster_size,
         .on_cbw_error = opts->on_cbw_error,

@@ -150,6 +150,7 @@ static int cbw_init(BlockDriverState *bs, const BdrvCbwOptions *opts,
     ERRP_GUARD();
     BDRVCopyBeforeWriteState *s = bs->opaque;
     BlockCopyOptions bc_opts = {
+        .compress = opts->compress,
         .min_cluster_size = opts->min_cluster_size,
         .discard_source = opts->discard_source,
         .write_behind_bytes = opts->write_behind_bytes,
