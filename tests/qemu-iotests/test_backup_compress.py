@@ -126,6 +126,23 @@ def test_partial_last_cluster(daemon, scratch):
     assert check(tgt)["compressed-clusters"] == 4
 
 
+@pytest.mark.parametrize("cluster_size", [512, 2 * MiB])
+def test_cluster_sizes(daemon, scratch, compressible, cluster_size):
+    """The smallest clusters (a 1-bit sector count in the descriptor, many
+    per copied chunk) and the largest (one per chunk)."""
+    src, _ = compressible
+    tgt = os.path.join(scratch, "tgt.qcow2")
+    qemu_img("create", "-q", "-f", "qcow2", "-o", f"cluster_size={cluster_size}", tgt,
+             str(SIZE))
+    open_src(daemon, src)
+    add_qcow2(daemon, tgt, "tgt")
+    backup(daemon, sync="full", compress=True)
+    completed(daemon)
+    daemon.stop()
+    compare_images(tgt, src, "qcow2", "raw")
+    assert check(tgt)["compressed-clusters"] > 0
+
+
 def test_drive_backup(daemon, scratch, compressible):
     src, ref = compressible
     open_src(daemon, src)
