@@ -23,7 +23,10 @@
  *  - requests are split at bs->bl.max_transfer, by slicing the vector;
  *  - flags the driver cannot handle are emulated: FUA by a flush after
  *    the write, write-zeroes by writing a zeroed buffer (unless the caller
- *    asked for BDRV_REQ_NO_FALLBACK).
+ *    asked for BDRV_REQ_NO_FALLBACK).  BDRV_REQ_WRITE_COMPRESSED cannot
+ *    be emulated: it reaches a driver that lists it, unchanged, and fails
+ *    with -ENOTSUP elsewhere; such a request must already be aligned (it
+ *    is never read-modify-write).
  *
  * Waiting is cheap when nothing is unaligned: a request scans the list of
  * requests in flight only while some serialising request exists.
@@ -452,7 +455,8 @@ static int bdrv_check_write(BdrvChild *child, int64_t offset, int64_t bytes,
  * Write [@offset, @offset + @bytes) from @qiov; NULL writes zeroes (used
  * for the unaligned edges of zeroing).  An unaligned request is
  * read-modify-write, serialised against overlapping requests.
- * @flags: BDRV_REQ_FUA and BDRV_REQ_SERIALISING only.
+ * @flags: BDRV_REQ_FUA, BDRV_REQ_SERIALISING and (for aligned requests)
+ * BDRV_REQ_WRITE_COMPRESSED only.
  */
 static int coroutine_fn bdrv_do_pwritev(BlockDriverState *bs, int64_t offset,
                                         int64_t bytes, IOVector *qiov,
@@ -468,7 +472,7 @@ static int coroutine_fn bdrv_do_pwritev(BlockDriverState *bs, int64_t offset,
 
     tracked_request_begin(bs, &req, start, end - start, true,
                           !aligned || (flags & BDRV_REQ_SERIALISING));
-    flags &= BDRV_REQ_FUA;
+    flags &= BDRV_REQ_FUA | BDRV_REQ_WRITE_COMPRESSED;
     wait_serialising_requests(bs, &req);
     bdrv_debug_event(bs, qiov ? BLKDBG_PWRITEV : BLKDBG_PWRITEV_ZERO);
     if (qiov && bdrv_is_aligned(bs, offset, bytes, qiov)) {
@@ -512,6 +516,39 @@ static bool bdrv_write_is_zeroes(BlockDriverState *bs, int64_t offset,
            offset + bytes <= bs->total_bytes && iovector_is_zero(qiov);
 }
 
+bool bdrv_supports_compressed_writes(BlockDriverState *bs)
+{
+    for (; bs; bs = bdrv_filtered_bs(bs)) {
+        if (!(bs->drv->supported_write_flags & BDRV_REQ_WRITE_COMPRESSED)) {
+            return false;
+        }
+        if (!bs->drv->is_filter) {
+            return true;
+        }
+    }
+    return false;       /* a filter without a child */
+}
+
+/*
+ * A compressed write goes to the driver as it is: one it cannot take
+ * fails, since compressing is all or nothing and padding it would mean
+ * read-modify-write of compressed data.
+ */
+static int bdrv_check_compressed_write(BlockDriverState *bs, int64_t offset,
+                                       int64_t bytes)
+{
+    uint32_t align = bs->bl.request_alignment;
+
+    if (!(bs->drv->supported_write_flags & BDRV_REQ_WRITE_COMPRESSED)) {
+        return -ENOTSUP;
+    }
+    if (!IS_ALIGNED(offset, align) ||
+        (!IS_ALIGNED(bytes, align) && offset + bytes != bs->total_bytes)) {
+        return -EINVAL;
+    }
+    return 0;
+}
+
 int coroutine_fn bdrv_co_pwritev(BdrvChild *child, int64_t offset,
                                  int64_t bytes, IOVector *qiov,
                                  BdrvRequestFlags flags)
@@ -520,6 +557,9 @@ int coroutine_fn bdrv_co_pwritev(BdrvChild *child, int64_t offset,
     int ret = bdrv_check_write(child, offset, bytes, true);
 
     trace_bdrv_co_pwrite(bs, offset, bytes, flags);
+    if (ret == 0 && (flags & BDRV_REQ_WRITE_COMPRESSED)) {
+        ret = bdrv_check_compressed_write(bs, offset, bytes);
+    }
     if (ret < 0 || bytes == 0) {
         return ret;
     }
@@ -538,7 +578,8 @@ int coroutine_fn bdrv_co_pwritev(BdrvChild *child, int64_t offset,
         return ret;
     }
     ret = bdrv_do_pwritev(bs, offset, bytes, qiov,
-                          flags & (BDRV_REQ_FUA | BDRV_REQ_SERIALISING));
+                          flags & (BDRV_REQ_FUA | BDRV_REQ_SERIALISING |
+                                   BDRV_REQ_WRITE_COMPRESSED));
     bdrv_write_done(bs, offset, bytes, ret);
     trace_bdrv_co_pwrite_done(bs, offset, bytes, ret);
     return ret;

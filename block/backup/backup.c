@@ -358,6 +358,7 @@ static BlockDriverState *backup_insert_filter(const BackupJobOptions *opts,
         /* sync=bitmap copies the frozen bitmap; the others start full. */
         .bitmap = opts->sync == MIRROR_SYNC_MODE_BITMAP ? opts->sync_bitmap
                                                         : NULL,
+        .compress = opts->compress,
         .discard_source = opts->discard_source,
         .use_copy_range = opts->use_copy_range,
         .min_cluster_size = opts->min_cluster_size,

@@ -167,8 +167,7 @@ BlockCopyState *block_copy_state_new(BdrvChild *source, BdrvChild *target,
         error_setg(errp, "write-behind-spill-bytes is too large");
         return NULL;
     }
-    if (opts->compress) {
-        /* The I/O layer has no compressed writes (yet). */
+    if (opts->compress && !bdrv_supports_compressed_writes(target->bs)) {
         error_setg(errp, "Compression is not supported for this drive %s",
                    target->bs->node_name);
         return NULL;
@@ -208,6 +207,9 @@ BlockCopyState *block_copy_state_new(BdrvChild *source, BdrvChild *target,
     s->discard_source = opts->discard_source;
     if (block_copy_source_backs_target(source, target)) {
         s->write_flags = BDRV_REQ_SERIALISING;
+    }
+    if (opts->compress) {
+        s->write_flags |= BDRV_REQ_WRITE_COMPRESSED;
     }
     s->write_behind = opts->write_behind_bytes > 0;
     s->behind_free = opts->write_behind_bytes;
@@ -541,7 +543,9 @@ static int coroutine_fn block_copy_task_run(BlockCopyTask *task,
          */
         *error_is_read = false;
         ret = bdrv_co_pwrite_zeroes(s->target, task->req.offset,
-                                    task->req.bytes, s->write_flags);
+                                    task->req.bytes,
+                                    s->write_flags &
+                                    ~BDRV_REQ_WRITE_COMPRESSED);
     } else {
         ret = block_copy_task_copy(task, error_is_read);
     }

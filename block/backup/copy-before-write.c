@@ -158,6 +158,7 @@ static int cbw_init(BlockDriverState *bs, const BdrvCbwOptions *opts,
     ERRP_GUARD();
     BDRVCopyBeforeWriteState *s = bs->opaque;
     BlockCopyOptions bc_opts = {
+        .compress = opts->compress,
         .min_cluster_size = opts->min_cluster_size,
         .discard_source = opts->discard_source,
         .use_copy_range = opts->use_copy_range,

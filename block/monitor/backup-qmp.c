@@ -138,10 +138,12 @@ static bool backup_check_nodes(BackupCommon *args, BlockDriverState *bs,
         return false;
     }
     /*
-     * No driver of blockd writes compressed clusters yet.  QEMU names the
-     * target's device, which a storage daemon's nodes never have.
+     * Only qcow2 writes compressed clusters, also below filters that pass
+     * them on.  QEMU names the target's device, which a storage daemon's
+     * nodes never have.
      */
-    if (args->has_compress && args->compress) {
+    if (args->has_compress && args->compress &&
+        !bdrv_supports_compressed_writes(target)) {
         error_setg(errp, "Compression is not supported for this drive %s",
                    "");
         return false;
@@ -178,6 +180,7 @@ BlockJob *backup_prepare_common(BackupCommon *args, BlockDriverState *bs,
                         ? args->on_cbw_error
                         : ON_CBW_ERROR_BREAK_GUEST_WRITE,
         .filter_node_name = args->filter_node_name,
+        .compress = args->has_compress && args->compress,
         .discard_source = args->has_discard_source && args->discard_source,
         .write_behind_bytes = args->has___org_blockd_write_behind_buffer
                               ? args->__org_blockd_write_behind_buffer : 0,

@@ -41,8 +41,17 @@
  * copying out the requested part.  A guest read registers the run as in
  * flight, so a concurrent overwrite that frees the compressed cluster
  * cannot hand its bytes to another allocation before the read is done.
- * Writing over a compressed cluster allocates a normal one; blockd does
- * not write compressed clusters.
+ * Writing over a compressed cluster allocates a normal one.
+ *
+ * A compressed write (BDRV_REQ_WRITE_COMPRESSED: whole clusters, the
+ * image's last one may be partial and is padded with zeroes) encodes
+ * each cluster on a worker thread; a cluster that does not shrink is
+ * written as a normal one.  Otherwise the encoded bytes get host bytes
+ * of their own (qcow2_alloc_bytes()) and go the way of an allocating
+ * write: allocated and registered under the lock, written without it,
+ * linked (a compressed descriptor) under the lock.  As in QEMU, a
+ * compressed cluster replaces nothing: a guest cluster with a host
+ * cluster already fails with -EIO.
  */
 #include "block/qcow2/qcow2.h"
 #include "block/qcow2/trace.h"
@@ -457,14 +466,16 @@ static bool needs_alloc(BDRVQcow2State *s, uint64_t l2e)
 }
 
 /*
- * Link @n new host clusters at @host to the guest clusters from
- * @guest_start (within one L2 table) and free what they replace.
- * Fails without changing anything, or succeeds (a failure to free an
- * old cluster only leaks it).  Called with s->lock held.
+ * Link the guest clusters from @guest_start (@n of them, within one L2
+ * table) to new host data, and free what they replace.  Entry i is
+ * @first_l2e plus i clusters: a run of normal clusters, or (n = 1) a
+ * compressed descriptor.  Fails without changing anything, or succeeds
+ * (a failure to free an old cluster only leaks it).  Called with s->lock
+ * held.
  */
 static int coroutine_fn link_clusters(BlockDriverState *bs,
                                       int64_t guest_start, int64_t n,
-                                      int64_t host)
+                                      uint64_t first_l2e)
 {
     BDRVQcow2State *s = bs->opaque;
     int64_t l2_index = l2_index_of(s, guest_start);
@@ -484,8 +495,7 @@ static int coroutine_fn link_clusters(BlockDriverState *bs,
     for (int64_t i = 0; i < n; i++) {
         olds[i] = GUINT64_FROM_BE(table[l2_index + i]);
         table[l2_index + i] =
-            GUINT64_TO_BE((uint64_t)(host + (i << s->cluster_bits)) |
-                          QCOW2_OFLAG_COPIED);
+            GUINT64_TO_BE(first_l2e + ((uint64_t)i << s->cluster_bits));
     }
     qcow2_cache_mark_dirty(s->l2_cache, table);
     qcow2_cache_put(s->l2_cache, (void **)&table);
@@ -545,6 +555,27 @@ static int coroutine_fn write_with_cow(BlockDriverState *bs,
 }
 
 /*
+ * Register guest clusters [@start, @end) as an allocation in flight:
+ * every other request touching them waits in wait_for_allocs() until
+ * alloc_end().  Called with s->lock held.
+ */
+static void alloc_begin(BDRVQcow2State *s, Qcow2Alloc *alloc, int64_t start,
+                        int64_t end)
+{
+    alloc->guest_start = start;
+    alloc->guest_end = end;
+    alloc->link = (GList) { .data = alloc };
+    co_queue_init(&alloc->waiters);
+    g_queue_push_tail_link(&s->allocs, &alloc->link);
+}
+
+static void alloc_end(BDRVQcow2State *s, Qcow2Alloc *alloc)
+{
+    g_queue_unlink(&s->allocs, &alloc->link);
+    co_queue_restart_all(&alloc->waiters);
+}
+
+/*
  * Write the first run of [@offset, @offset + @bytes), whose data is
  * @qiov from @qiov_offset, that needs new clusters; *@done is set to the
  * bytes written.  Called with s->lock held; returns with it released.
@@ -600,11 +631,8 @@ static int coroutine_fn alloc_write(BlockDriverState *bs, int64_t offset,
         return ret;
     }
     trace_qcow2_alloc_write(bs, cluster_start, n, host);
-    alloc.guest_start = cluster_start;
-    alloc.guest_end = cluster_start + (n << s->cluster_bits);
-    alloc.link = (GList) { .data = &alloc };
-    co_queue_init(&alloc.waiters);
-    g_queue_push_tail_link(&s->allocs, &alloc.link);
+    alloc_begin(s, &alloc, cluster_start,
+                cluster_start + (n << s->cluster_bits));
     co_mutex_unlock(&s->lock);
 
     end = MIN(offset + bytes, alloc.guest_end);
@@ -616,15 +644,130 @@ static int coroutine_fn alloc_write(BlockDriverState *bs, int64_t offset,
 
     co_mutex_lock(&s->lock);
     if (ret == 0) {
-        ret = link_clusters(bs, cluster_start, n, host);
+        ret = link_clusters(bs, cluster_start, n,
+                            (uint64_t)host | QCOW2_OFLAG_COPIED);
     }
     if (ret < 0) {
         qcow2_free_clusters(bs, host, n << s->cluster_bits, false);
     }
-    g_queue_unlink(&s->allocs, &alloc.link);
-    co_queue_restart_all(&alloc.waiters);
+    alloc_end(s, &alloc);
     co_mutex_unlock(&s->lock);
     *done = end - offset;
+    return ret;
+}
+
+/*
+ * Store @csize bytes of @cdata as the compressed cluster at guest offset
+ * @offset (cluster aligned).  Host bytes are allocated and the guest
+ * cluster registered under the lock, the data written without it, and
+ * the descriptor linked under it again (after the refcounts, through
+ * the cache dependency), as for any allocating write.
+ */
+static int coroutine_fn write_compressed_cluster(BlockDriverState *bs,
+                                                 int64_t offset,
+                                                 const void *cdata,
+                                                 int64_t csize)
+{
+    BDRVQcow2State *s = bs->opaque;
+    Qcow2Alloc alloc;
+    Qcow2Mapping m;
+    uint64_t l2e = 0;
+    int64_t host = 0;
+    int ret;
+
+    co_mutex_lock(&s->lock);
+    ret = prepare_write(bs);
+    if (ret == 0) {
+        wait_for_allocs(s, offset, s->cluster_size);
+        ret = get_mapping(bs, offset, 1, &m);
+    }
+    if (ret == 0 && m.type != QCOW2_CLUSTER_UNALLOCATED &&
+        m.type != QCOW2_CLUSTER_ZERO_PLAIN) {
+        ret = -EIO;     /* it would replace a host cluster: QEMU's error */
+    }
+    if (ret == 0) {
+        host = qcow2_alloc_bytes(bs, csize);
+        ret = host < 0 ? host : 0;
+    }
+    if (ret == 0) {
+        l2e = qcow2_compressed_l2e(host, csize, s->cluster_bits);
+        ret = l2e ? qcow2_check_metadata_overlap(bs, QCOW2_MD_NONE, host,
+                                                 csize)
+                  : -EFBIG;
+        if (ret < 0) {
+            qcow2_free_clusters(bs, host, csize, false);
+        }
+    }
+    if (ret < 0) {
+        co_mutex_unlock(&s->lock);
+        return ret;
+    }
+    trace_qcow2_write_compressed(bs, offset, csize, host);
+    alloc_begin(s, &alloc, offset, offset + s->cluster_size);
+    co_mutex_unlock(&s->lock);
+
+    BLKDBG_EVENT(bs->file, BLKDBG_WRITE_COMPRESSED);
+    ret = bdrv_co_pwrite(bs->file, host, csize, cdata, 0);
+
+    co_mutex_lock(&s->lock);
+    if (ret == 0) {
+        BLKDBG_EVENT(bs->file, BLKDBG_L2_UPDATE_COMPRESSED);
+        ret = link_clusters(bs, offset, 1, l2e);
+    }
+    if (ret < 0) {
+        qcow2_free_clusters(bs, host, csize, false);
+    }
+    alloc_end(s, &alloc);
+    co_mutex_unlock(&s->lock);
+    return ret;
+}
+
+/*
+ * BDRV_REQ_WRITE_COMPRESSED: each cluster of [@offset, @offset + @bytes)
+ * is encoded, and stored compressed if that makes it smaller than a
+ * cluster, else as a normal cluster (as QEMU does).  The image's last
+ * cluster may be partial: it is encoded padded with zeroes.
+ */
+static int coroutine_fn write_compressed(BlockDriverState *bs,
+                                         int64_t offset, int64_t bytes,
+                                         IOVector *qiov)
+{
+    BDRVQcow2State *s = bs->opaque;
+    g_autofree uint8_t *cluster = NULL;
+    g_autofree uint8_t *cdata = NULL;
+    int ret = 0;
+
+    if (qcow2_offset_into_cluster(s, offset) ||
+        (qcow2_offset_into_cluster(s, bytes) &&
+         offset + bytes != bs->total_bytes)) {
+        return -EINVAL;
+    }
+    cluster = g_try_malloc(s->cluster_size);
+    cdata = g_try_malloc(s->cluster_size - 1);
+    if (!cluster || !cdata) {
+        return -ENOMEM;
+    }
+    for (int64_t done = 0; ret == 0 && done < bytes;
+         done += s->cluster_size) {
+        int64_t n = MIN(bytes - done, s->cluster_size);
+        int csize;
+
+        iovector_to_buf(qiov, done, cluster, n);
+        memset(cluster + n, 0, s->cluster_size - n);
+        csize = qcow2_co_compress(bs, cdata, s->cluster_size - 1, cluster,
+                                  s->cluster_size);
+        if (csize == -ENOSPC) {
+            IOVector slice;
+
+            iovector_init_slice(&slice, qiov, done, n);
+            ret = qcow2_co_pwritev(bs, offset + done, n, &slice, 0);
+            iovector_destroy(&slice);
+        } else if (csize < 0) {
+            ret = csize;
+        } else {
+            ret = write_compressed_cluster(bs, offset + done, cdata, csize);
+        }
+    }
     return ret;
 }
 
@@ -639,6 +782,9 @@ int coroutine_fn qcow2_co_pwritev(BlockDriverState *bs, int64_t offset,
     BDRVQcow2State *s = bs->opaque;
     size_t written = 0;
 
+    if (flags & BDRV_REQ_WRITE_COMPRESSED) {
+        return write_compressed(bs, offset, bytes, qiov);
+    }
     while (bytes > 0) {
         Qcow2Mapping m;
         Qcow2InflightIO io;

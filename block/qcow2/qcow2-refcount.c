@@ -25,6 +25,10 @@
  * refcount cache depend on the L2 cache.  So an image that dies at any
  * point has, at worst, clusters with a refcount but no user (leaks).
  *
+ * Compressed data is allocated at byte granularity (qcow2_alloc_bytes):
+ * a host cluster shared by several compressed clusters counts one
+ * reference for each.
+ *
  * Clusters that an L2 update stopped using (qcow2_free_l2e) are not
  * freed at once but queued, and only freed after the L2 cache has been
  * written back and the file flushed: until the unlink is on disk, the
@@ -339,6 +343,11 @@ static int coroutine_fn update_refcounts(BlockDriverState *bs, int64_t first,
             if (old + addend == 0) {
                 qcow2_cache_discard(s->l2_cache, c << s->cluster_bits);
                 s->free_cluster_index = MIN(s->free_cluster_index, c);
+                if (s->free_byte_offset &&
+                    s->free_byte_offset >> s->cluster_bits == c) {
+                    /* Free now, it may go to anyone: no more bytes here. */
+                    s->free_byte_offset = 0;
+                }
             }
         }
         qcow2_cache_mark_dirty(s->refcount_cache, block);
@@ -618,6 +627,61 @@ int64_t coroutine_fn qcow2_alloc_clusters(BlockDriverState *bs,
                                    start << s->cluster_bits);
         return start << s->cluster_bits;
     }
+}
+
+/*
+ * Compressed clusters are packed one after the other; a host cluster
+ * holding parts of k of them has refcount k.  A new host cluster is
+ * taken when the data does not fit into the rest of the current one:
+ * if the allocator hands out the very next cluster, the data crosses
+ * into it; otherwise it starts the new cluster and the rest of the old
+ * one stays unused.
+ */
+int64_t coroutine_fn qcow2_alloc_bytes(BlockDriverState *bs, int64_t size)
+{
+    BDRVQcow2State *s = bs->opaque;
+    int64_t offset = s->free_byte_offset;
+    int64_t room = s->cluster_size - qcow2_offset_into_cluster(s, offset);
+    int64_t new_cluster = 0;
+    int ret;
+
+    g_assert(size > 0 && size <= s->cluster_size);
+    if (offset) {
+        uint64_t refcount;
+
+        ret = qcow2_get_refcount(bs, offset >> s->cluster_bits, &refcount);
+        if (ret < 0) {
+            return ret;
+        }
+        if (refcount >= s->refcount_max) {
+            offset = 0;         /* it cannot take another reference */
+        }
+    }
+    if (!offset || room < size) {
+        new_cluster = qcow2_alloc_clusters(bs, 1);
+        if (new_cluster < 0) {
+            return new_cluster;
+        }
+        if (!offset || new_cluster != offset + room) {
+            offset = new_cluster;
+        }
+    }
+    /* A new cluster has its reference already; the current one not. */
+    if (offset != new_cluster) {
+        ret = qcow2_ref_clusters(bs, offset, 1);
+        if (ret < 0) {
+            if (new_cluster) {
+                qcow2_free_clusters(bs, new_cluster, s->cluster_size, false);
+            }
+            return ret;
+        }
+    }
+    s->free_byte_offset = offset + size;
+    if (!qcow2_offset_into_cluster(s, s->free_byte_offset)) {
+        s->free_byte_offset = 0;
+    }
+    trace_qcow2_alloc_bytes(bs, size, offset);
+    return offset;
 }
 
 int coroutine_fn qcow2_ref_clusters(BlockDriverState *bs, int64_t offset,

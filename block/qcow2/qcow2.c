@@ -1002,6 +1002,7 @@ static const BlockDriver bdrv_qcow2 = {
     .bdrv_get_specific_info = qcow2_get_specific_info,
     .bdrv_probe = qcow2_probe,
     .bdrv_child_perm = qcow2_child_perm,
+    .supported_write_flags = BDRV_REQ_WRITE_COMPRESSED,
     .supported_zero_flags = BDRV_REQ_MAY_UNMAP | BDRV_REQ_NO_FALLBACK,
 };
 

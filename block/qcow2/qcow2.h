@@ -178,6 +178,12 @@ typedef struct BDRVQcow2State {
     Qcow2Cache *l2_cache;
     Qcow2Cache *refcount_cache;
     int64_t free_cluster_index;     /* no free cluster below this one */
+    /*
+     * Where the next compressed cluster goes (qcow2_alloc_bytes()): the
+     * first unused byte of a host cluster that compressed data already
+     * uses, or 0 for none.  Reset when that cluster is freed.
+     */
+    int64_t free_byte_offset;
     GArray *deferred_frees;         /* Qcow2DeferredFree, see refcount.c */
     int64_t deferred_free_bytes;    /* whole clusters in deferred_frees */
     GQueue allocs;                  /* Qcow2Alloc */
@@ -285,6 +291,25 @@ static inline void qcow2_compressed_range(uint64_t l2e, int cluster_bits,
     *host = l2e & ((1ULL << x) - 1);
     *bytes = (int64_t)(((l2e >> x) & sectors_mask) + 1) * 512 -
              (*host & 511);
+}
+
+/*
+ * qcow2_compressed_l2e:
+ * The descriptor of @bytes of compressed data at host offset @host (for
+ * which qcow2_compressed_range() reports the same @host and @bytes
+ * rounded up to the end of their last sector), or 0 if @host is too
+ * large for the descriptor's offset field.
+ */
+static inline uint64_t qcow2_compressed_l2e(int64_t host, int64_t bytes,
+                                            int cluster_bits)
+{
+    int x = 62 - (cluster_bits - 8);
+    uint64_t extra_sectors = (host + bytes - 1) / 512 - host / 512;
+
+    if (host >= (1LL << x)) {
+        return 0;
+    }
+    return QCOW2_OFLAG_COMPRESSED | extra_sectors << x | (uint64_t)host;
 }
 
 /* qcow2.c */
@@ -426,6 +451,19 @@ int coroutine_fn qcow2_free_l2e(BlockDriverState *bs, uint64_t l2e,
  */
 int coroutine_fn qcow2_release_deferred_frees(BlockDriverState *bs);
 
+/*
+ * qcow2_alloc_bytes:
+ * Allocate @size bytes (at most a cluster) for compressed data, at byte
+ * granularity: after the last compressed data if the rest of its host
+ * cluster (and, when the data crosses into it, the next host cluster,
+ * if that one is free) has room, else at the start of a new host
+ * cluster.  The refcount of every host cluster the bytes touch is
+ * raised by one (in the refcount cache; the caller makes the L2 cache
+ * depend on it before linking).  Returns the host offset or -errno.
+ * Called with s->lock held.
+ */
+int64_t coroutine_fn qcow2_alloc_bytes(BlockDriverState *bs, int64_t size);
+
 /* Increase the refcounts of [@offset, @offset + @bytes) by one. */
 int coroutine_fn qcow2_ref_clusters(BlockDriverState *bs, int64_t offset,
                                     int64_t bytes);
@@ -507,6 +545,17 @@ int coroutine_fn qcow2_co_block_status(BlockDriverState *bs,
 int coroutine_fn qcow2_co_decompress(BlockDriverState *bs, void *dest,
                                      size_t dest_size, const void *src,
                                      size_t src_size);
+
+/*
+ * qcow2_co_compress:
+ * Encode the cluster @src (@src_size bytes) into @dest with the image's
+ * compression type, on a worker thread.  Returns the encoded size, or
+ * -ENOSPC if it does not fit into @dest_size bytes (the caller then
+ * stores the data uncompressed), or another -errno.
+ */
+int coroutine_fn qcow2_co_compress(BlockDriverState *bs, void *dest,
+                                   size_t dest_size, const void *src,
+                                   size_t src_size);
 
 /* qcow2-create.c */
 

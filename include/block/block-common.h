@@ -37,6 +37,13 @@ typedef enum BdrvRequestFlags {
      * a driver.
      */
     BDRV_REQ_SERIALISING = 0x8,
+    /*
+     * Writes: store the data compressed (qcow2 compressed clusters).
+     * Whole clusters only (the image's last one may be partial), and
+     * only to a node whose driver lists the flag in
+     * supported_write_flags; elsewhere the write fails with -ENOTSUP.
+     */
+    BDRV_REQ_WRITE_COMPRESSED = 0x10,
 } BdrvRequestFlags;
 
 /* Bits returned by block-status. */

@@ -45,10 +45,10 @@ typedef struct BlockCopyOptions {
      */
     bool use_copy_range;
     /*
-     * Write compressed clusters (one cluster per task, no offload).
-     * blockd's I/O layer has no compressed writes yet, so
-     * block_copy_state_new() refuses it ("Compression is not supported
-     * for this drive TARGET").
+     * Write compressed clusters (one cluster per task, no offload; zero
+     * runs stay write-zeroes).  block_copy_state_new() refuses it for a
+     * target that cannot take compressed writes ("Compression is not
+     * supported for this drive TARGET").
      */
     bool compress;
     /* Raise the cluster size to at least this (a power of two; 0: none). */

@@ -22,6 +22,13 @@ int coroutine_fn bdrv_co_preadv(BdrvChild *child, int64_t offset,
 int coroutine_fn bdrv_co_pwritev(BdrvChild *child, int64_t offset,
                                  int64_t bytes, IOVector *qiov,
                                  BdrvRequestFlags flags);
+/*
+ * bdrv_supports_compressed_writes:
+ * Whether writes to @bs may carry BDRV_REQ_WRITE_COMPRESSED: its driver
+ * handles the flag and, for a filter, so does the node below it (a
+ * filter can only pass compressed writes on).
+ */
+bool bdrv_supports_compressed_writes(BlockDriverState *bs);
 /* The same for one contiguous buffer. */
 int coroutine_fn bdrv_co_pread(BdrvChild *child, int64_t offset,
                                int64_t bytes, void *buf,

@@ -15,6 +15,7 @@
 typedef struct BdrvCbwOptions {
     const char *filter_node_name;   /* NULL: generated */
     const BdrvDirtyBitmap *bitmap;  /* initial copy set (NULL: all) */
+    bool compress;                  /* BlockCopyOptions.compress (backup) */
     bool discard_source;
     bool use_copy_range;            /* the backup job's x-perf */
     int64_t min_cluster_size;       /* 0: none */

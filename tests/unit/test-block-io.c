@@ -7,7 +7,9 @@
  * no request above max_transfer, only declared flags) and goes through
  * the main loop in every request, so that concurrent requests interleave.
  * It also counts the bytes it transferred straight from or to a memory
- * range the test names, to show what the core did not bounce.
+ * range the test names, to show what the core did not bounce.  A second
+ * table of the same driver declares BDRV_REQ_WRITE_COMPRESSED, to see
+ * that flag pass the core unchanged.
  */
 #undef NDEBUG
 #include "block/block_int.h"
@@ -22,6 +24,7 @@ enum {
 
 typedef struct MemState {
     uint8_t *data;
+    BdrvRequestFlags last_write_flags;
     unsigned flushes;
     unsigned zero_calls;
     const uint8_t *watch_start, *watch_end;     /* memory the test owns */
@@ -120,7 +123,9 @@ static int coroutine_fn mem_co_pwritev(BlockDriverState *bs, int64_t offset,
     MemState *s = bs->opaque;
 
     check_contract(bs, offset, bytes, qiov);
-    g_assert_cmpint(flags, ==, 0);   /* FUA is not declared: emulated */
+    /* Only declared flags; FUA is not declared: emulated. */
+    g_assert_cmpint(flags & ~bs->drv->supported_write_flags, ==, 0);
+    s->last_write_flags = flags;
     mem_log(s, 'w');
     mem_yield_once();
     mem_log(s, 'W');
@@ -163,7 +168,19 @@ static const BlockDriver bdrv_test_mem = {
     .supported_zero_flags = BDRV_REQ_MAY_UNMAP,
 };
 
+static const BlockDriver bdrv_test_mem_compress = {
+    .format_name = "test-mem-compress",
+    .instance_size = sizeof(MemState),
+    .bdrv_open = mem_open,
+    .bdrv_close = mem_close,
+    .bdrv_co_preadv = mem_co_preadv,
+    .bdrv_co_pwritev = mem_co_pwritev,
+    .bdrv_co_flush = mem_co_flush,
+    .supported_write_flags = BDRV_REQ_WRITE_COMPRESSED,
+};
+
 typedef struct Fixture {
+    const BlockDriver *drv;
     BlockDriverState *bs;
     BlockBackend *blk;
     uint8_t model[DISK_SIZE];
@@ -173,12 +190,13 @@ static void coroutine_fn open_entry(void *opaque)
 {
     Fixture *f = opaque;
 
-    f->bs = bdrv_new_open_driver(&bdrv_test_mem, "mem", false,
-                                 &error_abort);
+    f->bs = bdrv_new_open_driver(f->drv, "mem", false, &error_abort);
 }
 
+/* @data: the driver, NULL for bdrv_test_mem. */
 static void fixture_setup(Fixture *f, gconstpointer data)
 {
+    f->drv = data ? data : &bdrv_test_mem;
     co_run_sync(open_entry, f);
     f->blk = blk_new_with_bs(f->bs, "test", BLK_PERM_CONSISTENT_READ |
                              BLK_PERM_WRITE, BLK_PERM_ALL, &error_abort);
@@ -554,6 +572,45 @@ static void test_fua_emulated(Fixture *f, gconstpointer data)
     g_assert_cmpuint(mem_state(f)->flushes, ==, 1);
 }
 
+/* A driver that does not declare compressed writes never sees one. */
+static void test_compressed_unsupported(Fixture *f, gconstpointer data)
+{
+    uint8_t buf[ALIGN];
+
+    memset(buf, 1, sizeof(buf));
+    g_assert_cmpint(do_io(f, true, 0, ALIGN, buf, BDRV_REQ_WRITE_COMPRESSED),
+                    ==, -ENOTSUP);
+    check_against_model(f);
+    g_assert_false(bdrv_supports_compressed_writes(f->bs));
+}
+
+/*
+ * One that declares them gets the flag unchanged, aligned requests only
+ * (no read-modify-write); a bounced vector is fine.
+ */
+static void test_compressed_passed(Fixture *f, gconstpointer data)
+{
+    g_autofree uint8_t *mem = g_malloc(2 * ALIGN + 1);
+    uint8_t *buf = mem + 1;         /* misaligned memory: bounced */
+
+    g_assert_true(bdrv_supports_compressed_writes(f->bs));
+    memset(buf, 7, 2 * ALIGN);
+    g_assert_cmpint(do_io(f, true, ALIGN, 2 * ALIGN, buf,
+                          BDRV_REQ_WRITE_COMPRESSED), ==, 0);
+    g_assert_cmpint(mem_state(f)->last_write_flags, ==,
+                    BDRV_REQ_WRITE_COMPRESSED);
+    memset(f->model + ALIGN, 7, 2 * ALIGN);
+    check_against_model(f);
+
+    mem_state(f)->logging = true;
+    g_assert_cmpint(do_io(f, true, ALIGN / 2, ALIGN, buf,
+                          BDRV_REQ_WRITE_COMPRESSED), ==, -EINVAL);
+    g_assert_cmpint(do_io(f, true, 0, ALIGN + 1, buf,
+                          BDRV_REQ_WRITE_COMPRESSED), ==, -EINVAL);
+    g_assert_cmpuint(mem_state(f)->log_len, ==, 0);
+    check_against_model(f);
+}
+
 static void test_out_of_range(Fixture *f, gconstpointer data)
 {
     uint8_t buf[16];
@@ -597,6 +654,9 @@ static void test_perm_conflict(Fixture *f, gconstpointer data)
 #define ADD_IO_TEST(path, fn) \
     g_test_add("/block-io/" path, Fixture, NULL, fixture_setup, fn, \
                fixture_teardown)
+#define ADD_IO_TEST_DRV(path, drv, fn) \
+    g_test_add("/block-io/" path, Fixture, drv, fixture_setup, fn, \
+               fixture_teardown)
 
 int main(int argc, char **argv)
 {
@@ -611,6 +671,9 @@ int main(int argc, char **argv)
     ADD_IO_TEST("zeroes/no-fallback", test_zeroes_no_fallback);
     ADD_IO_TEST("flags/fua-emulated", test_fua_emulated);
     ADD_IO_TEST("flags/serialising", test_serialising_write);
+    ADD_IO_TEST("flags/compressed-unsupported", test_compressed_unsupported);
+    ADD_IO_TEST_DRV("flags/compressed-passed", &bdrv_test_mem_compress,
+                    test_compressed_passed);
     ADD_IO_TEST("range/out-of-range", test_out_of_range);
     ADD_IO_TEST("perm/read-only-backend", test_read_only_backend);
     ADD_IO_TEST("perm/conflict", test_perm_conflict);

@@ -103,6 +103,39 @@ static void test_compressed_range(void)
     g_assert_cmpint(bytes, ==, 4 * 512 - 0x34);
 }
 
+/* The descriptor written for compressed data reads back as that data. */
+static void test_compressed_encode(void)
+{
+    static const struct {
+        int cluster_bits;
+        int64_t host, bytes;
+    } cases[] = {
+        { 16, 0x10000, 1 },                 /* one sector */
+        { 16, 0x10000, 512 },
+        { 16, 0x101ff, 2 },                 /* crosses a sector boundary */
+        { 16, 0x10234, 0xffff },            /* nearly a cluster */
+        { 9, 0x1ff, 511 },                  /* 512-byte clusters */
+        { 21, 0x123456789, 0x1fffff },      /* 2 MiB clusters */
+    };
+
+    for (size_t i = 0; i < G_N_ELEMENTS(cases); i++) {
+        int bits = cases[i].cluster_bits;
+        uint64_t l2e = qcow2_compressed_l2e(cases[i].host, cases[i].bytes,
+                                            bits);
+        int64_t host, bytes;
+
+        g_assert_cmpint(qcow2_l2e_type(l2e, 3), ==,
+                        QCOW2_CLUSTER_COMPRESSED);
+        qcow2_compressed_range(l2e, bits, &host, &bytes);
+        g_assert_cmpint(host, ==, cases[i].host);
+        /* Whole sectors: up to the end of the last one. */
+        g_assert_cmpint(host + bytes, ==,
+                        ALIGN_UP(cases[i].host + cases[i].bytes, 512));
+    }
+    /* 2 MiB clusters leave 49 bits for the offset. */
+    g_assert_cmpuint(qcow2_compressed_l2e(1LL << 49, 100, 21), ==, 0);
+}
+
 /* --- cache --- */
 
 typedef struct MemState {
@@ -517,6 +550,8 @@ int main(int argc, char **argv)
     g_test_add_func("/qcow2/refcount/layout", test_refcount_layout);
     g_test_add_func("/qcow2/l2-entry/types", test_l2_entry_types);
     g_test_add_func("/qcow2/l2-entry/compressed", test_compressed_range);
+    g_test_add_func("/qcow2/l2-entry/compressed-encode",
+                    test_compressed_encode);
     g_test_add_func("/qcow2/cache/lru", test_cache_lru);
     g_test_add_func("/qcow2/cache/dependency", test_cache_dependency);
     g_test_add_func("/qcow2/overlap/model", test_overlap_model);
