@@ -151,9 +151,11 @@ static int qcow2_compress_run(void *opaque)
     return job->type == 1 ? qcow2_zstd_compress(job) : qcow2_deflate(job);
 }
 
-int coroutine_fn qcow2_co_compress(BlockDriverState *bs, void *dest,
-                                   size_t dest_size, const void *src,
-                                   size_t src_size)
+/* Run @run on a worker thread with the image's compression type. */
+static int coroutine_fn qcow2_co_codec(BlockDriverState *bs,
+                                       ThreadPoolFunc *run, void *dest,
+                                       size_t dest_size, const void *src,
+                                       size_t src_size)
 {
     BDRVQcow2State *s = bs->opaque;
     Qcow2CodecJob job = {
@@ -164,21 +166,21 @@ int coroutine_fn qcow2_co_compress(BlockDriverState *bs, void *dest,
         .src_size = src_size,
     };
 
-    return thread_pool_co_submit(qcow2_compress_run, &job);
+    return thread_pool_co_submit(run, &job);
+}
+
+int coroutine_fn qcow2_co_compress(BlockDriverState *bs, void *dest,
+                                   size_t dest_size, const void *src,
+                                   size_t src_size)
+{
+    return qcow2_co_codec(bs, qcow2_compress_run, dest, dest_size, src,
+                          src_size);
 }
 
 int coroutine_fn qcow2_co_decompress(BlockDriverState *bs, void *dest,
                                      size_t dest_size, const void *src,
                                      size_t src_size)
 {
-    BDRVQcow2State *s = bs->opaque;
-    Qcow2CodecJob job = {
-        .type = s->compression_type,
-        .dest = dest,
-        .dest_size = dest_size,
-        .src = src,
-        .src_size = src_size,
-    };
-
-    return thread_pool_co_submit(qcow2_decompress_run, &job);
+    return qcow2_co_codec(bs, qcow2_decompress_run, dest, dest_size, src,
+                          src_size);
 }
