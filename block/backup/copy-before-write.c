@@ -82,34 +82,34 @@ static CbwAppendArgs *cbw_pending_append;
 
 /* --- opening --- */
 
+/* QAPI's 'size' is unsigned; block-copy counts bytes in int64_t. */
+static bool cbw_check_size(const char *name, bool has_value, uint64_t value,
+                           Error **errp)
+{
+    if (has_value && value > INT64_MAX) {
+        error_setg(errp, "%s too large: %" PRIu64 " > %" PRId64, name, value,
+                   INT64_MAX);
+        return false;
+    }
+    return true;
+}
+
 static bool cbw_check_options(const BlockdevOptionsCbw *opts, Error **errp)
 {
-    if (opts->has___org_blockd_write_behind_buffer &&
-        opts->__org_blockd_write_behind_buffer > INT64_MAX) {
-        error_setg(errp, "__org.blockd_write-behind-buffer too large: %"
-                   PRIu64 " > %" PRId64,
-                   (uint64_t)opts->__org_blockd_write_behind_buffer,
-                   INT64_MAX);
+    if (!cbw_check_size("__org.blockd_write-behind-buffer",
+                        opts->has___org_blockd_write_behind_buffer,
+                        opts->__org_blockd_write_behind_buffer, errp) ||
+        !cbw_check_size("__org.blockd_write-behind-spill-size",
+                        opts->has___org_blockd_write_behind_spill_size,
+                        opts->__org_blockd_write_behind_spill_size, errp) ||
+        !cbw_check_size("min-cluster-size", opts->has_min_cluster_size,
+                        opts->min_cluster_size, errp)) {
         return false;
     }
-    if (opts->has___org_blockd_write_behind_spill_size &&
-        opts->__org_blockd_write_behind_spill_size > INT64_MAX) {
-        error_setg(errp, "__org.blockd_write-behind-spill-size too large: %"
-                   PRIu64 " > %" PRId64,
-                   (uint64_t)opts->__org_blockd_write_behind_spill_size,
-                   INT64_MAX);
+    if (opts->has_min_cluster_size &&
+        !IS_POWER_OF_2(opts->min_cluster_size)) {
+        error_setg(errp, "min-cluster-size needs to be a power of 2");
         return false;
-    }
-    if (opts->has_min_cluster_size) {
-        if (opts->min_cluster_size > INT64_MAX) {
-            error_setg(errp, "min-cluster-size too large: %" PRIu64 " > %"
-                       PRId64, (uint64_t)opts->min_cluster_size, INT64_MAX);
-            return false;
-        }
-        if (!IS_POWER_OF_2(opts->min_cluster_size)) {
-            error_setg(errp, "min-cluster-size needs to be a power of 2");
-            return false;
-        }
     }
     return true;
 }
