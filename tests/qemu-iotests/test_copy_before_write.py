@@ -551,6 +551,18 @@ def test_write_behind_spill_option_errors(graph, opts, desc):
     assert "cbw" not in names
 
 
+@blockd_only("the write-behind buffer is a blockd extension; qsd 7.2 has no "
+             "min-cluster-size")
+@pytest.mark.parametrize("name", [WRITE_BEHIND, "min-cluster-size"])
+def test_byte_count_too_large(graph, name):
+    """QMP takes -1 for a size as 2^64 - 1; no byte count passes 2^63 - 1."""
+    d = graph.d
+    args = {"driver": "copy-before-write", "node-name": "cbw", "file": "src",
+            "target": "tgt", name: -1}
+    assert error_of(d.cmd("blockdev-add", args)) == \
+        f"{name} too large: {2**64 - 1} > {2**63 - 1}"
+
+
 @blockd_only(f"{SPILL_SIZE} is a blockd extension")
 def test_write_behind_spill_in_schema(graph):
     schema = graph.d.command("query-qmp-schema")
