@@ -22,8 +22,7 @@ import time
 
 import pytest
 
-import iotests
-from iotests import KiB, MiB, blockd_only, nbd_uri, qemu_io_cmds, run
+from iotests import KiB, MiB, blockd_only, nbd_uri, qemu_io_cmds
 from nbd_client import CMD_FLUSH, NBDClient
 from nbd_servers import Nbdkit
 
@@ -373,7 +372,6 @@ def test_filter_over_written_source_conflicts(graph):
 
 def test_target_cannot_be_resized_by_others(graph):
     """Others may read and write the target, but not resize it."""
-    d = graph.d
     graph.add_cbw()
     graph.export(node="tgt", export_id="e-tgt", writable=True)
     res = qemu_io_cmds(nbd_uri(graph.sock, "tgt"), [f"read 0 {CLUSTER}"])

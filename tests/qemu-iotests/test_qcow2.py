@@ -19,7 +19,6 @@ import time
 
 import pytest
 
-import iotests
 from iotests import (KiB, MiB, Reference, compare_images, nbd_uri, qemu_img, qemu_io_cmds,
                      qemu_io_popen, wait_all)
 

@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import pytest
 
 import iotests
-from iotests import KiB, MiB, Reference, compare_images, nbd_uri, qemu_img, qemu_io_cmds
+from iotests import MiB, Reference, compare_images, nbd_uri, qemu_img, qemu_io_cmds
 
 pytestmark = [pytest.mark.rw, pytest.mark.quick]
 
