@@ -66,6 +66,17 @@ def completed(d):
     return ev
 
 
+def backed_up(d, tgt, ref, exported=True):
+    """Job "j" succeeded: stop the daemon, check that the qcow2 @tgt holds
+    the raw @ref, and return its `qemu-img check` report."""
+    completed(d)
+    if exported:
+        d.del_export("e")
+    d.stop()
+    compare_images(tgt, ref, "qcow2", "raw")
+    return check(tgt)
+
+
 @pytest.mark.parametrize("compression_type", ["zlib", "zstd"])
 def test_point_in_time(daemon, scratch, compressible, compression_type):
     src, ref = compressible
@@ -74,11 +85,7 @@ def test_point_in_time(daemon, scratch, compressible, compression_type):
     uri = start_export(daemon)
     backup(daemon, sync="full", speed=SLOW, compress=True)
     guest_writes(uri)
-    completed(daemon)
-    daemon.del_export("e")
-    daemon.stop()
-    compare_images(tgt, ref, "qcow2", "raw")
-    report = check(tgt)
+    report = backed_up(daemon, tgt, ref)
     # Every cluster with data is compressed (the holes were written as zeroes).
     assert report["compressed-clusters"] == 5 * MiB // CLUSTER, report
     info = json.loads(qemu_img("info", "--output=json", tgt).stdout)
@@ -99,11 +106,7 @@ def test_incompressible_data_is_stored_plain(daemon, scratch):
     uri = start_export(daemon)
     backup(daemon, sync="full", speed=SLOW, compress=True)
     guest_writes(uri)
-    completed(daemon)
-    daemon.del_export("e")
-    daemon.stop()
-    compare_images(tgt, ref, "qcow2", "raw")
-    report = check(tgt)
+    report = backed_up(daemon, tgt, ref)
     # Only the MiB of one byte shrinks; every cluster is allocated.
     assert report["compressed-clusters"] == MiB // CLUSTER, report
     assert report["allocated-clusters"] == SIZE // CLUSTER, report
@@ -120,10 +123,7 @@ def test_partial_last_cluster(daemon, scratch):
     open_src(daemon, src)
     add_qcow2(daemon, tgt, "tgt")
     backup(daemon, sync="full", compress=True)
-    completed(daemon)
-    daemon.stop()
-    compare_images(tgt, src, "qcow2", "raw")
-    assert check(tgt)["compressed-clusters"] == 4
+    assert backed_up(daemon, tgt, src, exported=False)["compressed-clusters"] == 4
 
 
 @pytest.mark.parametrize("cluster_size", [512, 2 * MiB])
@@ -137,10 +137,7 @@ def test_cluster_sizes(daemon, scratch, compressible, cluster_size):
     open_src(daemon, src)
     add_qcow2(daemon, tgt, "tgt")
     backup(daemon, sync="full", compress=True)
-    completed(daemon)
-    daemon.stop()
-    compare_images(tgt, src, "qcow2", "raw")
-    assert check(tgt)["compressed-clusters"] > 0
+    assert backed_up(daemon, tgt, src, exported=False)["compressed-clusters"] > 0
 
 
 def test_drive_backup(daemon, scratch, compressible):
@@ -152,11 +149,7 @@ def test_drive_backup(daemon, scratch, compressible):
                                     "sync": "full", "job-id": "j", "speed": SLOW,
                                     "compress": True})
     guest_writes(uri)
-    completed(daemon)
-    daemon.del_export("e")
-    daemon.stop()
-    compare_images(tgt, ref, "qcow2", "raw")
-    assert check(tgt)["compressed-clusters"] > 0
+    assert backed_up(daemon, tgt, ref)["compressed-clusters"] > 0
 
 
 def test_allocated_target_cluster_fails(daemon, scratch, compressible):
