@@ -260,17 +260,19 @@ def snapshot_read(graph, cmds, check=True):
     return qemu_io_cmds(nbd_uri(graph.sock, "snap"), cmds, check=check, extra=["-r"])
 
 
-def add_snapshot_access(d):
-    d.command("blockdev-add", {"driver": "snapshot-access", "node-name": "snap",
-                               "file": "cbw"})
+def export_disk_and_snapshot(graph):
+    """A snapshot-access node "snap" on the filter; the filter exported
+    writable as the guest's disk, the snapshot read-only as "e-snap"."""
+    graph.d.command("blockdev-add", {"driver": "snapshot-access", "node-name": "snap",
+                                     "file": "cbw"})
+    graph.export()
+    graph.export(node="snap", export_id="e-snap", writable=False)
 
 
 def test_break_guest_write(graph):
     """The guest's write fails and writes nothing; the snapshot stays valid."""
     graph.add_cbw(target=failing_target(graph), **{"on-cbw-error": "break-guest-write"})
-    add_snapshot_access(graph.d)
-    graph.export()
-    graph.export(node="snap", export_id="e-snap", writable=False)
+    export_disk_and_snapshot(graph)
     res = graph.guest_write([(CLUSTER, 4 * KiB)], check=False)
     assert "write failed" in res.output, res
     assert read_file(graph.src_path) == graph.expected_source([])
@@ -281,9 +283,7 @@ def test_break_guest_write(graph):
 def test_break_snapshot(graph):
     """The guest's write goes through; the snapshot can no longer be read."""
     graph.add_cbw(target=failing_target(graph), **{"on-cbw-error": "break-snapshot"})
-    add_snapshot_access(graph.d)
-    graph.export()
-    graph.export(node="snap", export_id="e-snap", writable=False)
+    export_disk_and_snapshot(graph)
     # Before the failure, the snapshot reads.
     snapshot_read(graph, [f"read -P {old_pattern(9):#x} {9 * CLUSTER} {CLUSTER}"])
     graph.guest_write([(CLUSTER, 4 * KiB), (2 * CLUSTER, 4 * KiB)])
@@ -309,9 +309,7 @@ def test_cbw_timeout(graph, scratch, policy):
     kit = slow_target(graph, scratch, delay)
     try:
         graph.add_cbw(target="slow", **{"on-cbw-error": policy, "cbw-timeout": timeout})
-        add_snapshot_access(graph.d)
-        graph.export()
-        graph.export(node="snap", export_id="e-snap", writable=False)
+        export_disk_and_snapshot(graph)
         start = time.monotonic()
         res = graph.guest_write([(CLUSTER, 4 * KiB)], check=False)
         elapsed = time.monotonic() - start
@@ -408,9 +406,7 @@ def test_write_behind_lets_the_guest_go_on(graph, scratch):
     kit = slow_target(graph, scratch, delay)
     try:
         graph.add_cbw(target="slow", **{WRITE_BEHIND: MiB})
-        add_snapshot_access(graph.d)
-        graph.export()
-        graph.export(node="snap", export_id="e-snap", writable=False)
+        export_disk_and_snapshot(graph)
         start = time.monotonic()
         graph.guest_write([(CLUSTER, 4 * KiB)])
         assert time.monotonic() - start < delay - 1
@@ -429,9 +425,7 @@ def test_failed_write_behind_breaks_the_snapshot(graph):
     more: it breaks the snapshot, even under break-guest-write."""
     graph.add_cbw(target=failing_target(graph), **{"on-cbw-error": "break-guest-write",
                                                    WRITE_BEHIND: MiB})
-    add_snapshot_access(graph.d)
-    graph.export()
-    graph.export(node="snap", export_id="e-snap", writable=False)
+    export_disk_and_snapshot(graph)
     graph.guest_write([(CLUSTER, 4 * KiB)])
     assert read_file(graph.src_path) == graph.expected_source([(CLUSTER, 4 * KiB)])
     res = snapshot_read(graph, [f"read {CLUSTER} 4k"], check=False)
@@ -471,9 +465,7 @@ def test_write_behind_spill_lets_the_guest_go_on(graph, scratch):
     try:
         graph.add_cbw(target="slow", **{WRITE_BEHIND: CLUSTER, SPILL_SIZE: 4 * MiB,
                                         SPILL_DIR: spill_dir})
-        add_snapshot_access(graph.d)
-        graph.export()
-        graph.export(node="snap", export_id="e-snap", writable=False)
+        export_disk_and_snapshot(graph)
         start = time.monotonic()
         graph.guest_write(writes)
         assert time.monotonic() - start < delay - 1
@@ -499,9 +491,7 @@ def test_write_behind_spill_full_waits(graph, scratch):
     try:
         graph.add_cbw(target="slow", **{WRITE_BEHIND: CLUSTER, SPILL_SIZE: 2 * CLUSTER,
                                         SPILL_DIR: scratch})
-        add_snapshot_access(graph.d)
-        graph.export()
-        graph.export(node="snap", export_id="e-snap", writable=False)
+        export_disk_and_snapshot(graph)
         start = time.monotonic()
         graph.guest_write(spill_writes([1, 5, 9]))
         assert time.monotonic() - start < delay - 1
