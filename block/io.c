@@ -205,14 +205,22 @@ static int coroutine_fn bdrv_aligned_pwritev(BlockDriverState *bs,
 
 /* --- alignment --- */
 
+/* Whether [@offset, +@bytes) is whole blocks of @bs. */
+static bool bdrv_range_is_aligned(BlockDriverState *bs, int64_t offset,
+                                  int64_t bytes)
+{
+    uint32_t align = bs->bl.request_alignment;
+
+    return IS_ALIGNED(offset, align) && IS_ALIGNED(bytes, align);
+}
+
 /* Whether the driver can take [@offset, +@bytes) of @qiov as it is. */
 static bool bdrv_is_aligned(BlockDriverState *bs, int64_t offset,
                             int64_t bytes, const IOVector *qiov)
 {
-    uint32_t align = bs->bl.request_alignment;
-
-    return IS_ALIGNED(offset, align) && IS_ALIGNED(bytes, align) &&
-           iovector_is_aligned(qiov, bs->bl.min_mem_alignment, align);
+    return bdrv_range_is_aligned(bs, offset, bytes) &&
+           iovector_is_aligned(qiov, bs->bl.min_mem_alignment,
+                               bs->bl.request_alignment);
 }
 
 /*
@@ -727,16 +735,7 @@ int coroutine_fn bdrv_co_pdiscard(BdrvChild *child, int64_t offset,
     return ret == -ENOTSUP ? 0 : ret;
 }
 
-/* --- copy offload --- */
-
-/* Offload moves whole blocks of both nodes: no padding, no bounce. */
-static bool bdrv_range_is_aligned(BlockDriverState *bs, int64_t offset,
-                                  int64_t bytes)
-{
-    uint32_t align = bs->bl.request_alignment;
-
-    return IS_ALIGNED(offset, align) && IS_ALIGNED(bytes, align);
-}
+/* --- copy offload: whole blocks of both nodes, no padding, no bounce --- */
 
 int coroutine_fn bdrv_co_copy_range_from(BdrvChild *src, int64_t src_offset,
                                          BdrvChild *dst, int64_t dst_offset,
