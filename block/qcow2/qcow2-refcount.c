@@ -287,6 +287,14 @@ static int64_t coroutine_fn find_free_clusters(BlockDriverState *bs,
             if (qcow2_refcount_get(block, s->refcount_order,
                                    c & (s->refcount_block_entries - 1))) {
                 run_start = c + 1;
+                /*
+                 * Keep the hint at the first free cluster: otherwise
+                 * every allocation rescans all clusters in use below
+                 * it, and filling an image costs quadratic time.
+                 */
+                if (c == s->free_cluster_index) {
+                    s->free_cluster_index = c + 1;
+                }
             }
         }
         qcow2_cache_put(s->refcount_cache, &block);

@@ -1,6 +1,11 @@
 /*
- * The byte allocator of qcow2 compressed clusters (qcow2_alloc_bytes()),
- * on a real image in a temporary file, checked against a naive model:
+ * The host allocators of qcow2, on a real image in a temporary file.
+ *
+ * Clusters (qcow2_alloc_clusters()): the scan for free clusters starts
+ * at the first free one, not at the start of the image.
+ *
+ * Bytes of compressed clusters (qcow2_alloc_bytes()), checked against a
+ * naive model:
  * a list of the live allocations (byte ranges of compressed data, whole
  * clusters of other data) from which the refcount of every host cluster
  * follows (one per live allocation touching it, plus the metadata's).
@@ -43,7 +48,7 @@ static void coroutine_fn image_open(Image *img, int refcount_bits)
     g_autoptr(BlockdevCreateOptions) create =
         g_new0(BlockdevCreateOptions, 1);
     g_autoptr(BlockdevOptions) opts = g_new0(BlockdevOptions, 1);
-    int fd = g_file_open_tmp("test-qcow2-alloc-bytes-XXXXXX", &img->path,
+    int fd = g_file_open_tmp("test-qcow2-alloc-XXXXXX", &img->path,
                              NULL);
 
     g_assert_cmpint(fd, >=, 0);
@@ -92,7 +97,52 @@ static int64_t coroutine_fn alloc_bytes(Image *img, int64_t size)
     return offset;
 }
 
-/* --- the model --- */
+/* --- whole clusters --- */
+
+static int64_t coroutine_fn alloc_cluster(Image *img)
+{
+    int64_t offset = qcow2_alloc_clusters(img->bs, 1);
+
+    g_assert_cmpint(offset, >, 0);
+    return offset;
+}
+
+/*
+ * Filling an image: each scan starts right after the clusters in use
+ * (a scan from the header on made filling an image quadratic), and a
+ * freed cluster is found again.
+ */
+static void coroutine_fn scan_start_entry(void *opaque)
+{
+    Image img;
+    int64_t first, middle = 0;
+
+    image_open(&img, 0);
+    first = alloc_cluster(&img);
+    for (int i = 1; i < 100; i++) {
+        int64_t offset = alloc_cluster(&img);
+
+        g_assert_cmpint(offset, ==, first + i * CLUSTER);
+        g_assert_cmpint(img.s->free_cluster_index, ==,
+                        offset / CLUSTER + 1);
+        if (i == 50) {
+            middle = offset;
+        }
+    }
+    g_assert_cmpint(qcow2_free_clusters(img.bs, middle, CLUSTER, false),
+                    ==, 0);
+    g_assert_cmpint(img.s->free_cluster_index, ==, middle / CLUSTER);
+    g_assert_cmpint(alloc_cluster(&img), ==, middle);
+    g_assert_cmpint(alloc_cluster(&img), ==, first + 100 * CLUSTER);
+    image_close(&img);
+}
+
+static void test_scan_start(void)
+{
+    co_run_sync(scan_start_entry, NULL);
+}
+
+/* --- compressed bytes: the model --- */
 
 typedef struct Range {
     int64_t offset;
@@ -208,7 +258,7 @@ static void test_model(void)
     co_run_sync(model_entry, NULL);
 }
 
-/* --- edge cases --- */
+/* --- compressed bytes: edge cases --- */
 
 /* Data that does not fit crosses into the next cluster, which is free. */
 static void coroutine_fn span_entry(void *opaque)
@@ -328,6 +378,7 @@ static void test_freed(void)
 int main(int argc, char **argv)
 {
     g_test_init(&argc, &argv, NULL);
+    g_test_add_func("/qcow2/alloc-clusters/scan-start", test_scan_start);
     g_test_add_func("/qcow2/alloc-bytes/model", test_model);
     g_test_add_func("/qcow2/alloc-bytes/span", test_span);
     g_test_add_func("/qcow2/alloc-bytes/next-taken", test_next_taken);
