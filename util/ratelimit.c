@@ -43,6 +43,12 @@ int64_t ratelimit_delay(RateLimit *limit, int64_t now)
     return limit->paid_until - now;
 }
 
+void ratelimit_charge(RateLimit *limit, uint64_t n, int64_t now)
+{
+    ratelimit_delay(limit, now);        /* idle time earns no credit */
+    ratelimit_account(limit, n);
+}
+
 int64_t ratelimit_calculate_delay(RateLimit *limit, uint64_t n, int64_t now)
 {
     int64_t delay = ratelimit_delay(limit, now);

@@ -611,6 +611,10 @@ static void coroutine_fn block_copy_call_sleep(BlockCopyCallState *call,
  * before they start, so that they are spaced out.  If not, the task
  * gives its clusters back (the call sleeps without holding a range, so
  * guest writes never wait for the limit) and the call sleeps; false.
+ *
+ * Copies before guest writes never wait, but they are charged too, as
+ * in QEMU: the speed limits all that the backup moves, so while the
+ * guest writes much, the background copy gives the disk to the guest.
  */
 static bool coroutine_fn block_copy_task_ratelimit(BlockCopyTask *task)
 {
@@ -618,6 +622,8 @@ static bool coroutine_fn block_copy_task_ratelimit(BlockCopyTask *task)
     int64_t delay;
 
     if (call->ignore_ratelimit) {
+        ratelimit_charge(&call->s->rate_limit, task->req.bytes,
+                         clock_now_ns());
         return true;
     }
     delay = ratelimit_calculate_delay(&call->s->rate_limit, task->req.bytes,

@@ -50,6 +50,13 @@ int64_t ratelimit_delay(RateLimit *limit, int64_t now);
 void ratelimit_account(RateLimit *limit, uint64_t n);
 
 /*
+ * ratelimit_charge:
+ * Charge @n units for work that started at @now without asking (it could
+ * not wait): work that asks later waits until this is paid for too.
+ */
+void ratelimit_charge(RateLimit *limit, uint64_t n, int64_t now);
+
+/*
  * ratelimit_calculate_delay:
  * @n: units the caller is about to dispatch
  * @now: the current time

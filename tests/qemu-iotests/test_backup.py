@@ -787,6 +787,29 @@ def test_source_read_error_reported(daemon, scratch, disk):
     assert errs == [{"device": "j", "operation": "read", "action": "report"}]
 
 
+def test_speed_counts_copies_before_writes(daemon, scratch, disk):
+    """The speed limits everything the backup copies: after the guest forced
+    12 MiB of copies at 4 MiB/s, the background copy waits about 3 s, so
+    that it does not compete with the guest for the disk (QEMU charges
+    these copies too)."""
+    src, ref = disk
+    open_src(daemon, src)
+    tgt = open_raw_target(daemon, scratch)
+    uri = start_export(daemon)
+    backup(daemon, sync="full", speed=SLOW)
+    guest_writes(uri, [(0x55, 4 * MiB, 12 * MiB)])
+    offset = daemon.command("query-block-jobs")[0]["offset"]
+    assert offset >= 12 * MiB
+    time.sleep(1.0)
+    # Not charged, the background copy would have gone on at 4 MiB/s; a
+    # task started before the writes may still end.
+    assert daemon.command("query-block-jobs")[0]["offset"] - offset <= MiB
+    daemon.command("block-job-set-speed", device="j", speed=0)
+    ev = finish(daemon, "j")
+    assert "error" not in ev["data"] and ev["data"]["offset"] == SIZE, ev
+    compare_images(tgt, ref)
+
+
 def test_pause_resume_and_speed(daemon, scratch, disk):
     """055: a paused job makes no progress; set-speed shows; resume completes."""
     import time

@@ -149,6 +149,23 @@ static void test_exact_delay(void)
     g_assert_cmpint(ratelimit_delay(&rl, now + 5 * SECOND), ==, SECOND);
 }
 
+/* Work that could not wait is charged all the same, idle or not. */
+static void test_charge_without_asking(void)
+{
+    RateLimit rl = { 0 };
+    int64_t now = 7 * SECOND;
+
+    ratelimit_set_speed(&rl, 1 * MiB);
+    ratelimit_charge(&rl, MiB, now);
+    g_assert_cmpint(ratelimit_delay(&rl, now), ==, SECOND);
+    /* In debt already: the debt grows. */
+    ratelimit_charge(&rl, MiB, now + 500 * MS);
+    g_assert_cmpint(ratelimit_delay(&rl, now + 500 * MS), ==, 1500 * MS);
+    /* After idle time: counted from then, not from the old debt's end. */
+    ratelimit_charge(&rl, MiB / 2, now + 10 * SECOND);
+    g_assert_cmpint(ratelimit_delay(&rl, now + 10 * SECOND), ==, 500 * MS);
+}
+
 static void test_speed_change_forgives(void)
 {
     RateLimit rl = { 0 };
@@ -178,6 +195,7 @@ int main(int argc, char **argv)
     g_test_init(&argc, &argv, NULL);
     g_test_add_func("/ratelimit/unlimited", test_unlimited);
     g_test_add_func("/ratelimit/exact-delay", test_exact_delay);
+    g_test_add_func("/ratelimit/charge", test_charge_without_asking);
     g_test_add_func("/ratelimit/speed-change", test_speed_change_forgives);
     g_test_add_func("/ratelimit/huge-charge", test_huge_charge);
     g_test_add_func("/ratelimit/job-loop", test_job_loop);
