@@ -1277,17 +1277,23 @@ static void failure_cb(void *opaque, int ret)
     b->failure_ret = ret;
 }
 
-/* Write-behind of two clusters; target writes are held until released. */
+/* A state with @opts whose target writes are held until released. */
+static void behind_open(BehindFixture *b, const BlockCopyOptions *opts)
+{
+    *b = (BehindFixture) { 0 };
+    fixture_open_nodes(&b->f);
+    fixture_new_state(&b->f, NULL, opts);
+    block_copy_set_failure_callback(b->f.bcs, failure_cb, b);
+    b->f.tgt->hold_start = 0;
+    b->f.tgt->hold_end = DISK_SIZE;
+}
+
+/* Write-behind of two clusters. */
 static void behind_setup(BehindFixture *b, gconstpointer data)
 {
     BlockCopyOptions opts = { .write_behind_bytes = 2 * CLUSTER };
 
-    *b = (BehindFixture) { 0 };
-    fixture_open_nodes(&b->f);
-    fixture_new_state(&b->f, NULL, &opts);
-    block_copy_set_failure_callback(b->f.bcs, failure_cb, b);
-    b->f.tgt->hold_start = 0;
-    b->f.tgt->hold_end = DISK_SIZE;
+    behind_open(b, &opts);
 }
 
 static void behind_teardown(BehindFixture *b, gconstpointer data)
@@ -1572,10 +1578,7 @@ static void test_spill_extents(void)
                     ==, 0);
 }
 
-/*
- * One cluster of write-behind memory and a spill of four; target writes
- * are held until released.
- */
+/* One cluster of write-behind memory and a spill of four. */
 static void spill_setup(BehindFixture *b, gconstpointer data)
 {
     BlockCopyOptions opts = {
@@ -1584,12 +1587,7 @@ static void spill_setup(BehindFixture *b, gconstpointer data)
         .write_behind_spill_dir = g_get_tmp_dir(),
     };
 
-    *b = (BehindFixture) { 0 };
-    fixture_open_nodes(&b->f);
-    fixture_new_state(&b->f, NULL, &opts);
-    block_copy_set_failure_callback(b->f.bcs, failure_cb, b);
-    b->f.tgt->hold_start = 0;
-    b->f.tgt->hold_end = DISK_SIZE;
+    behind_open(b, &opts);
 }
 
 /*

@@ -231,10 +231,7 @@ static void coroutine_fn model_entry(void *opaque)
 
             model_add(&m, alloc_bytes(&img, size), size);
         } else if (what < 8) {
-            int64_t offset = qcow2_alloc_clusters(img.bs, 1);
-
-            g_assert_cmpint(offset, >, 0);
-            model_add(&m, offset, CLUSTER);
+            model_add(&m, alloc_cluster(&img), CLUSTER);
         } else if (m.live->len) {
             guint i = g_rand_int_range(rng, 0, m.live->len);
             Range r = g_array_index(m.live, Range, i);
@@ -292,7 +289,7 @@ static void coroutine_fn next_taken_entry(void *opaque)
 
     image_open(&img, 0);
     a = alloc_bytes(&img, 3000);
-    other = qcow2_alloc_clusters(img.bs, 1);
+    other = alloc_cluster(&img);
     g_assert_cmpint(other, ==, a + CLUSTER);
     b = alloc_bytes(&img, 3000);
     g_assert_cmpint(b % CLUSTER, ==, 0);
@@ -363,7 +360,7 @@ static void coroutine_fn freed_entry(void *opaque)
     image_open(&img, 0);
     a = alloc_bytes(&img, 100);
     g_assert_cmpint(qcow2_free_clusters(img.bs, a, 100, false), ==, 0);
-    g_assert_cmpint(qcow2_alloc_clusters(img.bs, 1), ==, a);
+    g_assert_cmpint(alloc_cluster(&img), ==, a);
     b = alloc_bytes(&img, 100);
     g_assert_true(b >= a + CLUSTER);
     g_assert_cmpuint(refcount_of(&img, a), ==, 1);
